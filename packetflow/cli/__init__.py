@@ -1,0 +1,1 @@
+"""PacketFlow command-line interface."""

@@ -1,0 +1,1 @@
+"""The pure model: intents, contexts, capabilities, effects and reactor signatures. No I/O."""

@@ -1,0 +1,131 @@
+"""Capabilities: an operation on a resource pattern, and the hierarchy that says which imply which.
+
+A capability is written ``operation:resource`` (``withdraw:account/42``, ``read:*``). A held
+capability implies a required one when its operation equals or (transitively, through the
+hierarchy) implies the required operation, and its resource pattern matches the required
+resource. Resource patterns use ``*`` for one path segment and ``**`` (or a lone ``*``) for any.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+_OP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+
+class Capability(BaseModel):
+    """``operation`` on ``resource``; the resource may hold wildcards when held, not required."""
+
+    model_config = ConfigDict(frozen=True)
+
+    operation: str
+    resource: str = "*"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _split(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Capability:
+        if not _OP_RE.match(self.operation):
+            raise ValueError(f"invalid capability operation {self.operation!r}")
+        if not self.resource:
+            raise ValueError("capability resource must not be empty (use '*')")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Capability:
+        """Parse ``operation:resource`` (resource defaults to ``*``)."""
+        return cls(**_split(text))
+
+    def __str__(self) -> str:
+        return f"{self.operation}:{self.resource}"
+
+    def matches_resource(self, resource: str) -> bool:
+        return _pattern(self.resource).fullmatch(resource) is not None
+
+
+def _split(text: str) -> dict[str, str]:
+    op, sep, resource = text.strip().partition(":")
+    if not op:
+        raise ValueError(f"invalid capability {text!r}: expected 'operation:resource'")
+    return {"operation": op, "resource": resource if sep and resource else "*"}
+
+
+@lru_cache(maxsize=4096)
+def _pattern(resource_pattern: str) -> re.Pattern[str]:
+    if resource_pattern in ("*", "**"):
+        return re.compile(r".*", re.S)
+    parts = []
+    for token in re.split(r"(\*\*|\*)", resource_pattern):
+        if token == "**":
+            parts.append(".*")
+        elif token == "*":
+            parts.append("[^/]*")
+        else:
+            parts.append(re.escape(token))
+    return re.compile("".join(parts), re.S)
+
+
+CapabilityLike = Capability | str
+
+
+def as_capability(value: CapabilityLike) -> Capability:
+    return value if isinstance(value, Capability) else Capability.parse(value)
+
+
+class CapabilityHierarchy:
+    """Which operations imply which: ``{"admin": ["write"], "write": ["read"]}`` is transitive.
+
+    Roles are operations too: ``{"teller": ["deposit", "withdraw", "read"]}`` makes a held
+    ``teller:account/*`` imply ``withdraw:account/7``.
+    """
+
+    def __init__(self, implies: Mapping[str, Iterable[str]] | None = None) -> None:
+        self._direct: dict[str, set[str]] = {}
+        for op, implied in (implies or {}).items():
+            self.grant(op, *implied)
+
+    def grant(self, operation: str, *implied: str) -> CapabilityHierarchy:
+        """Declare that holding ``operation`` also grants each of ``implied``."""
+        self._direct.setdefault(operation, set()).update(implied)
+        self._closure.cache_clear()
+        return self
+
+    @lru_cache(maxsize=1024)  # noqa: B019 - hierarchies live as long as their topology
+    def _closure(self, operation: str) -> frozenset[str]:
+        seen = {operation}
+        stack = [operation]
+        while stack:
+            for nxt in self._direct.get(stack.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return frozenset(seen)
+
+    def operations_implied_by(self, operation: str) -> frozenset[str]:
+        return self._closure(operation)
+
+    def implies(self, held: Capability, required: Capability) -> bool:
+        """True when ``held`` covers ``required`` (operation implied, resource matched)."""
+        if required.operation not in self._closure(held.operation):
+            return False
+        return held.matches_resource(required.resource)
+
+    def missing(
+        self, held: Iterable[Capability], required: Iterable[Capability]
+    ) -> list[Capability]:
+        """The required capabilities that no held capability implies (empty when allowed)."""
+        held_list = list(held)
+        return [r for r in required if not any(self.implies(h, r) for h in held_list)]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {op: sorted(implied) for op, implied in sorted(self._direct.items())}

@@ -1,0 +1,119 @@
+"""Context: who asked, why, within which trace, with what rights and until when.
+
+Every intent travels with a context. A reactor's emitted intents carry ``inherit``-ed
+context (new span, this hop appended to the trace, causation pointing at the intent that
+caused them), so any record can be followed back to the HTTP call or CLI command that began it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from packetflow.core.capability import Capability, CapabilityLike, as_capability
+
+
+def new_id() -> str:
+    """A 128-bit random id in hex (trace, span, intent and correlation ids)."""
+    return os.urandom(16).hex()
+
+
+def _span_id() -> str:
+    return os.urandom(8).hex()
+
+
+class Context(BaseModel):
+    """The product type that rides along with every intent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    intent_id: str = Field(default_factory=new_id)
+    trace_id: str = Field(default_factory=new_id)
+    span_id: str = Field(default_factory=_span_id)
+    parent_span_id: str | None = None
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    principal: str | None = None
+    capabilities: tuple[Capability, ...] = ()
+    deadline: datetime | None = None
+    reply_to: str | None = None
+    trace: tuple[str, ...] = ()
+    baggage: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def new(
+        cls,
+        principal: str | None = None,
+        capabilities: Iterable[CapabilityLike] = (),
+        *,
+        deadline: datetime | None = None,
+        baggage: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> Context:
+        """A root context: fresh trace, correlation id equal to the first intent's id."""
+        intent_id = new_id()
+        return cls(
+            intent_id=intent_id,
+            correlation_id=extra.pop("correlation_id", intent_id),
+            principal=principal,
+            capabilities=tuple(as_capability(c) for c in capabilities),
+            deadline=deadline,
+            baggage=dict(baggage or {}),
+            **extra,
+        )
+
+    # -- propagation -------------------------------------------------------------------
+
+    def inherit(self, hop: str) -> Context:
+        """The context of an intent caused by this one: new intent id and span, same trace."""
+        return self.model_copy(
+            update={
+                "intent_id": new_id(),
+                "span_id": _span_id(),
+                "parent_span_id": self.span_id,
+                "causation_id": self.intent_id,
+                "correlation_id": self.correlation_id or self.intent_id,
+                "trace": (*self.trace, hop),
+            }
+        )
+
+    def copy_as_is(self) -> Context:
+        """An identical context (``copy`` propagation): same ids, same span."""
+        return self.model_copy()
+
+    # -- composition -------------------------------------------------------------------
+
+    def merge(self, other: Context) -> Context:
+        """Union of capabilities and baggage; traces joined; the earlier deadline wins."""
+        caps = tuple(dict.fromkeys((*self.capabilities, *other.capabilities)))
+        deadlines = [d for d in (self.deadline, other.deadline) if d is not None]
+        return self.model_copy(
+            update={
+                "capabilities": caps,
+                "trace": (*self.trace, *(h for h in other.trace if h not in self.trace)),
+                "baggage": {**self.baggage, **other.baggage},
+                "deadline": min(deadlines) if deadlines else None,
+            }
+        )
+
+    def override(self, **changes: Any) -> Context:
+        """A copy with the given fields replaced (capabilities accept strings)."""
+        if "capabilities" in changes:
+            changes["capabilities"] = tuple(as_capability(c) for c in changes["capabilities"])
+        return self.model_copy(update=changes)
+
+    def with_capabilities(self, *capabilities: CapabilityLike) -> Context:
+        """A copy that also holds ``capabilities``."""
+        extra = tuple(as_capability(c) for c in capabilities)
+        return self.model_copy(
+            update={"capabilities": tuple(dict.fromkeys((*self.capabilities, *extra)))}
+        )
+
+    def expired(self, now: datetime | None = None) -> bool:
+        if self.deadline is None:
+            return False
+        return (now or datetime.now(UTC)) > self.deadline

@@ -1,0 +1,115 @@
+"""Intents: typed, versioned requests for something to be done.
+
+An intent is a pydantic model. Its class declares a stable type name (what travels on the
+wire), a schema version, the capabilities a sender must hold, and the field that keys it::
+
+    class Withdraw(Intent, type_name="orders.Withdraw", requires=["withdraw:account/{account}"],
+                   key="account"):
+        account: str
+        amount: int
+
+``{field}`` in a required capability's resource is filled from the intent, so a token for
+``withdraw:account/a1`` covers ``Withdraw(account="a1")`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable
+from typing import Any, ClassVar, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict
+
+from packetflow.core.capability import Capability, CapabilityLike, as_capability
+
+
+class Intent(BaseModel):
+    """Base class of every intent type."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    intent_type: ClassVar[str] = "Intent"
+    intent_version: ClassVar[int] = 1
+    required_capabilities: ClassVar[tuple[Capability, ...]] = ()
+    key_field: ClassVar[str | None] = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        type_name: str | None = None,
+        version: int | None = None,
+        requires: Iterable[CapabilityLike] | None = None,
+        key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.intent_type = type_name or cls.__name__
+        if version is not None:
+            if version < 1:
+                raise ValueError(f"{cls.__name__}: version must be >= 1")
+            cls.intent_version = version
+        if requires is not None:
+            cls.required_capabilities = tuple(as_capability(c) for c in requires)
+        if key is not None:
+            cls.key_field = key
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.key_field is not None and cls.key_field not in cls.model_fields:
+            raise TypeError(f"{cls.__name__}: key={cls.key_field!r} is not a field")
+        for cap in cls.required_capabilities:
+            for name in _placeholders(cap.resource):
+                if name not in cls.model_fields:
+                    raise TypeError(
+                        f"{cls.__name__}: required capability {cap} names unknown field {name!r}"
+                    )
+
+    def partition_key(self) -> str | None:
+        """The record key this intent is sent with by default (its ``key`` field)."""
+        if self.key_field is None:
+            return None
+        value = getattr(self, self.key_field)
+        return None if value is None else str(value)
+
+    def capabilities_required(self) -> tuple[Capability, ...]:
+        """The required capabilities with ``{field}`` placeholders filled from this intent."""
+        caps = self.required_capabilities
+        if not caps or not any("{" in c.resource for c in caps):
+            return caps
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return tuple(
+            Capability(operation=c.operation, resource=c.resource.format(**values))
+            if "{" in c.resource
+            else c
+            for c in caps
+        )
+
+
+def _placeholders(resource: str) -> list[str]:
+    import string
+
+    return [name for _, name, _, _ in string.Formatter().parse(resource) if name]
+
+
+def intent_types_of(target: Any) -> tuple[type[Intent], ...]:
+    """The concrete intent classes named by a class, a union (``A | B``) or an Annotated union."""
+    origin = get_origin(target)
+    if origin is typing.Annotated:
+        return intent_types_of(get_args(target)[0])
+    if origin in (Union, types.UnionType):
+        out: list[type[Intent]] = []
+        for arg in get_args(target):
+            out.extend(intent_types_of(arg))
+        return tuple(out)
+    if isinstance(target, type) and issubclass(target, Intent):
+        if target is Intent:
+            raise TypeError("register a concrete Intent subclass or a union of them")
+        return (target,)
+    if isinstance(target, (tuple, list)):
+        out = []
+        for arg in target:
+            out.extend(intent_types_of(arg))
+        return tuple(out)
+    raise TypeError(f"not an intent type or union of intent types: {target!r}")

@@ -1,0 +1,1 @@
+"""The engine: codec, transports (kafka, memory), consumer loop, state, dead letters, workers."""

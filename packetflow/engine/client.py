@@ -1,0 +1,153 @@
+"""Client: publish intents to a topology's topics and read topics back, without running reactors."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+from packetflow.core.context import Context
+from packetflow.core.effects import Delivery
+from packetflow.core.intent import Intent
+from packetflow.engine.codec import CONTEXT_HEADER, TYPE_HEADER, encode, encode_key, header
+from packetflow.engine.topology import Topology, TopologyError
+from packetflow.engine.transport import Producer, Record, Transport, open_transport
+
+
+@dataclass(frozen=True)
+class Received:
+    """A record read back from a topic, decoded where its type is known."""
+
+    record: Record
+    intent: Intent | None
+    context: Context | None
+
+    def header(self, name: str) -> str | None:
+        raw = header(self.record.headers, name)
+        return None if raw is None else raw.decode(errors="replace")
+
+
+class Client:
+    """A producer (and reader) bound to one topology's topic names and intent types."""
+
+    def __init__(self, broker: str | Transport, topology: Topology) -> None:
+        self.topology = topology
+        self.transport = broker if isinstance(broker, Transport) else open_transport(broker)
+        self._producer: Producer | None = None
+
+    async def start(self) -> None:
+        await self.transport.start()
+        await self.transport.ensure_topics(self.topology.topic_specs())
+        self._producer = self.transport.producer()
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+        await self.transport.stop()
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def send(
+        self,
+        intent: Intent,
+        *,
+        context: Context | None = None,
+        topic: str | None = None,
+        key: str | None = None,
+    ) -> Delivery:
+        """Publish ``intent`` and wait for the broker's acknowledgement."""
+        return await (await self.enqueue(intent, context=context, topic=topic, key=key))
+
+    async def enqueue(
+        self,
+        intent: Intent,
+        *,
+        context: Context | None = None,
+        topic: str | None = None,
+        key: str | None = None,
+    ) -> asyncio.Future[Delivery]:
+        """Queue ``intent``; the future resolves when the broker acknowledges it."""
+        if self._producer is None:
+            raise RuntimeError("client not started: use 'async with Client(...)'")
+        logical = topic or self.topology.topic_for(type(intent))
+        if logical is None:
+            raise TopologyError(
+                f"no topic for intent type {type(intent).intent_type!r} in topology "
+                f"{self.topology.name!r}: pass topic="
+            )
+        value, headers = encode(intent, context or Context.new())
+        raw_key = encode_key(key if key is not None else intent.partition_key())
+        return await self._producer.send(self.topology.physical(logical), value, raw_key, headers)
+
+    async def send_many(
+        self, items: Iterable[tuple[Intent, Context | None]]
+    ) -> list[Delivery]:
+        """Publish many intents, pipelined, and wait for all acknowledgements."""
+        futures = [await self.enqueue(intent, context=ctx) for intent, ctx in items]
+        return list(await asyncio.gather(*futures))
+
+    async def send_raw(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> Delivery:
+        """Publish bytes as they are (for tools, bridges and tests of bad input)."""
+        if self._producer is None:
+            raise RuntimeError("client not started: use 'async with Client(...)'")
+        fut = await self._producer.send(self.topology.physical(topic), value, key, list(headers))
+        return await fut
+
+    async def read(self, topic: str) -> list[Received]:
+        """Every record on ``topic`` (logical name) so far, decoded where possible."""
+        records: list[Record] = []
+        await self.transport.read_topic(self.topology.physical(topic), records.append)
+        types = self.topology.intent_types
+        out = []
+        for record in records:
+            out.append(_decode_loosely(record, types))
+        return out
+
+    async def wait_for(self, topic: str, count: int, timeout: float = 30.0) -> list[Received]:
+        """Read ``topic`` until it holds at least ``count`` records, or fail after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            received = await self.read(topic)
+            if len(received) >= count:
+                return received
+            if loop.time() > deadline:
+                raise TimeoutError(
+                    f"{topic}: {len(received)} of {count} records after {timeout}s"
+                )
+            await asyncio.sleep(0.1)
+
+
+def _decode_loosely(record: Record, types: dict[str, type[Intent]]) -> Received:
+    raw_type = header(record.headers, TYPE_HEADER)
+    raw_ctx = header(record.headers, CONTEXT_HEADER)
+    intent = context = None
+    try:
+        if raw_ctx:
+            context = Context.model_validate_json(raw_ctx)
+        cls = types.get(raw_type.decode()) if raw_type else None
+        if cls is not None and record.value is not None:
+            intent = cls.model_validate_json(record.value)
+    except ValueError:
+        pass  # left undecoded: the caller still has the record
+    return Received(record, intent, context)

@@ -1,0 +1,293 @@
+"""``kafka://``: the transport on a real Kafka cluster, built directly on aiokafka.
+
+URL options (query string): ``client_id``, ``replication_factor`` (default 1; raise it on a
+real cluster), ``linger_ms`` (default 5), ``acks`` (default ``all``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import TopicPartition as AioTP
+
+from packetflow.core.effects import Delivery
+from packetflow.engine.transport import (
+    Consumer,
+    Headers,
+    Producer,
+    RebalanceListener,
+    Record,
+    TopicPartition,
+    TopicSpec,
+    Transport,
+)
+
+
+def _tp(tp: AioTP | TopicPartition) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+class KafkaProducer(Producer):
+    def __init__(self, bootstrap: str, options: dict[str, str]) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=options.get("client_id", "packetflow"),
+            acks=_acks(options.get("acks", "all")),
+            linger_ms=int(options.get("linger_ms", "5")),
+            max_batch_size=int(options.get("max_batch_size", str(256 * 1024))),
+            enable_idempotence=options.get("idempotence", "true") == "true",
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
+    ) -> asyncio.Future[Delivery]:
+        fut = await self._producer.send(
+            topic, value=value, key=key, headers=list(headers), partition=partition
+        )
+        out: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+
+        def done(f: asyncio.Future[Any]) -> None:
+            if out.done():
+                return
+            if f.cancelled():
+                out.cancel()
+            elif (exc := f.exception()) is not None:
+                out.set_exception(exc)
+            else:
+                md = f.result()
+                out.set_result(Delivery(md.topic, md.partition, md.offset))
+
+        fut.add_done_callback(done)
+        return out
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+
+def _acks(value: str) -> int | str:
+    return value if value == "all" else int(value)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, listener: RebalanceListener) -> None:
+        self._listener = listener
+
+    async def on_partitions_revoked(self, revoked: Iterable[AioTP]) -> None:
+        parts = {_tp(tp) for tp in revoked}
+        if parts:
+            await self._listener.on_revoked(parts)
+
+    async def on_partitions_assigned(self, assigned: Iterable[AioTP]) -> None:
+        parts = {_tp(tp) for tp in assigned}
+        if parts:
+            await self._listener.on_assigned(parts)
+
+
+class KafkaConsumer(Consumer):
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topics: Sequence[str],
+        listener: RebalanceListener,
+        options: dict[str, str],
+        isolation_level: str,
+    ) -> None:
+        self._topics = list(topics)
+        self._listener = _Listener(listener)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            client_id=options.get("client_id", "packetflow"),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level=isolation_level,
+            max_partition_fetch_bytes=int(options.get("max_partition_fetch_bytes", "1048576")),
+            session_timeout_ms=int(options.get("session_timeout_ms", "10000")),
+            heartbeat_interval_ms=int(options.get("heartbeat_interval_ms", "3000")),
+            max_poll_interval_ms=int(options.get("max_poll_interval_ms", "300000")),
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=self._listener)
+
+    async def stop(self) -> None:
+        # aiokafka calls on_partitions_revoked while leaving the group.
+        await self._consumer.stop()
+
+    async def getmany(
+        self, timeout: float, max_records: int
+    ) -> dict[TopicPartition, list[Record]]:
+        raw = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        return {
+            TopicPartition(tp.topic, tp.partition): [
+                Record(
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    m.key,
+                    m.value,
+                    m.headers,
+                    m.timestamp,
+                )
+                for m in msgs
+            ]
+            for tp, msgs in raw.items()
+        }
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if offsets:
+            await self._consumer.commit({AioTP(tp.topic, tp.partition): o for tp, o in offsets.items()})
+
+    def assignment(self) -> set[TopicPartition]:
+        return {_tp(tp) for tp in self._consumer.assignment()}
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._consumer.pause(*(AioTP(tp.topic, tp.partition) for tp in partitions))
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._consumer.resume(*(AioTP(tp.topic, tp.partition) for tp in partitions))
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = await self._consumer.end_offsets(assigned)
+        out = {}
+        for tp in assigned:
+            try:
+                pos = await self._consumer.position(tp)
+            except Exception:  # partition revoked meanwhile
+                continue
+            out[_tp(tp)] = max(ends[tp] - pos, 0)
+        return out
+
+
+class KafkaTransport(Transport):
+    def __init__(self, url: str, bootstrap: str, options: dict[str, str] | None = None) -> None:
+        self.url = url
+        self.bootstrap = bootstrap
+        self.options = dict(options or {})
+        self._admin: AIOKafkaAdminClient | None = None
+        self._partition_counts: dict[str, int] = {}
+
+    async def start(self) -> None:
+        self._admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.bootstrap, client_id=self.options.get("client_id", "packetflow")
+        )
+        await self._admin.start()
+
+    async def stop(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
+    @property
+    def admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            raise RuntimeError("transport not started")
+        return self._admin
+
+    async def ensure_topics(self, specs: Iterable[TopicSpec]) -> None:
+        wanted = {s.name: s for s in specs}
+        if not wanted:
+            return
+        existing = set(await self.admin.list_topics())
+        missing = [s for name, s in wanted.items() if name not in existing]
+        if not missing:
+            return
+        replication = int(self.options.get("replication_factor", "1"))
+        new = [
+            NewTopic(
+                s.name,
+                s.partitions,
+                replication,
+                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
+            )
+            for s in missing
+        ]
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await self.admin.create_topics(new)
+        await self._await_metadata([s.name for s in missing])
+
+    async def _await_metadata(self, topics: list[str]) -> None:
+        for _ in range(100):
+            described = await self.admin.describe_topics(topics)
+            if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in described):
+                return
+            await asyncio.sleep(0.1)
+
+    async def partitions_for(self, topic: str) -> int:
+        if topic not in self._partition_counts:
+            described = await self.admin.describe_topics([topic])
+            parts = described[0].get("partitions") or []
+            if not parts:
+                raise LookupError(f"topic {topic!r} does not exist on {self.url}")
+            self._partition_counts[topic] = len(parts)
+        return self._partition_counts[topic]
+
+    def producer(self) -> Producer:
+        return KafkaProducer(self.bootstrap, self.options)
+
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        listener: RebalanceListener,
+        *,
+        isolation_level: str = "read_uncommitted",
+    ) -> Consumer:
+        return KafkaConsumer(self.bootstrap, group, topics, listener, self.options, isolation_level)
+
+    async def read_partitions(
+        self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
+    ) -> int:
+        tps = [AioTP(tp.topic, tp.partition) for tp in partitions]
+        if not tps:
+            return 0
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await consumer.start()
+        count = 0
+        try:
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            await consumer.seek_to_beginning(*tps)
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
+                for tp, msgs in batch.items():
+                    for m in msgs:
+                        if m.offset < ends[tp]:
+                            on_record(
+                                Record(m.topic, m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
+                            )
+                            count += 1
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        return count

@@ -1,0 +1,318 @@
+"""``memory://``: an in-process broker with topics, partitions, offsets and consumer groups.
+
+It keeps Kafka's semantics that the engine relies on (per-partition order, keyed
+partitioning with Kafka's murmur2, committed offsets per group, partitions split between
+the members of a group and handed over only after the old owner let go, compacted
+changelog reads), so engine behaviour tested here holds on ``kafka://``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka.partitioner import murmur2
+
+from packetflow.core.effects import Delivery
+from packetflow.engine.clock import WALL_CLOCK, Clock
+from packetflow.engine.transport import (
+    Consumer,
+    Headers,
+    Producer,
+    RebalanceListener,
+    Record,
+    TopicPartition,
+    TopicSpec,
+    Transport,
+    done_future,
+)
+
+DEFAULT_PARTITIONS = 4
+
+
+@dataclass
+class _Group:
+    members: list[MemoryConsumer] = field(default_factory=list)
+    owner: dict[TopicPartition, MemoryConsumer] = field(default_factory=dict)
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+class MemoryBroker:
+    """The shared state behind every ``memory://NAME`` transport in this process."""
+
+    def __init__(self, clock: Clock = WALL_CLOCK, default_partitions: int = DEFAULT_PARTITIONS):
+        self.clock = clock
+        self.default_partitions = default_partitions
+        self.topics: dict[str, list[list[Record]]] = {}
+        self.compacted: set[str] = set()
+        self.groups: dict[str, _Group] = {}
+        self._round_robin = itertools.count()
+        self._waiters: list[asyncio.Future[None]] = []
+
+    # -- topics --------------------------------------------------------------------------
+
+    def create_topic(self, name: str, partitions: int | None = None, compacted: bool = False) -> None:
+        if name not in self.topics:
+            self.topics[name] = [[] for _ in range(partitions or self.default_partitions)]
+        if compacted:
+            self.compacted.add(name)
+
+    def partitions(self, topic: str) -> list[list[Record]]:
+        if topic not in self.topics:
+            self.create_topic(topic)  # like auto.create.topics.enable
+        return self.topics[topic]
+
+    def end_offset(self, tp: TopicPartition) -> int:
+        return len(self.partitions(tp.topic)[tp.partition])
+
+    def append(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        partition: int | None,
+    ) -> Delivery:
+        parts = self.partitions(topic)
+        if partition is None:
+            if key is None:
+                partition = next(self._round_robin) % len(parts)
+            else:
+                partition = (murmur2(key) & 0x7FFFFFFF) % len(parts)
+        elif not 0 <= partition < len(parts):
+            raise ValueError(f"topic {topic!r} has no partition {partition}")
+        log = parts[partition]
+        offset = len(log)
+        log.append(
+            Record(topic, partition, offset, key, value, tuple(headers), int(self.clock.time() * 1000))
+        )
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        return Delivery(topic, partition, offset)
+
+    def records(self, topic: str) -> list[Record]:
+        """Every record of a topic, partition by partition (for tests and tools)."""
+        return [r for log in self.partitions(topic) for r in log]
+
+    async def wait_for_records(self, timeout: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+
+    # -- groups --------------------------------------------------------------------------
+
+    def group(self, name: str) -> _Group:
+        return self.groups.setdefault(name, _Group())
+
+    def target_assignment(self, group: _Group, member: MemoryConsumer) -> set[TopicPartition]:
+        """Range-style assignment of every subscribed partition over the live members."""
+        members = sorted(group.members, key=lambda m: m.member_id)
+        if member not in members:
+            return set()
+        mine: set[TopicPartition] = set()
+        topics = sorted({t for m in members for t in m.topics})
+        for topic in topics:
+            subscribers = [m for m in members if topic in m.topics]
+            if member not in subscribers:
+                continue
+            for p in range(len(self.partitions(topic))):
+                if subscribers[p % len(subscribers)] is member:
+                    mine.add(TopicPartition(topic, p))
+        return mine
+
+
+_BROKERS: dict[str, MemoryBroker] = {}
+
+
+def memory_broker(name: str = "default") -> MemoryBroker:
+    """The process-wide broker called ``name`` (``memory://name``), created on first use."""
+    if name not in _BROKERS:
+        _BROKERS[name] = MemoryBroker()
+    return _BROKERS[name]
+
+
+def reset_memory_brokers() -> None:
+    """Forget every in-process broker (tests call this between cases)."""
+    _BROKERS.clear()
+
+
+class MemoryProducer(Producer):
+    def __init__(self, broker: MemoryBroker) -> None:
+        self._broker = broker
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
+    ) -> asyncio.Future[Delivery]:
+        return done_future(self._broker.append(topic, value, key, headers, partition))
+
+    async def flush(self) -> None:
+        return None
+
+
+_member_ids = itertools.count()
+
+
+class MemoryConsumer(Consumer):
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        group: str,
+        topics: Sequence[str],
+        listener: RebalanceListener,
+    ) -> None:
+        self._broker = broker
+        self._group_name = group
+        self.topics = tuple(topics)
+        self._listener = listener
+        self.member_id = next(_member_ids)
+        self._owned: set[TopicPartition] = set()
+        self._positions: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+        self._started = False
+
+    @property
+    def _group(self) -> _Group:
+        return self._broker.group(self._group_name)
+
+    async def start(self) -> None:
+        for topic in self.topics:
+            self._broker.partitions(topic)
+        self._group.members.append(self)
+        self._started = True
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        group = self._group
+        group.members.remove(self)
+        await self._release(set(self._owned))
+
+    async def _release(self, partitions: set[TopicPartition]) -> None:
+        if not partitions:
+            return
+        await self._listener.on_revoked(partitions)
+        group = self._group
+        for tp in partitions:
+            if group.owner.get(tp) is self:
+                del group.owner[tp]
+            self._positions.pop(tp, None)
+        self._owned -= partitions
+
+    async def _rebalance(self) -> None:
+        group = self._group
+        target = self._broker.target_assignment(group, self)
+        await self._release(self._owned - target)
+        gained = {tp for tp in target - self._owned if tp not in group.owner}
+        if gained:
+            for tp in gained:
+                group.owner[tp] = self
+                self._positions[tp] = group.committed.get(tp, 0)
+            self._owned |= gained
+            await self._listener.on_assigned(gained)
+
+    async def getmany(
+        self, timeout: float, max_records: int
+    ) -> dict[TopicPartition, list[Record]]:
+        await self._rebalance()
+        batch = self._take(max_records)
+        if not batch and timeout > 0:
+            await self._broker.wait_for_records(timeout)
+            await self._rebalance()
+            batch = self._take(max_records)
+        return batch
+
+    def _take(self, max_records: int) -> dict[TopicPartition, list[Record]]:
+        out: dict[TopicPartition, list[Record]] = {}
+        budget = max_records
+        for tp in sorted(self._owned):
+            if tp in self._paused or budget <= 0:
+                continue
+            log = self._broker.partitions(tp.topic)[tp.partition]
+            pos = self._positions[tp]
+            if pos < len(log):
+                chunk = log[pos : pos + budget]
+                out[tp] = chunk
+                self._positions[tp] = pos + len(chunk)
+                budget -= len(chunk)
+        return out
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        group = self._group
+        for tp, offset in offsets.items():
+            if group.owner.get(tp) is not self:
+                raise RuntimeError(f"commit for {tp} which this consumer no longer owns")
+            group.committed[tp] = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._owned)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused.difference_update(partitions)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        return {tp: self._broker.end_offset(tp) - self._positions[tp] for tp in self._owned}
+
+
+class MemoryTransport(Transport):
+    def __init__(self, url: str, name: str = "default", broker: MemoryBroker | None = None):
+        self.url = url
+        self.broker = broker or memory_broker(name)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def ensure_topics(self, specs: Iterable[TopicSpec]) -> None:
+        for spec in specs:
+            self.broker.create_topic(spec.name, spec.partitions, spec.compacted)
+
+    async def partitions_for(self, topic: str) -> int:
+        return len(self.broker.partitions(topic))
+
+    def producer(self) -> Producer:
+        return MemoryProducer(self.broker)
+
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        listener: RebalanceListener,
+        *,
+        isolation_level: str = "read_uncommitted",
+    ) -> Consumer:
+        return MemoryConsumer(self.broker, group, topics, listener)
+
+    async def read_partitions(
+        self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
+    ) -> int:
+        count = 0
+        for tp in partitions:
+            for record in list(self.broker.partitions(tp.topic)[tp.partition]):
+                on_record(record)
+                count += 1
+        return count

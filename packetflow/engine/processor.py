@@ -1,0 +1,183 @@
+"""The per-record path: decode, check deadline and capabilities, run reactors, queue effects.
+
+Kept deliberately short because it runs for every record. Anything that cannot proceed is
+written, with its original bytes and headers plus a reason, to the dead-letter or denied
+topic, and the partition keeps flowing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from packetflow.core.capability import Capability
+from packetflow.core.context import Context
+from packetflow.core.effects import normalize
+from packetflow.core.intent import Intent
+from packetflow.core.reactor import ReactorSpec
+from packetflow.engine.clock import Clock
+from packetflow.engine.codec import Decoder, Rejected, with_headers
+from packetflow.engine.interpreter import Interpreter, Origin
+from packetflow.engine.metrics import WorkerMetrics
+from packetflow.engine.state import StateStore
+from packetflow.engine.transport import Producer, Record
+
+if TYPE_CHECKING:
+    from packetflow.engine.topology import Topology
+
+REASON_HEADER = "pf-reason"
+ERROR_HEADER = "pf-error"
+SOURCE_HEADER = "pf-source"
+REACTOR_HEADER = "pf-reactor"
+MISSING_HEADER = "pf-missing"
+
+
+class Processor:
+    """Processes batches of records of one topology; owns its state stores."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        producer: Producer,
+        clock: Clock,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.topology = topology
+        self.producer = producer
+        self.clock = clock
+        self.metrics = metrics
+        self.interpreter = Interpreter(topology, producer, clock)
+        self.stores: dict[str, StateStore] = {
+            spec.name: StateStore(spec.state, topology.physical(topology.changelog_topic(spec.name)))
+            for spec in topology.reactors.values()
+            if spec.state is not None
+        }
+        self._dead_letter_topic = topology.physical(topology.dead_letter_topic)
+        self._denied_topic = topology.physical(topology.denied_topic)
+        # physical topic -> (decoder, intent type name -> reactors)
+        self._routes: dict[str, tuple[Decoder, dict[str, list[ReactorSpec]]]] = {}
+        for topic in topology.source_topics():
+            reactors = [s for s in topology.reactors.values() if s.topic == topic]
+            by_type: dict[str, list[ReactorSpec]] = {}
+            types: dict[str, type[Intent]] = {}
+            for spec in reactors:
+                for t in spec.intent_types:
+                    by_type.setdefault(t.intent_type, []).append(spec)
+                    types[t.intent_type] = t
+            only = next(iter(types.values())) if len(types) == 1 else None
+            decoder = Decoder(types, max_record_bytes=topology.max_record_bytes, default_type=only)
+            self._routes[topology.physical(topic)] = (decoder, by_type)
+        # partitions run concurrently only when a reactor can actually await something
+        self.concurrent = any(s.is_async for s in topology.reactors.values())
+        self._authorized: dict[tuple[tuple[Capability, ...], tuple[Capability, ...]], list[Capability]] = {}
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Process one partition's records in order."""
+        if not records:
+            return
+        decoder, by_type = self._routes[records[0].topic]
+        for record in records:
+            try:
+                intent, context = decoder.decode(record)
+            except Rejected as rejected:
+                await self.dead_letter(record, rejected.reason, rejected.message)
+                continue
+            if context.deadline is not None and context.expired(self.clock.now()):
+                await self.dead_letter(
+                    record, "deadline", f"deadline {context.deadline.isoformat()} has passed"
+                )
+                continue
+            missing = self._missing(intent, context)
+            if missing:
+                await self.deny(record, intent, context, missing)
+                continue
+            for spec in by_type[type(intent).intent_type]:
+                await self._react(spec, record, intent, context)
+
+    def _missing(self, intent: Intent, context: Context) -> list[Capability]:
+        required = intent.capabilities_required()
+        if not required:
+            return []
+        cache_key = (context.capabilities, required)
+        missing = self._authorized.get(cache_key)
+        if missing is None:
+            missing = self.topology.hierarchy.missing(context.capabilities, required)
+            if len(self._authorized) > 10_000:
+                self._authorized.clear()
+            self._authorized[cache_key] = missing
+        return missing
+
+    async def _react(
+        self, spec: ReactorSpec, record: Record, intent: Intent, context: Context
+    ) -> None:
+        store = self.stores.get(spec.name)
+        try:
+            if store is not None:
+                result: Any = spec.fn(intent, context, store.get(record.partition, record.key))
+                if spec.is_async:
+                    result = await result
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise TypeError(
+                        f"stateful reactor must return (new_state, effects), got {type(result).__name__}"
+                    )
+                new_state, effects = result
+            else:
+                effects = spec.fn(intent, context)
+                if spec.is_async:
+                    effects = await effects
+            await self.interpreter.start(
+                normalize(effects), Origin(spec.name, context, record.key)
+            )
+        except Exception as exc:  # the reactor's failure is the record's, not the worker's
+            self.metrics.errors[spec.name] += 1
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            await self.dead_letter(record, "reactor-error", message, reactor=spec.name)
+            return
+        if store is not None:
+            store.put(record.partition, record.key, new_state)
+        self.metrics.processed[spec.name] += 1
+
+    async def dead_letter(
+        self, record: Record, reason: str, message: str, *, reactor: str | None = None
+    ) -> None:
+        """Keep ``record`` byte for byte on the dead-letter topic, with why."""
+        extra = [
+            (REASON_HEADER, reason),
+            (ERROR_HEADER, message[:1000]),
+            (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}"),
+        ]
+        if reactor:
+            extra.append((REACTOR_HEADER, reactor))
+        self.interpreter.pending.append(
+            await self.producer.send(
+                self._dead_letter_topic, record.value, record.key, with_headers(record.headers, extra)
+            )
+        )
+        self.metrics.dead_lettered[reason] += 1
+
+    async def deny(
+        self, record: Record, intent: Intent, context: Context, missing: list[Capability]
+    ) -> None:
+        """Send an unauthorised intent to the denied topic, naming what was missing."""
+        names = ", ".join(str(c) for c in missing)
+        who = context.principal or "anonymous"
+        extra = [
+            (REASON_HEADER, "insufficient"),
+            (ERROR_HEADER, f"{who} lacks {names} for {type(intent).intent_type}"),
+            (MISSING_HEADER, names),
+            (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}"),
+        ]
+        self.interpreter.pending.append(
+            await self.producer.send(
+                self._denied_topic, record.value, record.key, with_headers(record.headers, extra)
+            )
+        )
+        self.metrics.denied[type(intent).intent_type] += 1
+
+    async def write_changelogs(self) -> None:
+        """Queue this batch's state changes on the changelog topics."""
+        for store in self.stores.values():
+            for partition, key, value in store.take_changes():
+                self.interpreter.pending.append(
+                    await self.producer.send(store.changelog_topic, value, key, (), partition)
+                )

@@ -1,0 +1,78 @@
+"""Keyed reactor state, per partition, backed by a compacted changelog topic.
+
+Reads and writes go to an in-memory dict; each batch's changed keys are written to the
+changelog once (the last value wins, which is what compaction keeps), before the batch's
+offsets are committed. When a partition is assigned, its dict is rebuilt from the changelog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from packetflow.core.reactor import StateSpec
+from packetflow.engine.transport import Record
+
+
+class StateStore:
+    """The state of one stateful reactor: ``partition -> key -> value``."""
+
+    def __init__(self, spec: StateSpec[Any], changelog_topic: str) -> None:
+        self.spec = spec
+        self.changelog_topic = changelog_topic
+        self._partitions: dict[int, dict[bytes | None, Any]] = {}
+        self._dirty: dict[int, dict[bytes | None, Any]] = {}
+
+    def get(self, partition: int, key: bytes | None) -> Any:
+        values = self._partitions.get(partition)
+        if values is not None and key in values:
+            return values[key]
+        return self.spec.initial()
+
+    def put(self, partition: int, key: bytes | None, value: Any) -> None:
+        self._partitions.setdefault(partition, {})[key] = value
+        self._dirty.setdefault(partition, {})[key] = value
+
+    def items(self, partition: int) -> Iterator[tuple[bytes | None, Any]]:
+        return iter(self._partitions.get(partition, {}).items())
+
+    def find(self, key: bytes | None) -> Any | None:
+        """The value for ``key`` on whichever local partition holds it (for inspection)."""
+        for values in self._partitions.values():
+            if key in values:
+                return values[key]
+        return None
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._partitions.values())
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._partitions)
+
+    def take_changes(self) -> list[tuple[int, bytes | None, bytes]]:
+        """The changelog records owed for this batch: (partition, key, encoded value)."""
+        out = [
+            (partition, key, self.spec.encode(value))
+            for partition, changes in self._dirty.items()
+            for key, value in changes.items()
+        ]
+        self._dirty.clear()
+        return out
+
+    def discard_changes(self, partition: int) -> None:
+        self._dirty.pop(partition, None)
+
+    def restore(self, record: Record) -> None:
+        values = self._partitions.setdefault(record.partition, {})
+        if record.value is None:
+            values.pop(record.key, None)
+        else:
+            values[record.key] = self.spec.decode(record.value)
+
+    def open_partition(self, partition: int) -> None:
+        self._partitions[partition] = {}
+
+    def close_partition(self, partition: int) -> None:
+        self._partitions.pop(partition, None)
+        self._dirty.pop(partition, None)

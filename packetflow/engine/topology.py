@@ -1,0 +1,239 @@
+"""Topology: the reactors, topics, intent types and capabilities of one application, as data.
+
+A topology is declared once in a module and can be described (``packetflow topology
+show``), unit-tested with :class:`~packetflow.TestDriver`, or run by workers against any
+broker. Topic and group names get ``$PACKETFLOW_NAMESPACE.`` in front when that is set, so
+several copies can share one cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from packetflow.core.capability import CapabilityHierarchy
+from packetflow.core.context import Context
+from packetflow.core.effects import Delivery
+from packetflow.core.intent import Intent, intent_types_of
+from packetflow.core.reactor import ReactorSpec
+from packetflow.engine.codec import DEFAULT_MAX_RECORD_BYTES
+from packetflow.engine.transport import TopicSpec
+
+if TYPE_CHECKING:
+    from packetflow.engine.client import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
+
+
+class TopologyError(ValueError):
+    """A topology that cannot run as declared."""
+
+
+@dataclass
+class TopicInfo:
+    name: str
+    partitions: int
+    reactors: list[str] = field(default_factory=list)
+    intent_types: list[str] = field(default_factory=list)
+
+
+class Topology:
+    """Reactors, the topics they consume and emit to, and the capability hierarchy."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        capabilities: CapabilityHierarchy | Mapping[str, Iterable[str]] | None = None,
+        partitions: int = 4,
+        namespace: str | None = None,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        broker: str | None = None,
+    ) -> None:
+        if not _NAME_RE.match(name):
+            raise TopologyError(f"topology name {name!r} may only hold letters, digits, . _ -")
+        self.name = name
+        self.hierarchy = (
+            capabilities
+            if isinstance(capabilities, CapabilityHierarchy)
+            else CapabilityHierarchy(capabilities)
+        )
+        self.default_partitions = partitions
+        self.namespace = namespace if namespace is not None else os.environ.get(
+            "PACKETFLOW_NAMESPACE"
+        )
+        self.max_record_bytes = max_record_bytes
+        self.broker = broker
+        self.reactors: dict[str, ReactorSpec] = {}
+        self.topics: dict[str, int] = {}
+        self.routes: dict[type[Intent], str] = {}
+        self._client: Client | None = None
+
+    # -- declaration ---------------------------------------------------------------------
+
+    def topic(self, name: str, partitions: int | None = None) -> str:
+        """Declare a topic (created by workers at start); returns its name."""
+        if not _NAME_RE.match(name):
+            raise TopologyError(f"topic name {name!r} may only hold letters, digits, . _ -")
+        count = partitions or self.topics.get(name) or self.default_partitions
+        self.topics[name] = count
+        return name
+
+    def route(self, intent_type: type[Intent], topic: str) -> None:
+        """Send intents of ``intent_type`` to ``topic`` unless an emit names another."""
+        self.topic(topic)
+        self.routes.setdefault(intent_type, topic)
+
+    def reactor(
+        self,
+        intent: Any,
+        *,
+        topic: str,
+        state: Any = None,
+        name: str | None = None,
+        partitions: int | None = None,
+        emits: Iterable[type[Intent]] = (),
+    ) -> Callable[[F], F]:
+        """Register the decorated function for ``intent`` (a class or union) read from ``topic``.
+
+        ``state`` makes it stateful (a pydantic model class, a factory or a JSON value);
+        ``emits`` names the intent types it sends, for descriptions and graphs.
+        """
+        types = intent_types_of(intent)
+
+        def register(fn: F) -> F:
+            spec = ReactorSpec.build(fn, types, topic, state, name, tuple(emits))
+            if spec.name in self.reactors:
+                raise TopologyError(f"reactor {spec.name!r} is registered twice")
+            if not _NAME_RE.match(spec.name):
+                raise TopologyError(f"reactor name {spec.name!r} may only hold . _ - and letters")
+            self.topic(topic, partitions)
+            for t in types:
+                known = self.intent_types.get(t.intent_type)
+                if known is not None and known is not t:
+                    raise TopologyError(
+                        f"two intent classes share the type name {t.intent_type!r}"
+                    )
+                self.routes.setdefault(t, topic)
+            self.reactors[spec.name] = spec
+            return fn
+
+        return register
+
+    # -- derived views -------------------------------------------------------------------
+
+    @property
+    def intent_types(self) -> dict[str, type[Intent]]:
+        """Every intent type the topology consumes or routes, by wire type name."""
+        out: dict[str, type[Intent]] = {}
+        for spec in self.reactors.values():
+            for t in spec.intent_types:
+                out[t.intent_type] = t
+        for t in self.routes:
+            out[t.intent_type] = t
+        return out
+
+    def intent_type(self, name: str) -> type[Intent]:
+        """Look up an intent class by wire type name or class name."""
+        types = self.intent_types
+        if name in types:
+            return types[name]
+        matches = [t for t in types.values() if t.__name__ == name]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(sorted(types)) or "none"
+        raise TopologyError(f"unknown intent type {name!r} (known: {known})")
+
+    def physical(self, topic: str) -> str:
+        """The broker-side name of ``topic`` (namespaced)."""
+        return f"{self.namespace}.{topic}" if self.namespace else topic
+
+    @property
+    def group_id(self) -> str:
+        return self.physical(self.name)
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.name}.dead-letters"
+
+    @property
+    def denied_topic(self) -> str:
+        return f"{self.name}.denied"
+
+    def changelog_topic(self, reactor: str) -> str:
+        return f"{self.name}.{reactor}.changelog"
+
+    def topic_for(self, intent_type: type[Intent]) -> str | None:
+        return self.routes.get(intent_type)
+
+    def source_topics(self) -> list[str]:
+        return sorted({spec.topic for spec in self.reactors.values()})
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """Every topic a worker needs, with physical names."""
+        specs = [TopicSpec(self.physical(t), n) for t, n in sorted(self.topics.items())]
+        for name in (self.dead_letter_topic, self.denied_topic):
+            specs.append(TopicSpec(self.physical(name), self.default_partitions))
+        for spec in self.reactors.values():
+            if spec.stateful:
+                specs.append(
+                    TopicSpec(
+                        self.physical(self.changelog_topic(spec.name)),
+                        self.topics[spec.topic],
+                        compacted=True,
+                    )
+                )
+        return specs
+
+    def topic_infos(self) -> list[TopicInfo]:
+        infos = {t: TopicInfo(t, n) for t, n in sorted(self.topics.items())}
+        for spec in self.reactors.values():
+            info = infos[spec.topic]
+            info.reactors.append(spec.name)
+            info.intent_types.extend(t.intent_type for t in spec.intent_types)
+        for intent_type, topic in self.routes.items():
+            if intent_type.intent_type not in infos[topic].intent_types:
+                infos[topic].intent_types.append(intent_type.intent_type)
+        return list(infos.values())
+
+    def emits(self, reactor: str) -> list[str]:
+        """Topics a reactor declared (``emits=``) that it sends to, for graphs."""
+        out = []
+        for t in self.reactors[reactor].emits:
+            topic = self.routes.get(t)
+            if topic is not None and topic not in out:
+                out.append(topic)
+        return out
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(
+        self,
+        intent: Intent,
+        *,
+        context: Context | None = None,
+        topic: str | None = None,
+        key: str | None = None,
+    ) -> Delivery:
+        """Publish ``intent`` to its topic on this topology's broker (``$PACKETFLOW_BROKER``)."""
+        if self._client is None:
+            from packetflow.engine.client import Client  # engine-internal, avoids a cycle
+
+            self._client = Client(self.broker or default_broker_url(), self)
+            await self._client.start()
+        return await self._client.send(intent, context=context, topic=topic, key=key)
+
+    async def close(self) -> None:
+        """Close the connection :meth:`send` opened, if any."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.stop()
+
+
+def default_broker_url() -> str:
+    """``$PACKETFLOW_BROKER``, else the embedded ``memory://`` broker."""
+    return os.environ.get("PACKETFLOW_BROKER") or "memory://"

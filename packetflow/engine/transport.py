@@ -1,0 +1,196 @@
+"""The transport contract: what the engine needs from a broker, met by ``kafka://`` and ``memory://``.
+
+The engine only speaks to these classes, so the same consumer loop, state restore and
+dead-lettering run on a real Kafka cluster and on the in-process broker used by tests.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import parse_qs, urlparse
+
+from packetflow.core.effects import Delivery
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass(slots=True)
+class Record:
+    """One consumed record, transport-neutral."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    timestamp: int  # milliseconds since the epoch
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+
+
+class RebalanceListener(abc.ABC):
+    """Told, and awaited, when partitions leave or join this consumer."""
+
+    @abc.abstractmethod
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None: ...
+
+    @abc.abstractmethod
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None: ...
+
+
+class Producer(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: Headers = (),
+        partition: int | None = None,
+    ) -> asyncio.Future[Delivery]:
+        """Queue a record; the returned future resolves when the broker acknowledges it."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None: ...
+
+
+class Consumer(abc.ABC):
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Leave the group (revoking partitions through the listener first)."""
+
+    @abc.abstractmethod
+    async def getmany(
+        self, timeout: float, max_records: int
+    ) -> dict[TopicPartition, list[Record]]: ...
+
+    @abc.abstractmethod
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit the next offset to read for each partition."""
+
+    @abc.abstractmethod
+    def assignment(self) -> set[TopicPartition]: ...
+
+    @abc.abstractmethod
+    def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+    @abc.abstractmethod
+    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
+
+    @abc.abstractmethod
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records not yet consumed per assigned partition (end offset - position)."""
+
+
+class Transport(abc.ABC):
+    """A broker connection: admin, producers, group consumers and whole-partition reads."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ensure_topics(self, specs: Iterable[TopicSpec]) -> None: ...
+
+    @abc.abstractmethod
+    async def partitions_for(self, topic: str) -> int: ...
+
+    @abc.abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abc.abstractmethod
+    def consumer(
+        self,
+        group: str,
+        topics: Sequence[str],
+        listener: RebalanceListener,
+        *,
+        isolation_level: str = "read_uncommitted",
+    ) -> Consumer: ...
+
+    @abc.abstractmethod
+    async def read_partitions(
+        self,
+        partitions: Iterable[TopicPartition],
+        on_record: Callable[[Record], None],
+    ) -> int:
+        """Read each partition from its beginning to its current end; returns records read."""
+
+    async def read_topic(self, topic: str, on_record: Callable[[Record], None]) -> int:
+        """Read every partition of ``topic`` from the beginning to the current end."""
+        count = await self.partitions_for(topic)
+        return await self.read_partitions(
+            [TopicPartition(topic, p) for p in range(count)], on_record
+        )
+
+
+class BrokerURLError(ValueError):
+    """A broker URL this version cannot use."""
+
+
+@dataclass(frozen=True)
+class BrokerURL:
+    scheme: str
+    location: str
+    options: dict[str, str]
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerURL:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("kafka", "memory"):
+            raise BrokerURLError(
+                f"unsupported broker URL {url!r}: use kafka://host:port[,host:port] or memory://"
+            )
+        if parsed.scheme == "kafka" and not parsed.netloc:
+            raise BrokerURLError(f"broker URL {url!r} names no host: use kafka://host:port")
+        options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return cls(parsed.scheme, parsed.netloc or parsed.path.strip("/"), options)
+
+
+def open_transport(url: str) -> Transport:
+    """The transport for ``kafka://host:port`` or ``memory://[name]``."""
+    parsed = BrokerURL.parse(url)
+    if parsed.scheme == "memory":
+        from packetflow.engine.memory import MemoryTransport
+
+        return MemoryTransport(url, parsed.location or "default")
+    from packetflow.engine.kafka import KafkaTransport
+
+    return KafkaTransport(url, parsed.location, parsed.options)
+
+
+def done_future(value: Delivery) -> asyncio.Future[Delivery]:
+    fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
+    fut.set_result(value)
+    return fut
+
+
+AsyncCallback = Callable[[], Awaitable[None]]

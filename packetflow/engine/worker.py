@@ -1,0 +1,249 @@
+"""Worker: runs a topology's reactors against a broker, batch by batch, at least once.
+
+Lifecycle (aiokafka style)::
+
+    async with Worker(topology, "kafka://127.0.0.1:9092") as worker:
+        await worker.run()          # until worker.stop() or a signal
+
+Each batch: fetch up to ``max_batch`` records, process every partition's records in order
+(partitions concurrently), queue state changes on the changelogs, wait for the broker to
+acknowledge every produced record, then commit the consumed offsets. On revoke, the batch
+in flight finishes and commits first; on assign, state is restored from the changelog
+before any record of that partition is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
+
+from packetflow.engine.clock import WALL_CLOCK, Clock
+from packetflow.engine.metrics import WorkerMetrics
+from packetflow.engine.processor import Processor
+from packetflow.engine.topology import Topology, default_broker_url
+from packetflow.engine.transport import (
+    Consumer,
+    Producer,
+    RebalanceListener,
+    Record,
+    TopicPartition,
+    Transport,
+    open_transport,
+)
+
+log = logging.getLogger("packetflow.worker")
+
+
+class Worker(RebalanceListener):
+    """One process's share of a topology: a group consumer, a producer and state stores."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        broker: str | Transport | None = None,
+        *,
+        max_batch: int = 5000,
+        poll_timeout: float = 0.2,
+        clock: Clock = WALL_CLOCK,
+    ) -> None:
+        if not topology.reactors:
+            raise ValueError(f"topology {topology.name!r} has no reactors to run")
+        self.topology = topology
+        self.transport = (
+            broker if isinstance(broker, Transport) else open_transport(broker or default_broker_url())
+        )
+        self.max_batch = max_batch
+        self.poll_timeout = poll_timeout
+        self.clock = clock
+        self.metrics = WorkerMetrics()
+        self._producer: Producer | None = None
+        self._consumer: Consumer | None = None
+        self._processor: Processor | None = None
+        self._lock = asyncio.Lock()
+        self._assigned: set[TopicPartition] = set()
+        self._stopping = False
+        self._started = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, create missing topics, join the consumer group."""
+        await self.transport.start()
+        await self.transport.ensure_topics(self.topology.topic_specs())
+        self._producer = self.transport.producer()
+        await self._producer.start()
+        self._processor = Processor(self.topology, self._producer, self.clock, self.metrics)
+        self._consumer = self.transport.consumer(
+            self.topology.group_id,
+            [self.topology.physical(t) for t in self.topology.source_topics()],
+            self,
+        )
+        await self._consumer.start()
+        self._started = True
+        log.info("worker for %s started on %s", self.topology.name, self.transport.url)
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit, leave the group, close connections."""
+        self._stopping = True
+        if not self._started:
+            return
+        self._started = False
+        async with self._lock:
+            pass  # a batch in flight completes and commits before we leave
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        await self.transport.stop()
+        log.info("worker for %s stopped", self.topology.name)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch (safe from signal handlers)."""
+        self._stopping = True
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Process batches until :meth:`request_stop` (or SIGINT/SIGTERM with ``handle_signals``)."""
+        while not self._stopping:
+            await self.step(self.poll_timeout)
+
+    def handle_signals(self) -> None:
+        """Stop gracefully on SIGINT and SIGTERM."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def step(self, timeout: float = 0.0) -> int:
+        """Fetch and fully process one batch; returns how many records it held."""
+        consumer, processor = self._require()
+        batch = await consumer.getmany(timeout, self.max_batch)
+        if not batch:
+            return 0
+        async with self._lock:
+            batch = {tp: recs for tp, recs in batch.items() if tp in self._assigned and recs}
+            if not batch:
+                return 0
+            count = sum(len(r) for r in batch.values())
+            if len(batch) == 1 or not processor.concurrent:
+                for records in batch.values():
+                    await processor.process(records)
+            else:
+                await asyncio.gather(*(processor.process(r) for r in batch.values()))
+            await self._commit(consumer, processor, batch)
+            self.metrics.consumed += count
+            self.metrics.batches += 1
+            return count
+
+    async def _commit(
+        self,
+        consumer: Consumer,
+        processor: Processor,
+        batch: dict[TopicPartition, list[Record]],
+    ) -> None:
+        await processor.write_changelogs()
+        pending = processor.interpreter.take_pending()
+        if pending:
+            await asyncio.gather(*pending)  # every produced record acknowledged
+        self.metrics.emitted = processor.interpreter.emitted
+        await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+        self.metrics.commits += 1
+
+    def _require(self) -> tuple[Consumer, Processor]:
+        if self._consumer is None or self._processor is None:
+            raise RuntimeError("worker not started: use 'async with Worker(...)' or await start()")
+        return self._consumer, self._processor
+
+    # -- rebalance -----------------------------------------------------------------------
+
+    async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        async with self._lock:  # the batch in flight has committed by now
+            self._assigned -= partitions
+            processor = self._processor
+            if processor is None:
+                return
+            for tp in partitions:
+                for name, store in processor.stores.items():
+                    if self.topology.physical(self.topology.reactors[name].topic) == tp.topic:
+                        store.close_partition(tp.partition)
+        log.info("revoked %s", _fmt(partitions))
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        processor = self._processor
+        if processor is not None:
+            for name, store in processor.stores.items():
+                topic = self.topology.physical(self.topology.reactors[name].topic)
+                mine = [tp.partition for tp in partitions if tp.topic == topic]
+                if not mine:
+                    continue
+                for p in mine:
+                    store.open_partition(p)
+                restored = await self.transport.read_partitions(
+                    [TopicPartition(store.changelog_topic, p) for p in mine], store.restore
+                )
+                self.metrics.restored[name] += restored
+        self._assigned |= partitions
+        log.info("assigned %s", _fmt(partitions))
+
+    # -- inspection ----------------------------------------------------------------------
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def state(self, reactor: str, key: str | bytes | None) -> Any:
+        """The current state of ``reactor`` for ``key`` on this worker (None if not here)."""
+        _, processor = self._require()
+        if reactor not in processor.stores:
+            raise KeyError(f"{reactor!r} is not a stateful reactor of {self.topology.name!r}")
+        raw = key.encode() if isinstance(key, str) else key
+        return processor.stores[reactor].find(raw)
+
+    def states(self, reactor: str) -> dict[str | None, Any]:
+        """Every key's state of ``reactor`` held by this worker."""
+        _, processor = self._require()
+        store = processor.stores[reactor]
+        return {
+            (k.decode() if k is not None else None): v
+            for p in store.partitions
+            for k, v in store.items(p)
+        }
+
+    async def lag(self) -> int:
+        consumer, _ = self._require()
+        return sum((await consumer.lag()).values())
+
+    async def wait_idle(self, timeout: float = 30.0, settle: float = 0.0) -> None:
+        """Wait until this worker holds partitions and has consumed everything in them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._assigned and not self._lock.locked() and await self.lag() == 0:
+                if settle <= 0:
+                    return
+                await asyncio.sleep(settle)
+                if await self.lag() == 0 and not self._lock.locked():
+                    return
+            if loop.time() > deadline:
+                raise TimeoutError(f"worker not idle after {timeout}s (lag {await self.lag()})")
+            await asyncio.sleep(0.05)
+
+
+def _fmt(partitions: Iterable[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions))
