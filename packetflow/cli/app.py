@@ -1,0 +1,302 @@
+"""The ``packetflow`` command: run workers, publish intents, describe topologies, manage Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import Progress
+
+from packetflow.cli import describe, kafka
+from packetflow.cli.loader import LoadError, load_topology
+from packetflow.core.context import Context
+from packetflow.core.intent import Intent
+from packetflow.engine.client import Client
+from packetflow.engine.topology import Topology, TopologyError, default_broker_url
+from packetflow.engine.transport import BrokerURL, BrokerURLError
+from packetflow.engine.worker import Worker
+
+app = typer.Typer(
+    name="packetflow",
+    help="PacketFlow: typed intents, capabilities and reactors on Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+topology_app = typer.Typer(help="Describe topologies.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
+app.add_typer(kafka.app, name="kafka")
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+class UserError(Exception):
+    """A mistake on the command line: reported in one line, exit code 2, no traceback."""
+
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option("--broker", "-b", help="kafka://host:port or memory:// (default $PACKETFLOW_BROKER)"),
+]
+TopologyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--topology", "-t", envvar="PACKETFLOW_TOPOLOGY",
+        help="Module holding the topology, e.g. topologies.orders ($PACKETFLOW_TOPOLOGY)",
+    ),
+]
+
+
+def _load(spec: str) -> Topology:
+    try:
+        return load_topology(spec)[0]
+    except LoadError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _broker(value: str | None) -> str:
+    url = value or default_broker_url()
+    try:
+        BrokerURL.parse(url)
+    except BrokerURLError as exc:
+        raise UserError(str(exc)) from None
+    return url
+
+
+# -- worker ------------------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    module: Annotated[str, typer.Argument(help="Module holding the topology (pkg.mod or pkg.mod:attr)")],
+    broker: BrokerOpt = None,
+    max_batch: Annotated[int, typer.Option(help="Most records fetched per batch")] = 5000,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run a worker: consume the topology's topics, run its reactors, until SIGINT/SIGTERM."""
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if log_level.lower() != "debug":  # aiokafka narrates every group join at INFO
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    topology = _load(module)
+    url = _broker(broker)
+    if url.startswith("memory://"):
+        err.print(
+            "note: memory:// lives inside this process; only intents sent from it are seen. "
+            "Use --broker kafka://host:port to share work.", soft_wrap=True,
+        )
+    asyncio.run(_run_worker(topology, url, max_batch))
+
+
+async def _run_worker(topology: Topology, url: str, max_batch: int) -> None:
+    w = Worker(topology, url, max_batch=max_batch)
+    try:
+        await w.start()
+    except Exception as exc:
+        await w.stop()
+        raise UserError(f"cannot start worker on {url}: {type(exc).__name__}: {exc}") from None
+    w.handle_signals()
+    log = logging.getLogger("packetflow.worker")
+    log.info(
+        "running %s: reactors %s on %s; Ctrl-C to stop",
+        topology.name, ", ".join(topology.reactors), ", ".join(topology.source_topics()),
+    )
+    reporter = asyncio.create_task(_report(w, log))
+    try:
+        await w.run()
+    finally:
+        reporter.cancel()
+        await w.stop()
+        log.info("final counts: %s", orjson.dumps(w.metrics.snapshot()).decode())
+
+
+async def _report(w: Worker, log: logging.Logger, every: float = 10.0) -> None:
+    last, last_t = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        now, consumed = time.monotonic(), w.metrics.consumed
+        if consumed != last:
+            log.info("consumed %d records (%.0f/s)", consumed, (consumed - last) / (now - last_t))
+        last, last_t = consumed, now
+
+
+# -- send --------------------------------------------------------------------------------
+
+
+@app.command()
+def send(
+    intent_type: Annotated[str | None, typer.Argument(help="Intent type name, e.g. orders.Deposit")] = None,
+    data: Annotated[str | None, typer.Argument(help="The intent's fields as a JSON object")] = None,
+    topology_spec: TopologyOpt = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help='JSON lines: {"type": ..., "data": {...}, "capabilities": [...]}; - for stdin'),
+    ] = None,
+    capability: Annotated[
+        list[str] | None, typer.Option("--capability", "-c", help="Capability held, op:resource (repeatable)")
+    ] = None,
+    principal: Annotated[str | None, typer.Option("--principal", "-p", help="Who is asking")] = None,
+    key: Annotated[str | None, typer.Option(help="Record key (default: the intent's key field)")] = None,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: the intent type's topic)")] = None,
+    deadline: Annotated[float | None, typer.Option(help="Seconds from now until the intent expires")] = None,
+    broker: BrokerOpt = None,
+) -> None:
+    """Publish intents: one from arguments, or many from a JSON-lines file."""
+    if topology_spec is None:
+        raise UserError("name the topology with --topology MODULE (or set PACKETFLOW_TOPOLOGY)")
+    topology = _load(topology_spec)
+    url = _broker(broker)
+    if url.startswith("memory://"):
+        raise UserError(
+            "memory:// lives inside one process, so nothing would consume what this command "
+            "sends: pass --broker kafka://host:port or set PACKETFLOW_BROKER"
+        )
+    defaults: dict[str, Any] = {
+        "capabilities": capability or [], "principal": principal, "key": key, "topic": topic,
+    }
+    if file is not None:
+        if intent_type is not None:
+            raise UserError("give either TYPE [DATA] or --file, not both")
+        items = _read_lines(topology, file, defaults, deadline)
+    else:
+        if intent_type is None:
+            raise UserError("give an intent type and its JSON data, or --file FILE")
+        line = {"type": intent_type, "data": _json(data or "{}", "DATA"), **defaults}
+        items = [_item(topology, line, "arguments", deadline)]
+    asyncio.run(_send_all(topology, url, items))
+
+
+def _json(text: str, where: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise UserError(f"{where}: invalid JSON ({exc})") from None
+
+
+def _read_lines(
+    topology: Topology, file: Path, defaults: dict[str, Any], deadline: float | None
+) -> list[tuple[Intent, Context, str | None, str | None]]:
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read {file}: {exc.strerror}") from None
+    items = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip() or raw.lstrip().startswith("#"):
+            continue
+        line = _json(raw, f"{file}:{n}")
+        if not isinstance(line, dict) or "type" not in line:
+            raise UserError(f'{file}:{n}: expected an object with "type" and "data"')
+        merged = {**defaults, **{k: v for k, v in line.items() if v is not None}}
+        items.append(_item(topology, merged, f"{file}:{n}", deadline))
+    if not items:
+        raise UserError(f"{file}: no intents in it")
+    return items
+
+
+def _item(
+    topology: Topology, line: dict[str, Any], where: str, deadline: float | None
+) -> tuple[Intent, Context, str | None, str | None]:
+    try:
+        cls = topology.intent_type(str(line["type"]))
+        intent = cls.model_validate(line.get("data") or {})
+        context = Context.new(
+            line.get("principal"),
+            line.get("capabilities") or [],
+            deadline=datetime.now(UTC) + timedelta(seconds=deadline) if deadline else None,
+        )
+    except TopologyError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "value"
+        raise UserError(f"{where}: {exc.title}: {loc}: {first['msg']}") from None
+    return intent, context, line.get("key"), line.get("topic")
+
+
+async def _send_all(
+    topology: Topology, url: str, items: list[tuple[Intent, Context, str | None, str | None]]
+) -> None:
+    try:
+        async with Client(url, topology) as client:
+            with Progress(console=err, transient=True, disable=len(items) < 1000) as progress:
+                task = progress.add_task("sending", total=len(items))
+                futures = []
+                for intent, context, key, topic in items:
+                    futures.append(await client.enqueue(intent, context=context, key=key, topic=topic))
+                    progress.advance(task)
+                deliveries = await asyncio.gather(*futures)
+    except TopologyError as exc:
+        raise UserError(str(exc)) from None
+    except Exception as exc:
+        raise UserError(f"cannot send to {url}: {type(exc).__name__}: {exc}") from None
+    if len(deliveries) == 1:
+        d = deliveries[0]
+        out.print(f"sent {type(items[0][0]).intent_type} to {d.topic}[{d.partition}] at offset {d.offset}")
+    else:
+        topics = sorted({d.topic for d in deliveries})
+        out.print(f"sent {len(deliveries)} intents to {', '.join(topics)}")
+
+
+# -- topology ----------------------------------------------------------------------------
+
+
+@topology_app.command("show")
+def topology_show(
+    module: Annotated[str, typer.Argument(help="Module holding the topology")],
+    format: Annotated[str, typer.Option("--format", help="text, mermaid or json")] = "text",
+) -> None:
+    """Print a topology's topics, reactors, intent types and required capabilities."""
+    renderers = {"text": describe.as_text, "mermaid": describe.as_mermaid, "json": describe.as_json}
+    if format not in renderers:
+        raise UserError(f"unknown format {format!r}: use text, mermaid or json")
+    print(renderers[format](_load(module)))
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    module: Annotated[str, typer.Argument(help="Module with a topology and generate_traffic(n)")],
+    count: Annotated[int, typer.Option(help="Intents to generate")] = 20_000,
+) -> None:
+    """Run a topology on the embedded broker with its generated traffic and print a summary."""
+    from packetflow.cli.demo import print_summary, run_demo
+
+    topology, mod = _load_with_module(module)
+    traffic = getattr(mod, "generate_traffic", None)
+    if traffic is None:
+        raise UserError(f"{module} has no generate_traffic(count) function")
+    if count < 1:
+        raise UserError("--count must be at least 1")
+    result = asyncio.run(run_demo(topology, traffic, count, console=out))
+    print_summary(topology, result, out, getattr(mod, "DEMO_STATE", None))
+
+
+def _load_with_module(spec: str) -> tuple[Topology, Any]:
+    try:
+        return load_topology(spec)
+    except LoadError as exc:
+        raise UserError(str(exc)) from None
+
+
+def main() -> None:
+    """Console entry point: user errors print one line and exit 2."""
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise SystemExit(2) from None

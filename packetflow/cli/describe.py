@@ -1,0 +1,108 @@
+"""Render a topology as text, a mermaid graph or JSON (``packetflow topology show``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from packetflow.engine.topology import Topology
+
+
+def as_dict(topology: Topology) -> dict[str, Any]:
+    """The topology as plain data: topics, reactors, intent types, capabilities."""
+    return {
+        "name": topology.name,
+        "group": topology.group_id,
+        "topics": [
+            {"name": topology.physical(i.name), "partitions": i.partitions,
+             "reactors": i.reactors, "intent_types": i.intent_types}
+            for i in topology.topic_infos()
+        ],
+        "reactors": [
+            {
+                "name": spec.name,
+                "topic": topology.physical(spec.topic),
+                "consumes": [t.intent_type for t in spec.intent_types],
+                "emits_to": [topology.physical(t) for t in topology.emits(spec.name)],
+                "stateful": spec.stateful,
+                "state": spec.state.type_name if spec.state else None,
+                "async": spec.is_async,
+                "changelog": topology.physical(topology.changelog_topic(spec.name))
+                if spec.stateful else None,
+                "description": spec.description,
+            }
+            for spec in topology.reactors.values()
+        ],
+        "intent_types": [
+            {
+                "type": name,
+                "class": cls.__name__,
+                "version": cls.intent_version,
+                "key": cls.key_field,
+                "requires": [str(c) for c in cls.required_capabilities],
+                "topic": topology.physical(topology.routes[cls]) if cls in topology.routes else None,
+            }
+            for name, cls in sorted(topology.intent_types.items())
+        ],
+        "capability_hierarchy": topology.hierarchy.as_dict(),
+        "dead_letter_topic": topology.physical(topology.dead_letter_topic),
+        "denied_topic": topology.physical(topology.denied_topic),
+    }
+
+
+def as_json(topology: Topology) -> str:
+    return orjson.dumps(as_dict(topology), option=orjson.OPT_INDENT_2).decode()
+
+
+def as_text(topology: Topology) -> str:
+    d = as_dict(topology)
+    lines = [f"topology {d['name']} (consumer group {d['group']})", "", "topics:"]
+    for t in d["topics"]:
+        readers = ", ".join(t["reactors"]) or "-"
+        lines.append(f"  {t['name']}  [{t['partitions']} partitions]  read by: {readers}")
+    lines.append(f"  {d['dead_letter_topic']}  (dead letters)")
+    lines.append(f"  {d['denied_topic']}  (denied intents)")
+    lines += ["", "reactors:"]
+    for r in d["reactors"]:
+        state = f", state {r['state']} -> {r['changelog']}" if r["stateful"] else ", stateless"
+        lines.append(f"  {r['name']}  <- {r['topic']}{state}{', async' if r['async'] else ''}")
+        if r["description"]:
+            lines.append(f"      {r['description']}")
+        lines.append(f"      consumes: {', '.join(r['consumes'])}")
+        if r["emits_to"]:
+            lines.append(f"      emits to: {', '.join(r['emits_to'])}")
+    lines += ["", "intent types:"]
+    for i in d["intent_types"]:
+        requires = ", ".join(i["requires"]) or "nothing"
+        key = f", key {i['key']}" if i["key"] else ""
+        lines.append(f"  {i['type']} v{i['version']}  -> {i['topic'] or '-'}{key}; requires {requires}")
+    if d["capability_hierarchy"]:
+        lines += ["", "capability hierarchy:"]
+        for op, implied in d["capability_hierarchy"].items():
+            lines.append(f"  {op} => {', '.join(implied)}")
+    return "\n".join(lines)
+
+
+def _node(prefix: str, name: str) -> str:
+    return prefix + re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def as_mermaid(topology: Topology) -> str:
+    d = as_dict(topology)
+    lines = ["flowchart LR"]
+    for t in d["topics"]:
+        lines.append(f'  {_node("t_", t["name"])}[("{t["name"]}")]')
+    for extra in (d["dead_letter_topic"], d["denied_topic"]):
+        lines.append(f'  {_node("t_", extra)}[("{extra}")]')
+    for r in d["reactors"]:
+        rid = _node("r_", r["name"])
+        shape = f'[["{r["name"]}"]]' if r["stateful"] else f'["{r["name"]}"]'
+        lines.append(f"  {rid}{shape}")
+        types = "<br/>".join(r["consumes"])
+        lines.append(f'  {_node("t_", r["topic"])} -->|"{types}"| {rid}')
+        for out in r["emits_to"]:
+            lines.append(f"  {rid} --> {_node('t_', out)}")
+        lines.append(f"  {rid} -.->|errors| {_node('t_', d['dead_letter_topic'])}")
+    return "\n".join(lines)

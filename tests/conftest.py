@@ -1,0 +1,96 @@
+"""Shared pytest fixtures for PacketFlow."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# ---------------------------------------------------------------------------
+# Kafka broker fixtures
+#
+# ``kafka_bootstrap`` resolves a real broker, in order of preference:
+#   1. $PACKETFLOW_TEST_BOOTSTRAP ("host:port" or "kafka://host:port"),
+#   2. a testcontainers Kafka (only if testcontainers is installed and Docker answers),
+#   3. the local KRaft broker from packetflow.cli.localkafka on
+#      $PACKETFLOW_TEST_KAFKA_PORT (default 19092), stopped at session end only
+#      if this fixture started it.
+# If none works the Kafka tests are skipped locally but fail hard when $CI is set.
+# ---------------------------------------------------------------------------
+
+_LOCAL_PORT = int(os.environ.get("PACKETFLOW_TEST_KAFKA_PORT", "19092"))
+
+
+def _no_broker(reasons: list[str]) -> None:
+    msg = "no Kafka broker for tests: " + "; ".join(reasons)
+    if os.environ.get("CI"):
+        pytest.fail(f"{msg} (CI is set: Kafka tests are never skipped in CI)", pytrace=False)
+    pytest.skip(msg)
+
+
+def _docker_answers() -> bool:
+    if importlib.util.find_spec("testcontainers") is None:
+        return False
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a real Kafka broker for the whole test session."""
+    env = os.environ.get("PACKETFLOW_TEST_BOOTSTRAP", "").strip()
+    if env:
+        yield env.removeprefix("kafka://")
+        return
+
+    reasons: list[str] = []
+    if _docker_answers():
+        try:
+            from testcontainers.kafka import KafkaContainer
+
+            container = KafkaContainer().with_kraft()
+            container.start()
+        except Exception as exc:
+            reasons.append(f"testcontainers Kafka failed: {exc!r}")
+        else:
+            try:
+                yield str(container.get_bootstrap_server())
+            finally:
+                container.stop()
+            return
+    else:
+        reasons.append("testcontainers/Docker unavailable")
+
+    from packetflow.cli import localkafka
+
+    broker: localkafka.BrokerStatus | None = None
+    try:
+        broker = localkafka.start(_LOCAL_PORT)
+    except Exception as exc:
+        reasons.append(f"local broker on port {_LOCAL_PORT} failed: {exc}")
+    if broker is None:
+        _no_broker(reasons)
+        return
+    try:
+        yield broker.bootstrap
+    finally:
+        if not broker.already_running:
+            localkafka.stop(_LOCAL_PORT)
+
+
+@pytest.fixture(scope="session")
+def kafka_url(kafka_bootstrap: str) -> str:
+    """``kafka://host:port`` URL of the session broker."""
+    return f"kafka://{kafka_bootstrap}"
+
+
+# ---------------------------------------------------------------------------
+# (other shared fixtures go below this line)
+# ---------------------------------------------------------------------------
