@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, Field
 
-from packetflow import Context, Intent, Topology, emit
+from packetflow import Context, Intent, Topology
 
 topology = Topology(
     "orders",
@@ -28,20 +28,23 @@ topology = Topology(
 # -- intents in --------------------------------------------------------------------------
 
 
-class Deposit(Intent, type_name="orders.Deposit", key="account",
-              requires=["deposit:account/{account}"]):
+class Deposit(
+    Intent, type_name="orders.Deposit", key="account", requires=["deposit:account/{account}"]
+):
     account: str
     amount: int = Field(gt=0)
 
 
-class Withdraw(Intent, type_name="orders.Withdraw", key="account",
-               requires=["withdraw:account/{account}"]):
+class Withdraw(
+    Intent, type_name="orders.Withdraw", key="account", requires=["withdraw:account/{account}"]
+):
     account: str
     amount: int = Field(gt=0)
 
 
-class Transfer(Intent, type_name="orders.Transfer", key="source",
-               requires=["transfer:account/{source}"]):
+class Transfer(
+    Intent, type_name="orders.Transfer", key="source", requires=["transfer:account/{source}"]
+):
     transfer_id: str
     source: str
     target: str
@@ -57,8 +60,9 @@ class TransferCredit(Intent, type_name="orders.TransferCredit", key="target"):
     amount: int
 
 
-class AuditBalance(Intent, type_name="orders.AuditBalance", key="account",
-                   requires=["read:account/{account}"]):
+class AuditBalance(
+    Intent, type_name="orders.AuditBalance", key="account", requires=["read:account/{account}"]
+):
     account: str
 
 
@@ -113,9 +117,19 @@ class Account(BaseModel):
     operations: int = 0
 
 
-@topology.reactor(AccountIntent, topic="accounts", state=Account,
-                  emits=[TransferCredit, Deposited, Withdrawn, WithdrawalRejected,
-                         TransferCompleted, BalanceReported])
+@topology.reactor(
+    AccountIntent,
+    topic="accounts",
+    state=Account,
+    emits=[
+        TransferCredit,
+        Deposited,
+        Withdrawn,
+        WithdrawalRejected,
+        TransferCompleted,
+        BalanceReported,
+    ],
+)
 def accounts(intent: AccountIntent, ctx: Context, state: Account) -> tuple[Account, list[Intent]]:
     """Keeps each account's balance; refuses withdrawals and transfers it cannot cover."""
     match intent:
@@ -126,16 +140,22 @@ def accounts(intent: AccountIntent, ctx: Context, state: Account) -> tuple[Accou
             return new, [Deposited(account=acct, amount=amount, balance=new.balance)]
         case Withdraw(account=acct, amount=amount) | Transfer(source=acct, amount=amount):
             if amount > state.balance:
-                return state, [WithdrawalRejected(account=acct, amount=amount,
-                                                  balance=state.balance,
-                                                  reason="insufficient funds")]
+                return state, [
+                    WithdrawalRejected(
+                        account=acct,
+                        amount=amount,
+                        balance=state.balance,
+                        reason="insufficient funds",
+                    )
+                ]
             new = Account(balance=state.balance - amount, operations=state.operations + 1)
             if isinstance(intent, Transfer):
                 return new, [TransferCredit(**intent.model_dump())]
             return new, [Withdrawn(account=acct, amount=amount, balance=new.balance)]
         case AuditBalance(account=acct):
-            return state, [BalanceReported(account=acct, balance=state.balance,
-                                           principal=ctx.principal)]
+            return state, [
+                BalanceReported(account=acct, balance=state.balance, principal=ctx.principal)
+            ]
     raise TypeError(f"unexpected intent {intent!r}")  # pragma: no cover - the union is closed
 
 
@@ -160,7 +180,7 @@ AUDITOR = ("auditor-1", ("auditor:account/*",))
 def generate_traffic(
     count: int, *, accounts: int = 50, seed: int = 7
 ) -> Iterator[tuple[Intent, Context]]:
-    """Realistic traffic: tellers move money, auditors read, and an auditor oversteps now and then."""
+    """Realistic traffic: tellers move money, auditors read, an auditor sometimes oversteps."""
     rng = random.Random(seed)
     names = [f"acct-{i:04d}" for i in range(accounts)]
     for n in range(count):
@@ -176,8 +196,9 @@ def generate_traffic(
             intent = Withdraw(account=acct, amount=rng.randint(1, 800))
         elif roll < 0.92:
             target = rng.choice([x for x in names if x != acct])
-            intent = Transfer(transfer_id=f"t{n}", source=acct, target=target,
-                              amount=rng.randint(1, 600))
+            intent = Transfer(
+                transfer_id=f"t{n}", source=acct, target=target, amount=rng.randint(1, 600)
+            )
         elif roll < 0.98:
             principal, caps = AUDITOR
             intent = AuditBalance(account=acct)

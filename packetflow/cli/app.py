@@ -46,12 +46,16 @@ class UserError(Exception):
 
 BrokerOpt = Annotated[
     str | None,
-    typer.Option("--broker", "-b", help="kafka://host:port or memory:// (default $PACKETFLOW_BROKER)"),
+    typer.Option(
+        "--broker", "-b", help="kafka://host:port or memory:// (default $PACKETFLOW_BROKER)"
+    ),
 ]
 TopologyOpt = Annotated[
     str | None,
     typer.Option(
-        "--topology", "-t", envvar="PACKETFLOW_TOPOLOGY",
+        "--topology",
+        "-t",
+        envvar="PACKETFLOW_TOPOLOGY",
         help="Module holding the topology, e.g. topologies.orders ($PACKETFLOW_TOPOLOGY)",
     ),
 ]
@@ -78,14 +82,17 @@ def _broker(value: str | None) -> str:
 
 @app.command()
 def worker(
-    module: Annotated[str, typer.Argument(help="Module holding the topology (pkg.mod or pkg.mod:attr)")],
+    module: Annotated[
+        str, typer.Argument(help="Module holding the topology (pkg.mod or pkg.mod:attr)")
+    ],
     broker: BrokerOpt = None,
     max_batch: Annotated[int, typer.Option(help="Most records fetched per batch")] = 5000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
     """Run a worker: consume the topology's topics, run its reactors, until SIGINT/SIGTERM."""
     logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr,
+        level=log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if log_level.lower() != "debug":  # aiokafka narrates every group join at INFO
@@ -95,7 +102,8 @@ def worker(
     if url.startswith("memory://"):
         err.print(
             "note: memory:// lives inside this process; only intents sent from it are seen. "
-            "Use --broker kafka://host:port to share work.", soft_wrap=True,
+            "Use --broker kafka://host:port to share work.",
+            soft_wrap=True,
         )
     asyncio.run(_run_worker(topology, url, max_batch))
 
@@ -111,7 +119,9 @@ async def _run_worker(topology: Topology, url: str, max_batch: int) -> None:
     log = logging.getLogger("packetflow.worker")
     log.info(
         "running %s: reactors %s on %s; Ctrl-C to stop",
-        topology.name, ", ".join(topology.reactors), ", ".join(topology.source_topics()),
+        topology.name,
+        ", ".join(topology.reactors),
+        ", ".join(topology.source_topics()),
     )
     reporter = asyncio.create_task(_report(w, log))
     try:
@@ -137,20 +147,35 @@ async def _report(w: Worker, log: logging.Logger, every: float = 10.0) -> None:
 
 @app.command()
 def send(
-    intent_type: Annotated[str | None, typer.Argument(help="Intent type name, e.g. orders.Deposit")] = None,
+    intent_type: Annotated[
+        str | None, typer.Argument(help="Intent type name, e.g. orders.Deposit")
+    ] = None,
     data: Annotated[str | None, typer.Argument(help="The intent's fields as a JSON object")] = None,
     topology_spec: TopologyOpt = None,
     file: Annotated[
         Path | None,
-        typer.Option("--file", "-f", help='JSON lines: {"type": ..., "data": {...}, "capabilities": [...]}; - for stdin'),
+        typer.Option(
+            "--file",
+            "-f",
+            help='JSON lines: {"type": ..., "data": {...}, "capabilities": [...]}; - for stdin',
+        ),
     ] = None,
     capability: Annotated[
-        list[str] | None, typer.Option("--capability", "-c", help="Capability held, op:resource (repeatable)")
+        list[str] | None,
+        typer.Option("--capability", "-c", help="Capability held, op:resource (repeatable)"),
     ] = None,
-    principal: Annotated[str | None, typer.Option("--principal", "-p", help="Who is asking")] = None,
-    key: Annotated[str | None, typer.Option(help="Record key (default: the intent's key field)")] = None,
-    topic: Annotated[str | None, typer.Option(help="Topic (default: the intent type's topic)")] = None,
-    deadline: Annotated[float | None, typer.Option(help="Seconds from now until the intent expires")] = None,
+    principal: Annotated[
+        str | None, typer.Option("--principal", "-p", help="Who is asking")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Record key (default: the intent's key field)")
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Topic (default: the intent type's topic)")
+    ] = None,
+    deadline: Annotated[
+        float | None, typer.Option(help="Seconds from now until the intent expires")
+    ] = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Publish intents: one from arguments, or many from a JSON-lines file."""
@@ -164,7 +189,10 @@ def send(
             "sends: pass --broker kafka://host:port or set PACKETFLOW_BROKER"
         )
     defaults: dict[str, Any] = {
-        "capabilities": capability or [], "principal": principal, "key": key, "topic": topic,
+        "capabilities": capability or [],
+        "principal": principal,
+        "key": key,
+        "topic": topic,
     }
     if file is not None:
         if intent_type is not None:
@@ -235,7 +263,9 @@ async def _send_all(
                 task = progress.add_task("sending", total=len(items))
                 futures = []
                 for intent, context, key, topic in items:
-                    futures.append(await client.enqueue(intent, context=context, key=key, topic=topic))
+                    futures.append(
+                        await client.enqueue(intent, context=context, key=key, topic=topic)
+                    )
                     progress.advance(task)
                 deliveries = await asyncio.gather(*futures)
     except TopologyError as exc:
@@ -244,7 +274,9 @@ async def _send_all(
         raise UserError(f"cannot send to {url}: {type(exc).__name__}: {exc}") from None
     if len(deliveries) == 1:
         d = deliveries[0]
-        out.print(f"sent {type(items[0][0]).intent_type} to {d.topic}[{d.partition}] at offset {d.offset}")
+        out.print(
+            f"sent {type(items[0][0]).intent_type} to {d.topic}[{d.partition}] at offset {d.offset}"
+        )
     else:
         topics = sorted({d.topic for d in deliveries})
         out.print(f"sent {len(deliveries)} intents to {', '.join(topics)}")

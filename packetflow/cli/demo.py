@@ -45,7 +45,7 @@ async def run_demo(
     console: Console | None = None,
     chunk: int = 1000,
 ) -> DemoResult:
-    """Start a worker on a private ``memory://`` broker, publish ``count`` generated intents, drain."""
+    """Run a worker on a private ``memory://`` broker, publish ``count`` intents, drain."""
     console = console or Console()
     transport = MemoryTransport("memory://demo", name=f"demo-{id(topology)}")
     worker = Worker(topology, transport)
@@ -76,9 +76,7 @@ async def run_demo(
         await runner
         seconds = time.perf_counter() - started
         states = {
-            name: worker.states(name)
-            for name, spec in topology.reactors.items()
-            if spec.stateful
+            name: worker.states(name) for name, spec in topology.reactors.items() if spec.stateful
         }
         return DemoResult(sent, seconds, worker.metrics.snapshot(), states)
 
@@ -100,14 +98,18 @@ def print_summary(
     for col in ("reactor", "topic", "processed", "errors"):
         table.add_column(col)
     for name, spec in topology.reactors.items():
-        table.add_row(name, spec.topic, str(m["processed"].get(name, 0)), str(m["errors"].get(name, 0)))
+        table.add_row(
+            name, spec.topic, str(m["processed"].get(name, 0)), str(m["errors"].get(name, 0))
+        )
     console.print(table)
     outcomes = Table(title="Not processed (kept, with reasons)")
     outcomes.add_column("topic")
     outcomes.add_column("reason")
     outcomes.add_column("records")
     for intent_type, n in sorted(m["denied"].items()):
-        outcomes.add_row(topology.denied_topic, f"insufficient capabilities for {intent_type}", str(n))
+        outcomes.add_row(
+            topology.denied_topic, f"insufficient capabilities for {intent_type}", str(n)
+        )
     for reason, n in sorted(m["dead_lettered"].items()):
         outcomes.add_row(topology.dead_letter_topic, reason, str(n))
     console.print(outcomes)

@@ -16,8 +16,12 @@ def as_dict(topology: Topology) -> dict[str, Any]:
         "name": topology.name,
         "group": topology.group_id,
         "topics": [
-            {"name": topology.physical(i.name), "partitions": i.partitions,
-             "reactors": i.reactors, "intent_types": i.intent_types}
+            {
+                "name": topology.physical(i.name),
+                "partitions": i.partitions,
+                "reactors": i.reactors,
+                "intent_types": i.intent_types,
+            }
             for i in topology.topic_infos()
         ],
         "reactors": [
@@ -30,7 +34,8 @@ def as_dict(topology: Topology) -> dict[str, Any]:
                 "state": spec.state.type_name if spec.state else None,
                 "async": spec.is_async,
                 "changelog": topology.physical(topology.changelog_topic(spec.name))
-                if spec.stateful else None,
+                if spec.stateful
+                else None,
                 "description": spec.description,
             }
             for spec in topology.reactors.values()
@@ -42,7 +47,9 @@ def as_dict(topology: Topology) -> dict[str, Any]:
                 "version": cls.intent_version,
                 "key": cls.key_field,
                 "requires": [str(c) for c in cls.required_capabilities],
-                "topic": topology.physical(topology.routes[cls]) if cls in topology.routes else None,
+                "topic": topology.physical(topology.routes[cls])
+                if cls in topology.routes
+                else None,
             }
             for name, cls in sorted(topology.intent_types.items())
         ],
@@ -77,7 +84,9 @@ def as_text(topology: Topology) -> str:
     for i in d["intent_types"]:
         requires = ", ".join(i["requires"]) or "nothing"
         key = f", key {i['key']}" if i["key"] else ""
-        lines.append(f"  {i['type']} v{i['version']}  -> {i['topic'] or '-'}{key}; requires {requires}")
+        lines.append(
+            f"  {i['type']} v{i['version']}  -> {i['topic'] or '-'}{key}; requires {requires}"
+        )
     if d["capability_hierarchy"]:
         lines += ["", "capability hierarchy:"]
         for op, implied in d["capability_hierarchy"].items():

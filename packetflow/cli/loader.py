@@ -17,7 +17,7 @@ class LoadError(Exception):
 
 
 def load_module(spec: str) -> ModuleType:
-    """Import ``spec`` (a dotted module, or a ``.py`` path), with the working directory on sys.path."""
+    """Import ``spec`` (dotted module or ``.py`` path), with the working directory on sys.path."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
@@ -36,7 +36,9 @@ def load_module(spec: str) -> ModuleType:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:
         if exc.name and spec.startswith(exc.name):
-            raise LoadError(f"no module named {spec!r} (run from your project directory?)") from None
+            raise LoadError(
+                f"no module named {spec!r} (run from your project directory?)"
+            ) from None
         raise
 
 

@@ -34,12 +34,12 @@ class _Composable:
     def __rshift__(self, other: Effect) -> Sequential:
         """``a >> b``: run ``a`` then ``b``."""
         left = self.effects if isinstance(self, Sequential) else (self,)
-        return Sequential((*left, other))  # type: ignore[arg-type]
+        return Sequential((*left, other))
 
     def __and__(self, other: Effect) -> Parallel:
         """``a & b``: run ``a`` and ``b`` concurrently."""
         left = self.effects if isinstance(self, Parallel) else (self,)
-        return Parallel((*left, other))  # type: ignore[arg-type]
+        return Parallel((*left, other))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ class Parallel(_Composable):
 
 @dataclass(frozen=True, slots=True)
 class Conditional(_Composable):
-    """Run ``then`` when ``condition`` (a bool or a no-argument callable) holds, else ``otherwise``."""
+    """Run ``then`` if ``condition`` (a bool or no-argument callable) holds, else ``otherwise``."""
 
     condition: bool | Callable[[], bool]
     then: Effect

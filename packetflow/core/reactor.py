@@ -50,8 +50,10 @@ class StateSpec(Generic[S]):
             factory: Callable[[], Any] = state
         else:
             initial_value = orjson.dumps(state)  # validates JSON-ability now, not at run time
+
             def factory() -> Any:
                 return orjson.loads(initial_value)
+
         return StateSpec(
             initial=factory,
             encode=orjson.dumps,

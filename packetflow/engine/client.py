@@ -92,9 +92,7 @@ class Client:
         raw_key = encode_key(key if key is not None else intent.partition_key())
         return await self._producer.send(self.topology.physical(logical), value, raw_key, headers)
 
-    async def send_many(
-        self, items: Iterable[tuple[Intent, Context | None]]
-    ) -> list[Delivery]:
+    async def send_many(self, items: Iterable[tuple[Intent, Context | None]]) -> list[Delivery]:
         """Publish many intents, pipelined, and wait for all acknowledgements."""
         futures = [await self.enqueue(intent, context=ctx) for intent, ctx in items]
         return list(await asyncio.gather(*futures))
@@ -132,9 +130,7 @@ class Client:
             if len(received) >= count:
                 return received
             if loop.time() > deadline:
-                raise TimeoutError(
-                    f"{topic}: {len(received)} of {count} records after {timeout}s"
-                )
+                raise TimeoutError(f"{topic}: {len(received)} of {count} records after {timeout}s")
             await asyncio.sleep(0.1)
 
 

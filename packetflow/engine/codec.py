@@ -98,7 +98,9 @@ class Decoder:
         try:
             intent = cls.model_validate_json(value)
         except ValidationError as exc:
-            kind = "decode" if any(e["type"] == "json_invalid" for e in exc.errors()) else "validation"
+            kind = (
+                "decode" if any(e["type"] == "json_invalid" for e in exc.errors()) else "validation"
+            )
             raise Rejected(kind, f"{cls.intent_type}: {_summary(exc)}") from None
         return intent, context
 

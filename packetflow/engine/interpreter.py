@@ -138,9 +138,7 @@ class Interpreter:
         raw_key = encode_key(key if key is not None else intent.partition_key())
         if raw_key is None and isinstance(effect, Reply):
             raw_key = origin.key
-        futures = [
-            await self.producer.send(topic, value, raw_key, headers) for topic in topics
-        ]
+        futures = [await self.producer.send(topic, value, raw_key, headers) for topic in topics]
         self.emitted += len(futures)
         return futures
 

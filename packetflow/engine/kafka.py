@@ -85,7 +85,7 @@ def _acks(value: str) -> int | str:
     return value if value == "all" else int(value)
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, listener: RebalanceListener) -> None:
         self._listener = listener
 
@@ -133,9 +133,7 @@ class KafkaConsumer(Consumer):
         # aiokafka calls on_partitions_revoked while leaving the group.
         await self._consumer.stop()
 
-    async def getmany(
-        self, timeout: float, max_records: int
-    ) -> dict[TopicPartition, list[Record]]:
+    async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[Record]]:
         raw = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
         return {
             TopicPartition(tp.topic, tp.partition): [
@@ -155,7 +153,9 @@ class KafkaConsumer(Consumer):
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if offsets:
-            await self._consumer.commit({AioTP(tp.topic, tp.partition): o for tp, o in offsets.items()})
+            await self._consumer.commit(
+                {AioTP(tp.topic, tp.partition): o for tp, o in offsets.items()}
+            )
 
     def assignment(self) -> set[TopicPartition]:
         return {_tp(tp) for tp in self._consumer.assignment()}
@@ -282,7 +282,15 @@ class KafkaTransport(Transport):
                     for m in msgs:
                         if m.offset < ends[tp]:
                             on_record(
-                                Record(m.topic, m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
+                                Record(
+                                    m.topic,
+                                    m.partition,
+                                    m.offset,
+                                    m.key,
+                                    m.value,
+                                    m.headers,
+                                    m.timestamp,
+                                )
                             )
                             count += 1
                 for tp in list(remaining):

@@ -9,6 +9,7 @@ changelog reads), so engine behaviour tested here holds on ``kafka://``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,9 @@ class MemoryBroker:
 
     # -- topics --------------------------------------------------------------------------
 
-    def create_topic(self, name: str, partitions: int | None = None, compacted: bool = False) -> None:
+    def create_topic(
+        self, name: str, partitions: int | None = None, compacted: bool = False
+    ) -> None:
         if name not in self.topics:
             self.topics[name] = [[] for _ in range(partitions or self.default_partitions)]
         if compacted:
@@ -86,7 +89,9 @@ class MemoryBroker:
         log = parts[partition]
         offset = len(log)
         log.append(
-            Record(topic, partition, offset, key, value, tuple(headers), int(self.clock.time() * 1000))
+            Record(
+                topic, partition, offset, key, value, tuple(headers), int(self.clock.time() * 1000)
+            )
         )
         if self._waiters:
             waiters, self._waiters = self._waiters, []
@@ -102,10 +107,8 @@ class MemoryBroker:
     async def wait_for_records(self, timeout: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
 
     # -- groups --------------------------------------------------------------------------
 
@@ -230,9 +233,7 @@ class MemoryConsumer(Consumer):
             self._owned |= gained
             await self._listener.on_assigned(gained)
 
-    async def getmany(
-        self, timeout: float, max_records: int
-    ) -> dict[TopicPartition, list[Record]]:
+    async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[Record]]:
         await self._rebalance()
         batch = self._take(max_records)
         if not batch and timeout > 0:

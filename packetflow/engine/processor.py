@@ -48,7 +48,9 @@ class Processor:
         self.metrics = metrics
         self.interpreter = Interpreter(topology, producer, clock)
         self.stores: dict[str, StateStore] = {
-            spec.name: StateStore(spec.state, topology.physical(topology.changelog_topic(spec.name)))
+            spec.name: StateStore(
+                spec.state, topology.physical(topology.changelog_topic(spec.name))
+            )
             for spec in topology.reactors.values()
             if spec.state is not None
         }
@@ -69,7 +71,9 @@ class Processor:
             self._routes[topology.physical(topic)] = (decoder, by_type)
         # partitions run concurrently only when a reactor can actually await something
         self.concurrent = any(s.is_async for s in topology.reactors.values())
-        self._authorized: dict[tuple[tuple[Capability, ...], tuple[Capability, ...]], list[Capability]] = {}
+        self._authorized: dict[
+            tuple[tuple[Capability, ...], tuple[Capability, ...]], list[Capability]
+        ] = {}
 
     async def process(self, records: Sequence[Record]) -> None:
         """Process one partition's records in order."""
@@ -118,16 +122,15 @@ class Processor:
                     result = await result
                 if not (isinstance(result, tuple) and len(result) == 2):
                     raise TypeError(
-                        f"stateful reactor must return (new_state, effects), got {type(result).__name__}"
+                        "stateful reactor must return (new_state, effects), "
+                        f"got {type(result).__name__}"
                     )
                 new_state, effects = result
             else:
                 effects = spec.fn(intent, context)
                 if spec.is_async:
                     effects = await effects
-            await self.interpreter.start(
-                normalize(effects), Origin(spec.name, context, record.key)
-            )
+            await self.interpreter.start(normalize(effects), Origin(spec.name, context, record.key))
         except Exception as exc:  # the reactor's failure is the record's, not the worker's
             self.metrics.errors[spec.name] += 1
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -150,7 +153,10 @@ class Processor:
             extra.append((REACTOR_HEADER, reactor))
         self.interpreter.pending.append(
             await self.producer.send(
-                self._dead_letter_topic, record.value, record.key, with_headers(record.headers, extra)
+                self._dead_letter_topic,
+                record.value,
+                record.key,
+                with_headers(record.headers, extra),
             )
         )
         self.metrics.dead_lettered[reason] += 1

@@ -64,7 +64,7 @@ class TestDriver:
         topic: str | None = None,
         key: str | None = None,
     ) -> None:
-        """Publish ``intent`` (with ``context``, or a new one holding ``capabilities``) and process."""
+        """Publish ``intent`` (with ``context``, or a new one holding ``capabilities``), process."""
         ctx = context or Context.new(principal, capabilities)
         self._run(self.client.send(intent, context=ctx, topic=topic, key=key))
         self.run_until_idle()

@@ -63,8 +63,8 @@ class Topology:
             else CapabilityHierarchy(capabilities)
         )
         self.default_partitions = partitions
-        self.namespace = namespace if namespace is not None else os.environ.get(
-            "PACKETFLOW_NAMESPACE"
+        self.namespace = (
+            namespace if namespace is not None else os.environ.get("PACKETFLOW_NAMESPACE")
         )
         self.max_record_bytes = max_record_bytes
         self.broker = broker
@@ -115,9 +115,7 @@ class Topology:
             for t in types:
                 known = self.intent_types.get(t.intent_type)
                 if known is not None and known is not t:
-                    raise TopologyError(
-                        f"two intent classes share the type name {t.intent_type!r}"
-                    )
+                    raise TopologyError(f"two intent classes share the type name {t.intent_type!r}")
                 self.routes.setdefault(t, topic)
             self.reactors[spec.name] = spec
             return fn

@@ -54,7 +54,9 @@ class Worker(RebalanceListener):
             raise ValueError(f"topology {topology.name!r} has no reactors to run")
         self.topology = topology
         self.transport = (
-            broker if isinstance(broker, Transport) else open_transport(broker or default_broker_url())
+            broker
+            if isinstance(broker, Transport)
+            else open_transport(broker or default_broker_url())
         )
         self.max_batch = max_batch
         self.poll_timeout = poll_timeout
@@ -118,7 +120,7 @@ class Worker(RebalanceListener):
         await self.stop()
 
     async def run(self) -> None:
-        """Process batches until :meth:`request_stop` (or SIGINT/SIGTERM with ``handle_signals``)."""
+        """Process batches until :meth:`request_stop` (or a signal, after ``handle_signals``)."""
         while not self._stopping:
             await self.step(self.poll_timeout)
 
