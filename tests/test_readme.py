@@ -33,4 +33,5 @@ def test_readme_topology_is_described_by_the_cli(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "place_order  <- orders, state int" in run.stdout
-    assert "shop.PlaceOrder v1  -> orders, key customer; requires order:customer/{customer}" in run.stdout
+    expected = "shop.PlaceOrder v1  -> orders, key customer; requires order:customer/{customer}"
+    assert expected in run.stdout

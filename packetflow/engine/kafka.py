@@ -88,16 +88,26 @@ def _acks(value: str) -> int | str:
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, listener: RebalanceListener) -> None:
         self._listener = listener
+        # Partitions whose on_assigned has completed. aiokafka hands out records of a new
+        # assignment as soon as it is set, before (and while) the listener runs, so the
+        # consumer holds such records back until the listener is done with their partition.
+        self.ready: set[TopicPartition] = set()
+        self.changed = asyncio.Event()
 
     async def on_partitions_revoked(self, revoked: Iterable[AioTP]) -> None:
         parts = {_tp(tp) for tp in revoked}
+        self.ready -= parts
         if parts:
             await self._listener.on_revoked(parts)
 
     async def on_partitions_assigned(self, assigned: Iterable[AioTP]) -> None:
         parts = {_tp(tp) for tp in assigned}
-        if parts:
-            await self._listener.on_assigned(parts)
+        try:
+            if parts:
+                await self._listener.on_assigned(parts)
+        finally:
+            self.ready |= parts
+            self.changed.set()
 
 
 class KafkaConsumer(Consumer):
@@ -135,6 +145,14 @@ class KafkaConsumer(Consumer):
 
     async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[Record]]:
         raw = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        while any(_tp(tp) not in self._listener.ready for tp in raw):
+            assigned = self._consumer.assignment()
+            raw = {tp: msgs for tp, msgs in raw.items() if tp in assigned}  # revoked: drop
+            if all(_tp(tp) in self._listener.ready for tp in raw):
+                break
+            self._listener.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listener.changed.wait(), 0.1)
         return {
             TopicPartition(tp.topic, tp.partition): [
                 Record(

@@ -85,8 +85,17 @@ class Topology:
 
     def route(self, intent_type: type[Intent], topic: str) -> None:
         """Send intents of ``intent_type`` to ``topic`` unless an emit names another."""
+        self._check_type_name(intent_type)
         self.topic(topic)
         self.routes.setdefault(intent_type, topic)
+
+    def _check_type_name(
+        self, intent_type: type[Intent], also: dict[str, type[Intent]] | None = None
+    ) -> None:
+        name = intent_type.intent_type
+        known = self.intent_types.get(name) or (also or {}).get(name)
+        if known is not None and known is not intent_type:
+            raise TopologyError(f"two intent classes share the type name {name!r}")
 
     def reactor(
         self,
@@ -111,11 +120,12 @@ class Topology:
                 raise TopologyError(f"reactor {spec.name!r} is registered twice")
             if not _NAME_RE.match(spec.name):
                 raise TopologyError(f"reactor name {spec.name!r} may only hold . _ - and letters")
+            declared: dict[str, type[Intent]] = {}
+            for t in types:  # check everything before changing anything
+                self._check_type_name(t, declared)
+                declared[t.intent_type] = t
             self.topic(topic, partitions)
             for t in types:
-                known = self.intent_types.get(t.intent_type)
-                if known is not None and known is not t:
-                    raise TopologyError(f"two intent classes share the type name {t.intent_type!r}")
                 self.routes.setdefault(t, topic)
             self.reactors[spec.name] = spec
             return fn

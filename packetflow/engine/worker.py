@@ -236,15 +236,25 @@ class Worker(RebalanceListener):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            if self._assigned and not self._lock.locked() and await self.lag() == 0:
+            if self._assigned and await self._quiet():
                 if settle <= 0:
                     return
                 await asyncio.sleep(settle)
-                if await self.lag() == 0 and not self._lock.locked():
+                if await self._quiet():
                     return
             if loop.time() > deadline:
                 raise TimeoutError(f"worker not idle after {timeout}s (lag {await self.lag()})")
             await asyncio.sleep(0.05)
+
+    async def _quiet(self) -> bool:
+        """No batch in flight, none finished while lag was measured, and nothing left to read."""
+        # lag() awaits the broker: a batch can be fetched (moving positions to the end) and
+        # even completed meanwhile, so check the lock and the batch count on both sides.
+        if self._lock.locked():
+            return False
+        batches = self.metrics.batches
+        lag = await self.lag()
+        return lag == 0 and not self._lock.locked() and self.metrics.batches == batches
 
 
 def _fmt(partitions: Iterable[TopicPartition]) -> str:
