@@ -203,6 +203,9 @@ def send(
             raise UserError("give an intent type and its JSON data, or --file FILE")
         line = {"type": intent_type, "data": _json(data or "{}", "DATA"), **defaults}
         items = [_item(topology, line, "arguments", deadline)]
+    # Without logging configured, aiokafka's connection errors reach stderr through logging's
+    # last-resort handler, next to our own one-line error that already names the cause.
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     asyncio.run(_send_all(topology, url, items))
 
 
@@ -237,12 +240,18 @@ def _read_lines(
 def _item(
     topology: Topology, line: dict[str, Any], where: str, deadline: float | None
 ) -> tuple[Intent, Context, str | None, str | None]:
+    capabilities = line.get("capabilities") or []
+    if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
+        raise UserError(f'{where}: "capabilities" must be a list of "operation:resource" strings')
+    for name in ("key", "topic"):
+        if line.get(name) is not None and not isinstance(line[name], str):
+            raise UserError(f'{where}: "{name}" must be a string')
     try:
         cls = topology.intent_type(str(line["type"]))
         intent = cls.model_validate(line.get("data") or {})
         context = Context.new(
             line.get("principal"),
-            line.get("capabilities") or [],
+            capabilities,
             deadline=datetime.now(UTC) + timedelta(seconds=deadline) if deadline else None,
         )
     except TopologyError as exc:
@@ -251,6 +260,8 @@ def _item(
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"]) or "value"
         raise UserError(f"{where}: {exc.title}: {loc}: {first['msg']}") from None
+    except ValueError as exc:  # e.g. Capability.parse(":x") raises a plain ValueError
+        raise UserError(f"{where}: {exc}") from None
     return intent, context, line.get("key"), line.get("topic")
 
 
