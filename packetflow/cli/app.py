@@ -278,7 +278,7 @@ async def _send_all(
                         await client.enqueue(intent, context=context, key=key, topic=topic)
                     )
                     progress.advance(task)
-                deliveries = await asyncio.gather(*futures)
+                deliveries = [await ack for ack in futures]
     except TopologyError as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:

@@ -127,5 +127,11 @@ class CapabilityHierarchy:
         held_list = list(held)
         return [r for r in required if not any(self.implies(h, r) for h in held_list)]
 
+    def allows(self, held: Iterable[Capability], operation: str, resource: str) -> bool:
+        """True when some held capability implies ``operation`` on ``resource``."""
+        return any(
+            operation in self._closure(h.operation) and h.matches_resource(resource) for h in held
+        )
+
     def as_dict(self) -> dict[str, list[str]]:
         return {op: sorted(implied) for op, implied in sorted(self._direct.items())}

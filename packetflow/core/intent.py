@@ -33,6 +33,8 @@ class Intent(BaseModel):
     intent_version: ClassVar[int] = 1
     required_capabilities: ClassVar[tuple[Capability, ...]] = ()
     key_field: ClassVar[str | None] = None
+    # (operation, resource template, whether it has {placeholders}), computed once per class
+    _requirement_templates: ClassVar[tuple[tuple[str, str, bool], ...]] = ()
 
     def __init_subclass__(
         cls,
@@ -51,6 +53,9 @@ class Intent(BaseModel):
             cls.intent_version = version
         if requires is not None:
             cls.required_capabilities = tuple(as_capability(c) for c in requires)
+            cls._requirement_templates = tuple(
+                (c.operation, c.resource, "{" in c.resource) for c in cls.required_capabilities
+            )
         if key is not None:
             cls.key_field = key
 
@@ -75,15 +80,16 @@ class Intent(BaseModel):
 
     def capabilities_required(self) -> tuple[Capability, ...]:
         """The required capabilities with ``{field}`` placeholders filled from this intent."""
-        caps = self.required_capabilities
-        if not caps or not any("{" in c.resource for c in caps):
-            return caps
-        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return tuple(Capability(operation=op, resource=res) for op, res in self.requirements())
+
+    def requirements(self) -> tuple[tuple[str, str], ...]:
+        """``(operation, resource)`` pairs this intent needs: the engine's per-record check."""
+        templates = self._requirement_templates
+        if not templates:
+            return ()
+        values = self.__dict__
         return tuple(
-            Capability(operation=c.operation, resource=c.resource.format(**values))
-            if "{" in c.resource
-            else c
-            for c in caps
+            (op, res.format_map(values) if templated else res) for op, res, templated in templates
         )
 
 

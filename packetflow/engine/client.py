@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
 from packetflow.core.context import Context
 from packetflow.core.effects import Delivery
 from packetflow.core.intent import Intent
-from packetflow.engine.codec import CONTEXT_HEADER, TYPE_HEADER, encode, encode_key, header
+from packetflow.engine.codec import (
+    CAPABILITIES_HEADER,
+    CONTEXT_HEADER,
+    TYPE_HEADER,
+    Rejected,
+    decode_context,
+    encode,
+    encode_key,
+    header,
+)
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import Producer, Record, Transport, open_transport
 
@@ -78,8 +87,8 @@ class Client:
         context: Context | None = None,
         topic: str | None = None,
         key: str | None = None,
-    ) -> asyncio.Future[Delivery]:
-        """Queue ``intent``; the future resolves when the broker acknowledges it."""
+    ) -> Awaitable[Delivery]:
+        """Queue ``intent``; await the result for its delivery once acknowledged."""
         if self._producer is None:
             raise RuntimeError("client not started: use 'async with Client(...)'")
         logical = topic or self.topology.topic_for(type(intent))
@@ -94,8 +103,8 @@ class Client:
 
     async def send_many(self, items: Iterable[tuple[Intent, Context | None]]) -> list[Delivery]:
         """Publish many intents, pipelined, and wait for all acknowledgements."""
-        futures = [await self.enqueue(intent, context=ctx) for intent, ctx in items]
-        return list(await asyncio.gather(*futures))
+        acks = [await self.enqueue(intent, context=ctx) for intent, ctx in items]
+        return [await ack for ack in acks]
 
     async def send_raw(
         self,
@@ -108,8 +117,8 @@ class Client:
         """Publish bytes as they are (for tools, bridges and tests of bad input)."""
         if self._producer is None:
             raise RuntimeError("client not started: use 'async with Client(...)'")
-        fut = await self._producer.send(self.topology.physical(topic), value, key, list(headers))
-        return await fut
+        ack = await self._producer.send(self.topology.physical(topic), value, key, list(headers))
+        return await ack
 
     async def read(self, topic: str) -> list[Received]:
         """Every record on ``topic`` (logical name) so far, decoded where possible."""
@@ -140,10 +149,10 @@ def _decode_loosely(record: Record, types: dict[str, type[Intent]]) -> Received:
     intent = context = None
     try:
         if raw_ctx:
-            context = Context.model_validate_json(raw_ctx)
+            context = decode_context(raw_ctx, header(record.headers, CAPABILITIES_HEADER))
         cls = types.get(raw_type.decode()) if raw_type else None
         if cls is not None and record.value is not None:
             intent = cls.model_validate_json(record.value)
-    except ValueError:
+    except (ValueError, Rejected):
         pass  # left undecoded: the caller still has the record
     return Received(record, intent, context)

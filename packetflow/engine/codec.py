@@ -1,17 +1,22 @@
 """Wire format: the record value is the intent as JSON; headers carry type, version and context.
 
 Headers: ``pf-type`` (stable type name), ``pf-version`` (schema version),
-``content-type`` (``application/json``) and ``pf-context`` (the context as JSON, including the
-held capabilities). Decoding failures raise :class:`Rejected` with a reason code that the
-engine writes, with the original bytes, to the dead-letter topic.
+``content-type`` (``application/json``), ``pf-context`` (the context as JSON: ids, principal,
+deadline, reply-to, trace, baggage) and ``pf-capabilities`` (a JSON list of
+``"operation:resource"``). Capabilities travel apart because they repeat from record to
+record: both directions cache them by value. Decoding failures raise :class:`Rejected` with a
+reason code that the engine writes, with the original bytes, to the dead-letter topic.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
+from packetflow.core.capability import Capability
 from packetflow.core.context import Context
 from packetflow.core.intent import Intent
 from packetflow.engine.transport import Headers, Record
@@ -19,6 +24,7 @@ from packetflow.engine.transport import Headers, Record
 TYPE_HEADER = "pf-type"
 VERSION_HEADER = "pf-version"
 CONTEXT_HEADER = "pf-context"
+CAPABILITIES_HEADER = "pf-capabilities"
 CONTENT_TYPE_HEADER = "content-type"
 JSON = b"application/json"
 
@@ -34,15 +40,102 @@ class Rejected(Exception):
         self.message = message
 
 
+_CACHE_LIMIT = 10_000
+_encoded_caps: dict[int, tuple[tuple[Capability, ...], bytes]] = {}
+_decoded_caps: dict[bytes, tuple[Capability, ...]] = {}
+_type_headers: dict[type[Intent], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
+
+
 def encode(intent: Intent, context: Context) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The record value and headers for ``intent`` sent with ``context``."""
     cls = type(intent)
-    return intent.model_dump_json().encode(), [
-        (TYPE_HEADER, cls.intent_type.encode()),
-        (VERSION_HEADER, str(cls.intent_version).encode()),
+    type_headers = _type_headers.get(cls)
+    if type_headers is None:
+        type_headers = _type_headers[cls] = (
+            (TYPE_HEADER, cls.intent_type.encode()),
+            (VERSION_HEADER, str(cls.intent_version).encode()),
+        )
+    headers = [
+        *type_headers,
         (CONTENT_TYPE_HEADER, JSON),
-        (CONTEXT_HEADER, context.model_dump_json(exclude_defaults=True).encode()),
+        (CONTEXT_HEADER, encode_context(context)),
     ]
+    if context.capabilities:
+        headers.append((CAPABILITIES_HEADER, encode_capabilities(context.capabilities)))
+    return intent.model_dump_json().encode(), headers
+
+
+def encode_context(context: Context) -> bytes:
+    """``pf-context``: every context field but capabilities, leaving out empty ones."""
+    d = context.__dict__
+    fields: dict[str, Any] = {
+        "intent_id": d["intent_id"],
+        "trace_id": d["trace_id"],
+        "span_id": d["span_id"],
+    }
+    for name in _OPTIONAL_CONTEXT_FIELDS:
+        value = d[name]
+        if value:
+            fields[name] = value
+    deadline = d["deadline"]
+    if deadline is not None:
+        fields["deadline"] = deadline.isoformat()
+    return orjson.dumps(fields)
+
+
+_OPTIONAL_CONTEXT_FIELDS = (
+    "parent_span_id",
+    "causation_id",
+    "correlation_id",
+    "principal",
+    "reply_to",
+    "trace",
+    "baggage",
+)
+
+
+def encode_capabilities(capabilities: tuple[Capability, ...]) -> bytes:
+    # Keyed by identity: decoded and inherited contexts share one tuple per sender, and
+    # hashing a tuple of models for every emitted record costs more than the lookup saves.
+    entry = _encoded_caps.get(id(capabilities))
+    if entry is None or entry[0] is not capabilities:
+        if len(_encoded_caps) > _CACHE_LIMIT:
+            _encoded_caps.clear()
+        entry = _encoded_caps[id(capabilities)] = (
+            capabilities,
+            orjson.dumps([str(c) for c in capabilities]),
+        )
+    return entry[1]
+
+
+def decode_capabilities(raw: bytes) -> tuple[Capability, ...]:
+    """``pf-capabilities`` back to capabilities; raises :class:`Rejected` when malformed."""
+    caps = _decoded_caps.get(raw)
+    if caps is None:
+        try:
+            items = orjson.loads(raw)
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                raise ValueError("expected a JSON list of 'operation:resource' strings")
+            caps = tuple(Capability.parse(i) for i in items)
+        except ValueError as exc:  # orjson and pydantic errors are ValueErrors
+            message = str(exc).splitlines()[0]
+            raise Rejected("bad-context", f"{CAPABILITIES_HEADER}: {message}") from None
+        if len(_decoded_caps) > _CACHE_LIMIT:
+            _decoded_caps.clear()
+        _decoded_caps[bytes(raw)] = caps
+    return caps
+
+
+def decode_context(context_raw: bytes | None, caps_raw: bytes | None) -> Context:
+    """The context from its two headers (a fresh root context when there is none)."""
+    try:
+        context = Context.model_validate_json(context_raw) if context_raw else Context.new()
+    except ValidationError as exc:
+        raise Rejected("bad-context", f"{CONTEXT_HEADER}: {_summary(exc)}") from None
+    if caps_raw is not None:
+        # Set on the freshly validated (frozen) model: already-validated values, no copy.
+        context.__dict__["capabilities"] = decode_capabilities(caps_raw)
+    return context
 
 
 def encode_key(key: str | None) -> bytes | None:
@@ -64,22 +157,33 @@ class Decoder:
         self.default_type = default_type
 
     def decode(self, record: Record) -> tuple[Intent, Context]:
+        """The intent and its context; raises :class:`Rejected` with the reason."""
+        intent, context, _ = self.decode_record(record)
+        return intent, context
+
+    def decode_record(self, record: Record) -> tuple[Intent, Context, bytes]:
+        """:meth:`decode`, plus the raw ``pf-capabilities`` header (the engine's cache key)."""
         value = record.value
         if value is None:
             raise Rejected("empty", "record has no value")
-        size = len(value) + sum(len(v or b"") for _, v in record.headers)
-        if size > self.max_record_bytes:
-            raise Rejected(
-                "oversized", f"record is {size} bytes, the limit is {self.max_record_bytes}"
-            )
-        type_name = version = context_raw = None
+        size = len(value)
+        type_name = version = context_raw = caps_raw = None
         for name, raw in record.headers:
+            if raw is None:
+                continue
+            size += len(raw)
             if name == TYPE_HEADER:
                 type_name = raw
             elif name == VERSION_HEADER:
                 version = raw
             elif name == CONTEXT_HEADER:
                 context_raw = raw
+            elif name == CAPABILITIES_HEADER:
+                caps_raw = raw
+        if size > self.max_record_bytes:
+            raise Rejected(
+                "oversized", f"record is {size} bytes, the limit is {self.max_record_bytes}"
+            )
         cls = self._intent_class(type_name)
         if version is not None:
             try:
@@ -91,10 +195,7 @@ class Decoder:
                     "schema-version",
                     f"{cls.intent_type} v{v} is newer than this worker's v{cls.intent_version}",
                 )
-        try:
-            context = Context.model_validate_json(context_raw) if context_raw else Context.new()
-        except ValidationError as exc:
-            raise Rejected("bad-context", f"{CONTEXT_HEADER}: {_summary(exc)}") from None
+        context = decode_context(context_raw, caps_raw)
         try:
             intent = cls.model_validate_json(value)
         except ValidationError as exc:
@@ -102,7 +203,7 @@ class Decoder:
                 "decode" if any(e["type"] == "json_invalid" for e in exc.errors()) else "validation"
             )
             raise Rejected(kind, f"{cls.intent_type}: {_summary(exc)}") from None
-        return intent, context
+        return intent, context, caps_raw or b""
 
     def _intent_class(self, type_name: bytes | None) -> type[Intent]:
         if type_name is None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from packetflow.core.context import Context
 from packetflow.core.effects import (
@@ -41,8 +41,7 @@ class EffectError(RuntimeError):
     """An effect that cannot be carried out as written (no topic, no reply_to, ...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Origin:
+class Origin(NamedTuple):
     """The reactor run that produced an effect: its name, context and record key."""
 
     reactor: str
@@ -55,20 +54,27 @@ class Interpreter:
         self.topology = topology
         self.producer = producer
         self.clock = clock
-        self.pending: list[asyncio.Future[Delivery]] = []
         self.emitted = 0
+        self._topics: dict[tuple[type[Intent], str | None], str] = {}
 
     async def start(self, effects: list[Effect], origin: Origin) -> None:
         """Carry out a reactor's top-level effects (plain emits are acknowledged per batch)."""
         for effect in effects:
-            if isinstance(effect, (Emit, Reply, FanOut)):
-                self.pending.extend(await self._send(effect, origin))
+            if type(effect) is Emit and effect.context is None:  # the common case, kept short
+                intent = effect.intent
+                value, headers = encode(intent, origin.context.inherit(origin.reactor))
+                key = effect.key if effect.key is not None else intent.partition_key()
+                await self.producer.send(
+                    self._topic_for(intent, effect.topic),
+                    value,
+                    None if key is None else key.encode(),
+                    headers,
+                )  # acknowledged by the batch's flush
+                self.emitted += 1
+            elif isinstance(effect, (Emit, Reply, FanOut)):
+                await self._send(effect, origin)
             else:
                 await self.run(effect, origin)
-
-    def take_pending(self) -> list[asyncio.Future[Delivery]]:
-        pending, self.pending = self.pending, []
-        return pending
 
     async def run(self, effect: Effect, origin: Origin) -> Any:
         """Carry out ``effect`` completely and return its result."""
@@ -115,7 +121,7 @@ class Interpreter:
 
     async def _send(
         self, effect: Emit | Reply | FanOut, origin: Origin
-    ) -> list[asyncio.Future[Delivery]]:
+    ) -> list[Awaitable[Delivery]]:
         intent = effect.intent
         if isinstance(effect, Emit):
             topics = [self._topic_for(intent, effect.topic)]
@@ -143,10 +149,14 @@ class Interpreter:
         return futures
 
     def _topic_for(self, intent: Intent, topic: str | None) -> str:
+        cached = self._topics.get((type(intent), topic))
+        if cached is not None:
+            return cached
         logical = topic or self.topology.topic_for(type(intent))
         if logical is None:
             raise EffectError(
                 f"no topic for intent type {type(intent).intent_type!r}: pass topic= to emit "
                 "or declare topology.route(...)"
             )
-        return self.topology.physical(logical)
+        physical = self._topics[(type(intent), topic)] = self.topology.physical(logical)
+        return physical

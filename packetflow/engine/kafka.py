@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -43,6 +43,7 @@ class KafkaProducer(Producer):
             max_batch_size=int(options.get("max_batch_size", str(256 * 1024))),
             enable_idempotence=options.get("idempotence", "true") == "true",
         )
+        self._pending: list[asyncio.Future[Any]] = []
 
     async def start(self) -> None:
         await self._producer.start()
@@ -57,28 +58,30 @@ class KafkaProducer(Producer):
         key: bytes | None = None,
         headers: Headers = (),
         partition: int | None = None,
-    ) -> asyncio.Future[Delivery]:
+    ) -> _Ack:
         fut = await self._producer.send(
             topic, value=value, key=key, headers=list(headers), partition=partition
         )
-        out: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-
-        def done(f: asyncio.Future[Any]) -> None:
-            if out.done():
-                return
-            if f.cancelled():
-                out.cancel()
-            elif (exc := f.exception()) is not None:
-                out.set_exception(exc)
-            else:
-                md = f.result()
-                out.set_result(Delivery(md.topic, md.partition, md.offset))
-
-        fut.add_done_callback(done)
-        return out
+        self._pending.append(fut)
+        return _Ack(fut)
 
     async def flush(self) -> None:
-        await self._producer.flush()
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            await fut  # raises the broker's error for a record it refused
+
+
+class _Ack:
+    """Awaits aiokafka's future and turns its RecordMetadata into a Delivery."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self, fut: asyncio.Future[Any]) -> None:
+        self._fut = fut
+
+    def __await__(self) -> Generator[Any, None, Delivery]:
+        md = yield from self._fut.__await__()
+        return Delivery(md.topic, md.partition, md.offset)
 
 
 def _acks(value: str) -> int | str:

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from packetflow.core.capability import Capability
 from packetflow.core.context import Context
 from packetflow.core.effects import normalize
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
 from packetflow.engine.clock import Clock
-from packetflow.engine.codec import Decoder, Rejected, with_headers
+from packetflow.engine.codec import Decoder, Rejected, encode_capabilities, with_headers
 from packetflow.engine.interpreter import Interpreter, Origin
 from packetflow.engine.metrics import WorkerMetrics
 from packetflow.engine.state import StateStore
@@ -71,9 +70,8 @@ class Processor:
             self._routes[topology.physical(topic)] = (decoder, by_type)
         # partitions run concurrently only when a reactor can actually await something
         self.concurrent = any(s.is_async for s in topology.reactors.values())
-        self._authorized: dict[
-            tuple[tuple[Capability, ...], tuple[Capability, ...]], list[Capability]
-        ] = {}
+        # (pf-capabilities bytes, required pairs) -> missing capabilities, as "op:resource"
+        self._authorized: dict[tuple[bytes, tuple[tuple[str, str], ...]], list[str]] = {}
 
     async def process(self, records: Sequence[Record]) -> None:
         """Process one partition's records in order."""
@@ -82,7 +80,7 @@ class Processor:
         decoder, by_type = self._routes[records[0].topic]
         for record in records:
             try:
-                intent, context = decoder.decode(record)
+                intent, context, caps_key = decoder.decode_record(record)
             except Rejected as rejected:
                 await self.dead_letter(record, rejected.reason, rejected.message)
                 continue
@@ -91,21 +89,24 @@ class Processor:
                     record, "deadline", f"deadline {context.deadline.isoformat()} has passed"
                 )
                 continue
-            missing = self._missing(intent, context)
+            missing = self._missing(intent, context, caps_key)
             if missing:
                 await self.deny(record, intent, context, missing)
                 continue
             for spec in by_type[type(intent).intent_type]:
                 await self._react(spec, record, intent, context)
 
-    def _missing(self, intent: Intent, context: Context) -> list[Capability]:
-        required = intent.capabilities_required()
+    def _missing(self, intent: Intent, context: Context, caps_key: bytes) -> list[str]:
+        required = intent.requirements()
         if not required:
             return []
-        cache_key = (context.capabilities, required)
+        if not caps_key and context.capabilities:  # capabilities came inside pf-context
+            caps_key = encode_capabilities(context.capabilities)
+        cache_key = (caps_key, required)
         missing = self._authorized.get(cache_key)
         if missing is None:
-            missing = self.topology.hierarchy.missing(context.capabilities, required)
+            held, allows = context.capabilities, self.topology.hierarchy.allows
+            missing = [f"{op}:{res}" for op, res in required if not allows(held, op, res)]
             if len(self._authorized) > 10_000:
                 self._authorized.clear()
             self._authorized[cache_key] = missing
@@ -151,21 +152,16 @@ class Processor:
         ]
         if reactor:
             extra.append((REACTOR_HEADER, reactor))
-        self.interpreter.pending.append(
-            await self.producer.send(
-                self._dead_letter_topic,
-                record.value,
-                record.key,
-                with_headers(record.headers, extra),
-            )
+        await self.producer.send(
+            self._dead_letter_topic, record.value, record.key, with_headers(record.headers, extra)
         )
         self.metrics.dead_lettered[reason] += 1
 
     async def deny(
-        self, record: Record, intent: Intent, context: Context, missing: list[Capability]
+        self, record: Record, intent: Intent, context: Context, missing: list[str]
     ) -> None:
         """Send an unauthorised intent to the denied topic, naming what was missing."""
-        names = ", ".join(str(c) for c in missing)
+        names = ", ".join(missing)
         who = context.principal or "anonymous"
         extra = [
             (REASON_HEADER, "insufficient"),
@@ -173,10 +169,8 @@ class Processor:
             (MISSING_HEADER, names),
             (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}"),
         ]
-        self.interpreter.pending.append(
-            await self.producer.send(
-                self._denied_topic, record.value, record.key, with_headers(record.headers, extra)
-            )
+        await self.producer.send(
+            self._denied_topic, record.value, record.key, with_headers(record.headers, extra)
         )
         self.metrics.denied[type(intent).intent_type] += 1
 
@@ -184,6 +178,4 @@ class Processor:
         """Queue this batch's state changes on the changelog topics."""
         for store in self.stores.values():
             for partition, key, value in store.take_changes():
-                self.interpreter.pending.append(
-                    await self.producer.send(store.changelog_topic, value, key, (), partition)
-                )
+                await self.producer.send(store.changelog_topic, value, key, (), partition)

@@ -7,10 +7,9 @@ dead-lettering run on a real Kafka cluster and on the in-process broker used by 
 from __future__ import annotations
 
 import abc
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlparse
 
 from packetflow.core.effects import Delivery
@@ -68,11 +67,12 @@ class Producer(abc.ABC):
         key: bytes | None = None,
         headers: Headers = (),
         partition: int | None = None,
-    ) -> asyncio.Future[Delivery]:
-        """Queue a record; the returned future resolves when the broker acknowledges it."""
+    ) -> Awaitable[Delivery]:
+        """Queue a record. Await the result for its delivery, or :meth:`flush` to wait for all."""
 
     @abc.abstractmethod
-    async def flush(self) -> None: ...
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged; raise the first failure."""
 
 
 class Consumer(abc.ABC):
@@ -187,10 +187,14 @@ def open_transport(url: str) -> Transport:
     return KafkaTransport(url, parsed.location, parsed.options)
 
 
-def done_future(value: Delivery) -> asyncio.Future[Delivery]:
-    fut: asyncio.Future[Delivery] = asyncio.get_running_loop().create_future()
-    fut.set_result(value)
-    return fut
+class Acked:
+    """An awaitable that is already done: a delivery the broker has acknowledged."""
 
+    __slots__ = ("delivery",)
 
-AsyncCallback = Callable[[], Awaitable[None]]
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+
+    def __await__(self) -> Generator[Any, None, Delivery]:
+        return self.delivery
+        yield  # a generator that never suspends

@@ -160,9 +160,7 @@ class Worker(RebalanceListener):
         batch: dict[TopicPartition, list[Record]],
     ) -> None:
         await processor.write_changelogs()
-        pending = processor.interpreter.take_pending()
-        if pending:
-            await asyncio.gather(*pending)  # every produced record acknowledged
+        await processor.producer.flush()  # every record this batch produced is acknowledged
         self.metrics.emitted = processor.interpreter.emitted
         await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
         self.metrics.commits += 1
