@@ -39,6 +39,7 @@ from packetflow.core.effects import normalize
 from packetflow.core.intent import intent_types_of
 from packetflow.core.reactor import ReactorSpec, StateSpec
 from packetflow.engine.codec import (
+    CAPABILITIES_HEADER,
     CONTEXT_HEADER,
     TYPE_HEADER,
     VERSION_HEADER,
@@ -651,11 +652,24 @@ class TestCodec:
 
     def test_missing_context_gets_a_fresh_one(self) -> None:
         _, _, value, headers = self.good()
-        intent, context = self.decoder.decode(
-            _record(value, _replace(headers, CONTEXT_HEADER, None))
-        )
+        bare = _replace(_replace(headers, CONTEXT_HEADER, None), CAPABILITIES_HEADER, None)
+        intent, context = self.decoder.decode(_record(value, bare))
         assert intent.name == "tom"
         assert context.capabilities == () and context.correlation_id == context.intent_id
+
+    def test_capabilities_travel_in_their_own_header(self) -> None:
+        _, ctx, value, headers = self.good()
+        assert header(headers, CAPABILITIES_HEADER) == b'["read:pets/*"]'
+        assert b"capabilities" not in header(headers, CONTEXT_HEADER)
+        _, context = self.decoder.decode(_record(value, _replace(headers, CONTEXT_HEADER, None)))
+        assert context.capabilities == ctx.capabilities  # a fresh context, same rights
+
+    def test_malformed_capabilities_header_is_bad_context(self) -> None:
+        _, _, value, headers = self.good()
+        for raw in (b"not json", b'{"op": "x"}', b"[1, 2]", b'[":nothing"]'):
+            rejected = self.reject(_record(value, _replace(headers, CAPABILITIES_HEADER, raw)))
+            assert rejected.reason == "bad-context"
+            assert "pf-capabilities" in rejected.message
 
     def test_older_versions_are_accepted(self) -> None:
         value, headers = encode(Withdraw(account="a", amount=1), Context.new())

@@ -6,7 +6,9 @@ Two signatures, chosen by whether the reactor declares state::
     def stateful(intent, ctx, state) -> tuple[new_state, Effects]
 
 Either may be ``async def``. State is keyed by the record key and committed only when the
-reactor returns normally; an exception leaves the old state in place.
+reactor returns normally; an exception leaves the old state in place. Return a new state
+rather than changing the given one: it is not copied (that would cost every record), so an
+in-place change made before an exception would survive.
 """
 
 from __future__ import annotations
