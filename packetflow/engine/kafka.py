@@ -143,7 +143,8 @@ class KafkaConsumer(Consumer):
         self._consumer.subscribe(self._topics, listener=self._listener)
 
     async def stop(self) -> None:
-        # aiokafka calls on_partitions_revoked while leaving the group.
+        # Leaves the group without calling on_partitions_revoked; the worker has committed
+        # its last batch before it gets here.
         await self._consumer.stop()
 
     async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[Record]]:
