@@ -25,7 +25,17 @@ from packetflow.core.effects import (
     when,
 )
 from packetflow.core.intent import Intent
+from packetflow.core.tokens import (
+    Issuer,
+    KeyPair,
+    TokenError,
+    decode_token,
+    delegate_token,
+    issue_token,
+    verify_token,
+)
 from packetflow.engine.client import Client, Received
+from packetflow.engine.security import KeyStore, Security
 from packetflow.engine.testing import TestDriver
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.worker import Worker
@@ -44,23 +54,32 @@ __all__ = [
     "Emit",
     "FanOut",
     "Intent",
+    "Issuer",
+    "KeyPair",
+    "KeyStore",
     "Parallel",
     "Pipeline",
     "Received",
     "Reply",
     "Retry",
+    "Security",
     "Sequential",
     "TestDriver",
+    "TokenError",
     "Topology",
     "TopologyError",
     "Worker",
     "call",
+    "decode_token",
+    "delegate_token",
     "emit",
     "fan_out",
+    "issue_token",
     "parallel",
     "pipeline",
     "reply",
     "retry",
     "sequential",
+    "verify_token",
     "when",
 ]

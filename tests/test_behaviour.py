@@ -267,7 +267,8 @@ async def test_chain_across_two_reactors_reaches_the_end(broker: str) -> None:
 
 
 async def test_context_propagates_to_emitted_intents(broker: str) -> None:
-    topo = new_topology("context", capabilities={"clerk": ["note"]})
+    # plain capabilities (opt-in) here; tests/test_security.py propagates signed tokens
+    topo = new_topology("context", capabilities={"clerk": ["note"]}, allow_unsigned=True)
     notes, echoes = unique("notes"), unique("echoes")
 
     class Echo(Intent, type_name="ctx.Echo", key="key"):
@@ -323,7 +324,13 @@ class Withdraw(
 
 
 async def test_capabilities_through_the_hierarchy_and_denial(broker: str) -> None:
-    topo = new_topology("caps", capabilities={"admin": ["teller"], "teller": ["withdraw", "read"]})
+    # the hierarchy's semantics, with plain capabilities (opt-in); the same check with signed
+    # tokens, and every way a token is refused, are in tests/test_security.py
+    topo = new_topology(
+        "caps",
+        capabilities={"admin": ["teller"], "teller": ["withdraw", "read"]},
+        allow_unsigned=True,
+    )
     source, ledger = unique("withdrawals"), unique("ledger")
     topo.route(Total, ledger)
 

@@ -585,12 +585,16 @@ class TestTopology:
         assert topo.group_id == "staging.shop"
         assert topo.dead_letter_topic == "shop.dead-letters"
         assert topo.denied_topic == "shop.denied"
+        assert topo.audit_topic == "shop.audit"
+        assert topo.revocations_topic == "shop.revocations"
         specs = {s.name: (s.partitions, s.compacted) for s in topo.topic_specs()}
         assert specs == {
             "staging.cats": (5, False),
             "staging.dogs": (3, False),
             "staging.shop.dead-letters": (3, False),
             "staging.shop.denied": (3, False),
+            "staging.shop.audit": (3, False),
+            "staging.shop.revocations": (1, True),
             "staging.shop.cats.changelog": (5, True),
         }
         assert topo.intent_type("pets.Dog") is Dog

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -32,14 +33,25 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition as AioTP
 
-from packetflow import Client, Context, Intent, Received, Topology
-from packetflow.engine.codec import TYPE_HEADER
+from packetflow import Client, Context, Intent, KeyStore, Received, Topology, issue_token
+from packetflow.engine.codec import TOKEN_HEADER, TYPE_HEADER
 from topologies import orders
 
 REPO = Path(__file__).resolve().parents[1]
-TELLER = Context.new("teller-1", ["teller:account/*"])
-AUDITOR = Context.new("auditor-1", ["auditor:account/*"])
-_ENV_VARS = ("PACKETFLOW_NAMESPACE", "PACKETFLOW_BROKER", "PACKETFLOW_TOPOLOGY")
+# topologies.orders takes signed tokens only: its worker processes trust the key generated
+# here (through $PACKETFLOW_KEYS), which signs the teller's and the auditor's tokens.
+_KEYS = tempfile.TemporaryDirectory(prefix="pf-test-keys-")
+KEYS_DIR = _KEYS.name
+KEY = KeyStore(KEYS_DIR).generate("tests")
+TELLER = Context.new(
+    "teller-1", token=issue_token("teller-1", ["teller:account/*"], key=KEY, ttl="1d")
+)
+AUDITOR = Context.new(
+    "auditor-1", token=issue_token("auditor-1", ["auditor:account/*"], key=KEY, ttl="1d")
+)
+_ENV_VARS = (
+    "PACKETFLOW_NAMESPACE", "PACKETFLOW_BROKER", "PACKETFLOW_TOPOLOGY", "PACKETFLOW_KEYS"
+)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -48,6 +60,7 @@ _ENV_VARS = ("PACKETFLOW_NAMESPACE", "PACKETFLOW_BROKER", "PACKETFLOW_TOPOLOGY")
 def _env(namespace: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PACKETFLOW_KEYS"] = KEYS_DIR
     if namespace:
         env["PACKETFLOW_NAMESPACE"] = namespace
     return env
@@ -66,8 +79,8 @@ def _orders(namespace: str) -> Topology:
 
 
 def _ctx(template: Context) -> Context:
-    """A fresh root context (own intent id) with ``template``'s principal and capabilities."""
-    return Context.new(template.principal, template.capabilities)
+    """A fresh root context (own intent id) with ``template``'s principal and token."""
+    return Context.new(template.principal, template.capabilities, token=template.token)
 
 
 class WorkerProcess:
@@ -589,6 +602,25 @@ async def test_send_one_intent_with_capabilities_and_principal(kafka_url: str) -
 
 
 @pytest.mark.kafka
+async def test_send_one_intent_with_a_token(kafka_url: str) -> None:
+    ns = _namespace()
+    assert TELLER.token is not None
+    result = await asyncio.to_thread(
+        _cli, "send", "orders.Deposit", '{"account": "acct-7", "amount": 42}',
+        "--topology", "topologies.orders", "--broker", kafka_url, "--token", TELLER.token,
+        namespace=ns,
+    )
+    assert result.returncode == 0, result.stderr
+    async with Client(kafka_url, _orders(ns)) as client:
+        (got,) = await client.read("accounts")
+    assert got.context is not None
+    assert got.context.principal == "teller-1"  # the token's holder unless -p says otherwise
+    assert got.context.token == TELLER.token
+    assert got.header(TOKEN_HEADER) == TELLER.token
+    assert got.header("pf-capabilities") is None
+
+
+@pytest.mark.kafka
 async def test_send_file_of_json_lines(kafka_url: str, tmp_path: Path) -> None:
     ns = _namespace()
     lines = [
@@ -661,6 +693,12 @@ GOOD_LINE = json.dumps({"type": "orders.Deposit", "data": {"account": "a", "amou
                      id="missing-field"),
         pytest.param(("send", "orders.Deposit", DEPOSIT, "-c", ":x", "-t", "topologies.orders",
                       "-b", DEAD_BROKER), r"invalid capability ':x'", id="bad-capability"),
+        pytest.param(("send", "orders.Deposit", DEPOSIT, "-t", "topologies.orders",
+                      "--token", "nope", "-b", DEAD_BROKER),
+                     r"arguments: token: token is not 'payload\.signature'", id="bad-token"),
+        pytest.param(("send", "orders.Deposit", DEPOSIT, "-t", "topologies.orders",
+                      "--token", "a.b", "-c", "teller:account/*", "-b", DEAD_BROKER),
+                     r"give --token or --capability, not both", id="token-and-capability"),
         pytest.param(("send", "orders.Deposit", DEPOSIT, "-t", "topologies.orders",
                       "-b", "memory://"), r"memory:// lives inside one process", id="memory-send"),
         pytest.param(("send", "orders.Deposit", DEPOSIT, "-t", "topologies.orders",

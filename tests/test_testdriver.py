@@ -51,8 +51,14 @@ class Entry(BaseModel):
     version: int = 0
 
 
-def build() -> tuple[Topology, list[Any]]:
-    topo = Topology("kv", capabilities={"owner": ["write", "read"]}, partitions=2)
+def build(*, allow_unsigned: bool = True) -> tuple[Topology, list[Any]]:
+    """The kv topology; it opts in to plain capabilities so these tests need no tokens."""
+    topo = Topology(
+        "kv",
+        capabilities={"owner": ["write", "read"]},
+        partitions=2,
+        allow_unsigned=allow_unsigned,
+    )
     topo.route(Stored, "changes")
     attempts: list[Any] = []
 
@@ -126,6 +132,20 @@ def test_denied(kv: tuple[TestDriver, list[Any]]) -> None:
     assert driver.state("store", "b") is None
     assert len(driver.emitted("changes")) == 1
     assert driver.metrics["denied"] == {"kv.Put": 2}
+
+
+def test_plain_capabilities_need_the_topology_to_opt_in() -> None:
+    topo, _ = build(allow_unsigned=False)
+    with TestDriver(topo) as driver:
+        driver.send(Put(key="a", value="1"), principal="ann", capabilities=["owner:kv/*"])
+        driver.send(Put(key="a", value="2"), token=driver.issue("ann", ["owner:kv/*"]))
+
+        (denied,) = driver.denied()
+        assert denied.intent == Put(key="a", value="1")
+        assert denied.header("pf-reason") == "insufficient"
+        assert denied.header("pf-missing") == "write:kv/a"
+        assert "plain capabilities are not accepted" in (denied.header("pf-error") or "")
+        assert driver.state("store", "a") == Entry(value="2", version=1)
 
 
 def test_send_raw_and_dead_letters(kv: tuple[TestDriver, list[Any]]) -> None:
@@ -215,13 +235,16 @@ def test_start_time() -> None:
 
 # -- topologies/orders.py ----------------------------------------------------------------
 
-TELLER = {"principal": "teller-1", "capabilities": ["teller:account/*"]}
-AUDITOR = {"principal": "auditor-1", "capabilities": ["auditor:account/*"]}
+TELLER: dict[str, str] = {}
+AUDITOR: dict[str, str] = {}
 
 
 @pytest.fixture
 def bank() -> Iterator[TestDriver]:
+    """The orders topology (signed tokens only) with a teller's and an auditor's token."""
     with TestDriver(orders.topology) as driver:
+        TELLER["token"] = driver.issue("teller-1", ["teller:account/*"])
+        AUDITOR["token"] = driver.issue("auditor-1", ["auditor:account/*"])
         yield driver
 
 
@@ -293,6 +316,33 @@ def test_auditor_reads_but_cannot_withdraw(bank: TestDriver) -> None:
     assert not any(isinstance(i, Withdrawn) for i in ledger(bank))
 
 
+def test_a_delegated_token_covers_its_one_account_only(bank: TestDriver) -> None:
+    intern = bank.delegate(TELLER["token"], "intern-1", ["teller:account/a1"], ttl="10m")
+    bank.send(Deposit(account="a1", amount=100), token=intern)
+    bank.send(Withdraw(account="a1", amount=40), token=intern)
+    bank.send(Deposit(account="a2", amount=5), token=intern)
+
+    assert bank.state("accounts", "a1") == Account(balance=60, operations=2)
+    assert bank.state("accounts", "a2") is None
+    (denied,) = bank.denied()
+    assert denied.header("pf-missing") == "deposit:account/a2"
+    assert denied.header("pf-error") == "intern-1 lacks deposit:account/a2 for orders.Deposit"
+
+    bank.advance_time(601)  # the delegation was for ten minutes
+    bank.send(Deposit(account="a1", amount=1), token=intern)
+    assert bank.denied()[-1].header("pf-reason") == "expired"
+    bank.send(Deposit(account="a1", amount=1), **TELLER)  # the teller's own token still works
+    assert bank.state("accounts", "a1").balance == 61
+
+
+def test_plain_capabilities_are_refused_by_orders(bank: TestDriver) -> None:
+    bank.send(Deposit(account="a1", amount=100), principal="teller-1",
+              capabilities=["teller:account/*"])
+    (denied,) = bank.denied()
+    assert denied.header("pf-reason") == "insufficient"
+    assert bank.state("accounts", "a1") is None
+
+
 def test_orders_rejects_invalid_amounts(bank: TestDriver) -> None:
     bank.send_raw(
         "accounts",
@@ -307,7 +357,7 @@ def test_orders_rejects_invalid_amounts(bank: TestDriver) -> None:
 
 def test_generated_traffic_conserves_money() -> None:
     with TestDriver(orders.topology) as driver:
-        for intent, ctx in orders.generate_traffic(400, accounts=10):
+        for intent, ctx in orders.generate_traffic(400, accounts=10, issuer=driver.issuer):
             driver.send(intent, context=ctx)
         balances = {k: v.balance for k, v in driver.states("accounts").items()}
         deposits = sum(i.amount for i in driver.emitted("ledger") if isinstance(i, Deposited))
@@ -315,6 +365,18 @@ def test_generated_traffic_conserves_money() -> None:
         assert sum(balances.values()) == deposits - withdrawn  # transfers move, never create
         assert all(b >= 0 for b in balances.values())
         assert driver.dead_letters() == []
-        assert {d.header("pf-missing") for d in driver.denied()} <= {
+        denied = driver.denied()
+        assert {d.header("pf-missing") for d in denied if d.header("pf-missing")} <= {
             f"withdraw:account/acct-{i:04d}" for i in range(10)
         }
+        by_reason = {(d.context.principal, d.header("pf-reason")) for d in denied if d.context}
+        assert by_reason == {
+            ("auditor-1", "insufficient"),  # an auditor withdrawing
+            ("intern-1", "insufficient"),  # the intern touching an account not delegated
+            ("mallory", "unknown-key"),  # a forged token
+        }
+        # the intern's own account got the intern's deposits; mallory never reached a reactor
+        assert not any(
+            r.context is not None and r.context.principal == "mallory"
+            for r in driver.records("ledger")
+        )

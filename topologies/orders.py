@@ -5,6 +5,10 @@ Demo:    python -m topologies.orders [--count N]       (embedded broker, generat
 
 A transfer is a pair of intents: ``Transfer`` debits the source account on its partition,
 then emits ``TransferCredit`` keyed by the target account, which credits it on its own.
+
+Capabilities arrive only as signed tokens: workers trust the public keys in the keys
+directory (``packetflow caps keygen`` makes one; ``packetflow caps issue --holder teller-1
+--grant 'teller:account/*'`` issues a token to pass to ``packetflow send --token``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, Field
 
-from packetflow import Context, Intent, Topology
+from packetflow import Context, Intent, Issuer, KeyPair, Topology
 
 topology = Topology(
     "orders",
@@ -173,39 +177,70 @@ def statements(intent: LedgerEntry, ctx: Context, state: Statement) -> tuple[Sta
 
 # -- traffic -----------------------------------------------------------------------------
 
-TELLER = ("teller-1", ("teller:account/*",))
-AUDITOR = ("auditor-1", ("auditor:account/*",))
+TELLER = ("teller-1", ["teller:account/*"])  # deposits, withdraws, transfers, reads anywhere
+AUDITOR = ("auditor-1", ["auditor:account/*"])  # reads anywhere, moves nothing
+INTERN = ("intern-1", ["teller:account/acct-0001"])  # delegated by the teller: one account
+MALLORY = ("mallory", ["admin:**"])  # signs her own token with a key nobody trusts
+
+
+def demo_tokens(issuer: Issuer) -> dict[str, str]:
+    """The tokens the generated traffic uses: teller and auditor issued by ``issuer``, the
+    intern's delegated from the teller's, and mallory's forged with an untrusted key."""
+    teller = issuer.issue(*TELLER, ttl="8h")
+    rogue = Issuer(KeyPair.generate("rogue"), name="mallory", clock=issuer.clock)
+    return {
+        "teller-1": teller,
+        "auditor-1": issuer.issue(*AUDITOR, ttl="8h"),
+        "intern-1": issuer.delegate(teller, *INTERN, ttl="1h"),
+        "mallory": rogue.issue(*MALLORY, ttl="8h"),
+    }
 
 
 def generate_traffic(
-    count: int, *, accounts: int = 50, seed: int = 7
+    count: int, *, issuer: Issuer, accounts: int = 50, seed: int = 7
 ) -> Iterator[tuple[Intent, Context]]:
-    """Realistic traffic: tellers move money, auditors read, an auditor sometimes oversteps."""
+    """Realistic traffic: tellers move money, auditors read, and some overstep: an auditor
+    withdrawing, an intern (delegated one account) touching another, mallory's forged token."""
     rng = random.Random(seed)
+    tokens = demo_tokens(issuer)
     names = [f"acct-{i:04d}" for i in range(accounts)]
     for n in range(count):
         roll = rng.random()
         acct = rng.choice(names)
-        principal, caps = TELLER
+        who = "teller-1"
         intent: Intent
         if n < accounts:
             intent = Deposit(account=names[n], amount=1000)
         elif roll < 0.40:
             intent = Deposit(account=acct, amount=rng.randint(1, 500))
-        elif roll < 0.75:
+        elif roll < 0.72:
             intent = Withdraw(account=acct, amount=rng.randint(1, 800))
-        elif roll < 0.92:
+        elif roll < 0.88:
             target = rng.choice([x for x in names if x != acct])
             intent = Transfer(
                 transfer_id=f"t{n}", source=acct, target=target, amount=rng.randint(1, 600)
             )
-        elif roll < 0.98:
-            principal, caps = AUDITOR
+        elif roll < 0.94:
+            who = "auditor-1"
             intent = AuditBalance(account=acct)
-        else:  # an auditor trying to move money: denied, never reaches the reactor
-            principal, caps = AUDITOR
+        elif roll < 0.96:  # the intern works on the one account delegated to them
+            who = "intern-1"
+            intent = Deposit(account="acct-0001", amount=rng.randint(1, 100))
+        elif roll < 0.975:  # ... and tries another one: denied
+            who = "intern-1"
+            intent = Withdraw(account=_other(names, rng), amount=5)
+        elif roll < 0.99:  # an auditor trying to move money: denied, never reaches the reactor
+            who = "auditor-1"
             intent = Withdraw(account=acct, amount=10)
-        yield intent, Context.new(principal, caps)
+        else:  # a forged token claiming admin: denied (unknown key)
+            who = "mallory"
+            intent = Withdraw(account=acct, amount=999)
+        yield intent, Context.new(who, token=tokens[who])
+
+
+def _other(names: list[str], rng: random.Random) -> str:
+    """Any account but the intern's own (acct-0001)."""
+    return rng.choice([x for x in names if x != "acct-0001"] or names)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
-from packetflow.cli import describe, kafka
+from packetflow.cli import caps, describe, kafka
 from packetflow.cli.loader import LoadError, load_topology
 from packetflow.core.context import Context
 from packetflow.core.intent import Intent
+from packetflow.core.tokens import TokenError, decode_token
 from packetflow.engine.client import Client
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
 from packetflow.engine.transport import BrokerURL, BrokerURLError
@@ -35,6 +36,7 @@ app = typer.Typer(
 topology_app = typer.Typer(help="Describe topologies.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
 app.add_typer(kafka.app, name="kafka")
+app.add_typer(caps.app, name="caps")
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -157,12 +159,22 @@ def send(
         typer.Option(
             "--file",
             "-f",
-            help='JSON lines: {"type": ..., "data": {...}, "capabilities": [...]}; - for stdin',
+            help='JSON lines: {"type": ..., "data": {...}, "token": "..."}; - for stdin',
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", "-T", help="Signed capability token (packetflow caps issue); '-' reads stdin"
         ),
     ] = None,
     capability: Annotated[
         list[str] | None,
-        typer.Option("--capability", "-c", help="Capability held, op:resource (repeatable)"),
+        typer.Option(
+            "--capability",
+            "-c",
+            help="Unsigned capability op:resource (repeatable; allow_unsigned topologies only)",
+        ),
     ] = None,
     principal: Annotated[
         str | None, typer.Option("--principal", "-p", help="Who is asking")
@@ -188,8 +200,15 @@ def send(
             "memory:// lives inside one process, so nothing would consume what this command "
             "sends: pass --broker kafka://host:port or set PACKETFLOW_BROKER"
         )
+    if token == "-":
+        if file is not None and str(file) == "-":
+            raise UserError("--token - and --file - cannot both read stdin")
+        token = sys.stdin.read().strip()
+    if token is not None and capability:
+        raise UserError("give --token or --capability, not both")
     defaults: dict[str, Any] = {
         "capabilities": capability or [],
+        "token": token,
         "principal": principal,
         "key": key,
         "topic": topic,
@@ -230,7 +249,11 @@ def _read_lines(
         line = _json(raw, f"{file}:{n}")
         if not isinstance(line, dict) or "type" not in line:
             raise UserError(f'{file}:{n}: expected an object with "type" and "data"')
-        merged = {**defaults, **{k: v for k, v in line.items() if v is not None}}
+        own = {k: v for k, v in line.items() if v is not None}
+        base = defaults
+        if "token" in own or "capabilities" in own:  # a line's own authority replaces the default
+            base = {**defaults, "token": None, "capabilities": []}
+        merged = {**base, **own}
         items.append(_item(topology, merged, f"{file}:{n}", deadline))
     if not items:
         raise UserError(f"{file}: no intents in it")
@@ -243,16 +266,27 @@ def _item(
     capabilities = line.get("capabilities") or []
     if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
         raise UserError(f'{where}: "capabilities" must be a list of "operation:resource" strings')
-    for name in ("key", "topic"):
+    for name in ("key", "topic", "token", "principal"):
         if line.get(name) is not None and not isinstance(line[name], str):
             raise UserError(f'{where}: "{name}" must be a string')
+    token = line.get("token") or None
+    principal = line.get("principal")
+    if token is not None:
+        if capabilities:
+            raise UserError(f'{where}: give "token" or "capabilities", not both')
+        try:
+            holder = decode_token(token).holder
+        except TokenError as exc:
+            raise UserError(f"{where}: token: {exc.message}") from None
+        principal = principal or holder
     try:
         cls = topology.intent_type(str(line["type"]))
         intent = cls.model_validate(line.get("data") or {})
         context = Context.new(
-            line.get("principal"),
+            principal,
             capabilities,
             deadline=datetime.now(UTC) + timedelta(seconds=deadline) if deadline else None,
+            token=token,
         )
     except TopologyError as exc:
         raise UserError(f"{where}: {exc}") from None

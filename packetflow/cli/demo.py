@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from rich.table import Table
 
 from packetflow.core.context import Context
 from packetflow.core.intent import Intent
+from packetflow.core.tokens import Issuer, KeyPair, decode_token
 from packetflow.engine.client import Client
 from packetflow.engine.memory import MemoryTransport
 from packetflow.engine.topology import Topology
 from packetflow.engine.worker import Worker
 
-Traffic = Callable[[int], Iterator[tuple[Intent, Context]]]
+Traffic = Callable[..., Iterator[tuple[Intent, Context]]]
 
 # Records no intent type accepts: the demo sends them to show the dead-letter topic at work.
 MALFORMED: list[tuple[bytes, list[tuple[str, bytes]]]] = [
@@ -35,6 +37,7 @@ class DemoResult:
     seconds: float
     metrics: dict[str, Any]
     states: dict[str, dict[str | None, Any]]
+    audit: dict[str, int]  # audit events by kind
 
 
 async def run_demo(
@@ -45,19 +48,35 @@ async def run_demo(
     console: Console | None = None,
     chunk: int = 1000,
 ) -> DemoResult:
-    """Run a worker on a private ``memory://`` broker, publish ``count`` intents, drain."""
+    """Run a worker on a private ``memory://`` broker, publish ``count`` intents, drain.
+
+    The demo signs tokens with a key generated for this run, which only this run's worker
+    trusts; ``traffic(count, issuer=...)`` receives an :class:`Issuer` for it when it takes one.
+    """
     console = console or Console()
     transport = MemoryTransport("memory://demo", name=f"demo-{id(topology)}")
-    worker = Worker(topology, transport)
+    key = KeyPair.generate("demo")
+    issuer = Issuer(key, name="demo", hierarchy=topology.hierarchy)
+    worker = Worker(
+        topology, transport, security=topology.security.trusting({key.kid: key.public})
+    )
     client = Client(transport, topology)
     started = time.perf_counter()
+    takes_issuer = "issuer" in inspect.signature(traffic).parameters
     async with worker, client:
         runner = asyncio.create_task(worker.run())
         sent = 0
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("publishing intents", total=count)
             batch: list[tuple[Intent, Context | None]] = []
-            for item in traffic(count):
+            items = traffic(count, issuer=issuer) if takes_issuer else traffic(count)
+            issued: set[str] = set()
+            for item in items:
+                token = item[1].token
+                if token is not None and token not in issued:
+                    issued.add(token)
+                    if decode_token(token).key_id == key.kid:  # not the forged ones
+                        await client.record_issued(token)
                 batch.append(item)
                 if len(batch) >= chunk:
                     sent += len(await client.send_many(batch))
@@ -78,7 +97,10 @@ async def run_demo(
         states = {
             name: worker.states(name) for name, spec in topology.reactors.items() if spec.stateful
         }
-        return DemoResult(sent, seconds, worker.metrics.snapshot(), states)
+        audit: dict[str, int] = {}
+        for event in await client.read_audit():
+            audit[event["event"]] = audit.get(event["event"], 0) + 1
+        return DemoResult(sent, seconds, worker.metrics.snapshot(), states, audit)
 
 
 def print_summary(
@@ -106,13 +128,14 @@ def print_summary(
     outcomes.add_column("topic")
     outcomes.add_column("reason")
     outcomes.add_column("records")
-    for intent_type, n in sorted(m["denied"].items()):
-        outcomes.add_row(
-            topology.denied_topic, f"insufficient capabilities for {intent_type}", str(n)
-        )
+    for reason, n in sorted(m.get("denied_reasons", {}).items()):
+        outcomes.add_row(topology.denied_topic, reason, str(n))
     for reason, n in sorted(m["dead_lettered"].items()):
         outcomes.add_row(topology.dead_letter_topic, reason, str(n))
     console.print(outcomes)
+    if result.audit:
+        events = ", ".join(f"{n} {event}" for event, n in sorted(result.audit.items()))
+        console.print(f"audit ({topology.audit_topic}): {events}")
     for reactor, attr in (show_state or {}).items():
         states = result.states.get(reactor, {})
         table = Table(title=f"{reactor}: first {accounts} of {len(states)} keys")

@@ -56,6 +56,9 @@ def as_dict(topology: Topology) -> dict[str, Any]:
         "capability_hierarchy": topology.hierarchy.as_dict(),
         "dead_letter_topic": topology.physical(topology.dead_letter_topic),
         "denied_topic": topology.physical(topology.denied_topic),
+        "audit_topic": topology.physical(topology.audit_topic),
+        "revocations_topic": topology.physical(topology.revocations_topic),
+        "allow_unsigned": topology.security.allow_unsigned,
     }
 
 
@@ -71,6 +74,8 @@ def as_text(topology: Topology) -> str:
         lines.append(f"  {t['name']}  [{t['partitions']} partitions]  read by: {readers}")
     lines.append(f"  {d['dead_letter_topic']}  (dead letters)")
     lines.append(f"  {d['denied_topic']}  (denied intents)")
+    lines.append(f"  {d['audit_topic']}  (audit trail)")
+    lines.append(f"  {d['revocations_topic']}  (revoked tokens and holders, compacted)")
     lines += ["", "reactors:"]
     for r in d["reactors"]:
         state = f", state {r['state']} -> {r['changelog']}" if r["stateful"] else ", stateless"
@@ -87,6 +92,11 @@ def as_text(topology: Topology) -> str:
         lines.append(
             f"  {i['type']} v{i['version']}  -> {i['topic'] or '-'}{key}; requires {requires}"
         )
+    lines += [
+        "",
+        "capabilities: signed tokens"
+        + (", and UNSIGNED plain capabilities (allow_unsigned)" if d["allow_unsigned"] else ""),
+    ]
     if d["capability_hierarchy"]:
         lines += ["", "capability hierarchy:"]
         for op, implied in d["capability_hierarchy"].items():

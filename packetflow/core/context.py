@@ -8,11 +8,12 @@ caused them), so any record can be followed back to the HTTP call or CLI command
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from packetflow.core.capability import Capability, CapabilityLike, as_capability
 
@@ -24,6 +25,9 @@ def new_id() -> str:
 
 def _span_id() -> str:
     return f"{random.getrandbits(64):016x}"
+
+
+_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_.\-]*$")
 
 
 class Context(BaseModel):
@@ -43,6 +47,16 @@ class Context(BaseModel):
     reply_to: str | None = None
     trace: tuple[str, ...] = ()
     baggage: dict[str, str] = Field(default_factory=dict)
+    # A signed capability token (``packetflow.core.tokens``): the held capabilities, verified
+    # by every worker; travels in its own ``pf-token`` header and into every emitted intent.
+    token: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: str | None) -> str | None:
+        if value is not None and not _TOKEN_CHARS.match(value):
+            raise ValueError("a capability token holds only base64url characters and dots")
+        return value or None
 
     @classmethod
     def new(
@@ -52,17 +66,26 @@ class Context(BaseModel):
         *,
         deadline: datetime | None = None,
         baggage: Mapping[str, str] | None = None,
+        token: str | None = None,
         **extra: Any,
     ) -> Context:
-        """A root context: fresh trace, correlation id equal to the first intent's id."""
+        """A root context: fresh trace, correlation id equal to the first intent's id.
+
+        Authority comes from a signed ``token`` or, for topologies that accept them, plain
+        ``capabilities``; not both (a token, when present, is all a worker looks at).
+        """
+        caps = tuple(as_capability(c) for c in capabilities)
+        if token and caps:
+            raise ValueError("give a signed token or plain capabilities, not both")
         intent_id = new_id()
         return cls(
             intent_id=intent_id,
             correlation_id=extra.pop("correlation_id", intent_id),
             principal=principal,
-            capabilities=tuple(as_capability(c) for c in capabilities),
+            capabilities=caps,
             deadline=deadline,
             baggage=dict(baggage or {}),
+            token=token,
             **extra,
         )
 

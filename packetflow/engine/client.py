@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
+
+import orjson
 
 from packetflow.core.context import Context
 from packetflow.core.effects import Delivery
@@ -13,12 +17,18 @@ from packetflow.core.intent import Intent
 from packetflow.engine.codec import (
     CAPABILITIES_HEADER,
     CONTEXT_HEADER,
+    TOKEN_HEADER,
     TYPE_HEADER,
     Rejected,
     decode_context,
     encode,
     encode_key,
     header,
+)
+from packetflow.engine.security import (
+    audit_record,
+    revocation_record,
+    token_audit_fields,
 )
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import Producer, Record, Transport, open_transport
@@ -120,6 +130,58 @@ class Client:
         ack = await self._producer.send(self.topology.physical(topic), value, key, list(headers))
         return await ack
 
+    # -- capability tokens -----------------------------------------------------------------
+
+    async def revoke(
+        self,
+        *,
+        token_id: str | None = None,
+        holder: str | None = None,
+        by: str | None = None,
+        reason: str = "",
+        at: float | None = None,
+    ) -> Delivery:
+        """Revoke a token id (for good) or a holder (every token issued to it until now).
+
+        Written to the compacted revocations topic that every worker follows, and audited.
+        """
+        at = time.time() if at is None else at
+        key, value = revocation_record(
+            token_id=token_id, holder=holder, by=by, reason=reason, at=at
+        )
+        delivery = await self.send_raw(self.topology.revocations_topic, value, key=key)
+        kind = "token" if token_id is not None else "holder"
+        await self.audit(
+            "revoked", at, key=holder or by, kind=kind, token_id=token_id, holder=holder, by=by,
+            reason=reason or None,
+        )
+        return delivery
+
+    async def record_issued(
+        self, token: str, *, by: str | None = None, at: float | None = None
+    ) -> None:
+        """Write an ``issued`` (or ``delegated``) event for ``token`` to the audit topic."""
+        fields = token_audit_fields(token)
+        event = "delegated" if "parent_token_id" in fields else "issued"
+        await self.audit(event, time.time() if at is None else at, key=fields["holder"], by=by,
+                         **fields)
+
+    async def audit(self, event: str, at: float, *, key: str | None = None, **fields: Any) -> None:
+        """Append one event to the topology's audit topic."""
+        await self.send_raw(
+            self.topology.audit_topic,
+            audit_record(event, at, topology=self.topology.name, **fields),
+            key=key.encode() if key else None,
+        )
+
+    async def read_audit(self) -> list[dict[str, Any]]:
+        """Every event on the audit topic so far, oldest first within each partition."""
+        out = []
+        for r in await self.read(self.topology.audit_topic):
+            if r.record.value is not None:
+                out.append(orjson.loads(r.record.value))
+        return sorted(out, key=lambda e: e.get("at", 0))
+
     async def read(self, topic: str) -> list[Received]:
         """Every record on ``topic`` (logical name) so far, decoded where possible."""
         records: list[Record] = []
@@ -149,7 +211,11 @@ def _decode_loosely(record: Record, types: dict[str, type[Intent]]) -> Received:
     intent = context = None
     try:
         if raw_ctx:
-            context = decode_context(raw_ctx, header(record.headers, CAPABILITIES_HEADER))
+            context = decode_context(
+                raw_ctx,
+                header(record.headers, CAPABILITIES_HEADER),
+                header(record.headers, TOKEN_HEADER),
+            )
         cls = types.get(raw_type.decode()) if raw_type else None
         if cls is not None and record.value is not None:
             intent = cls.model_validate_json(record.value)

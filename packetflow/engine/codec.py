@@ -2,9 +2,11 @@
 
 Headers: ``pf-type`` (stable type name), ``pf-version`` (schema version),
 ``content-type`` (``application/json``), ``pf-context`` (the context as JSON: ids, principal,
-deadline, reply-to, trace, baggage) and ``pf-capabilities`` (a JSON list of
-``"operation:resource"``). Capabilities travel apart because they repeat from record to
-record: both directions cache them by value. Decoding failures raise :class:`Rejected` with a
+deadline, reply-to, trace, baggage), and the sender's authority: ``pf-token`` (a signed
+capability token, see ``packetflow.core.tokens``) or, without a token, ``pf-capabilities`` (a
+JSON list of ``"operation:resource"``, honoured only by topologies that accept unsigned
+capabilities). Both travel apart from the context because they repeat from record to record:
+both directions cache them by value. Decoding failures raise :class:`Rejected` with a
 reason code that the engine writes, with the original bytes, to the dead-letter topic.
 """
 
@@ -25,6 +27,7 @@ TYPE_HEADER = "pf-type"
 VERSION_HEADER = "pf-version"
 CONTEXT_HEADER = "pf-context"
 CAPABILITIES_HEADER = "pf-capabilities"
+TOKEN_HEADER = "pf-token"
 CONTENT_TYPE_HEADER = "content-type"
 JSON = b"application/json"
 
@@ -60,7 +63,10 @@ def encode(intent: Intent, context: Context) -> tuple[bytes, list[tuple[str, byt
         (CONTENT_TYPE_HEADER, JSON),
         (CONTEXT_HEADER, encode_context(context)),
     ]
-    if context.capabilities:
+    token = context.token
+    if token:
+        headers.append((TOKEN_HEADER, token.encode()))
+    elif context.capabilities:
         headers.append((CAPABILITIES_HEADER, encode_capabilities(context.capabilities)))
     return intent.model_dump_json().encode(), headers
 
@@ -126,15 +132,24 @@ def decode_capabilities(raw: bytes) -> tuple[Capability, ...]:
     return caps
 
 
-def decode_context(context_raw: bytes | None, caps_raw: bytes | None) -> Context:
-    """The context from its two headers (a fresh root context when there is none)."""
+def decode_context(
+    context_raw: bytes | None, caps_raw: bytes | None, token_raw: bytes | None = None
+) -> Context:
+    """The context from its headers (a fresh root context when there is none).
+
+    ``token`` is the ``pf-token`` header as text, unchecked (the worker's guard verifies it),
+    or None when absent or not ASCII.
+    """
     try:
         context = Context.model_validate_json(context_raw) if context_raw else Context.new()
     except ValidationError as exc:
         raise Rejected("bad-context", f"{CONTEXT_HEADER}: {_summary(exc)}") from None
+    # Set on the freshly validated (frozen) model: already-validated values, no copy.
     if caps_raw is not None:
-        # Set on the freshly validated (frozen) model: already-validated values, no copy.
         context.__dict__["capabilities"] = decode_capabilities(caps_raw)
+    context.__dict__["token"] = (
+        token_raw.decode("ascii") if token_raw and token_raw.isascii() else None
+    )
     return context
 
 
@@ -151,23 +166,26 @@ class Decoder:
         *,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         default_type: type[Intent] | None = None,
+        unsigned_capabilities: bool = True,
     ) -> None:
         self.types = dict(types)
         self.max_record_bytes = max_record_bytes
         self.default_type = default_type
+        # False: ``pf-capabilities`` is not even decoded (the topology accepts only tokens)
+        self.unsigned_capabilities = unsigned_capabilities
 
     def decode(self, record: Record) -> tuple[Intent, Context]:
         """The intent and its context; raises :class:`Rejected` with the reason."""
-        intent, context, _ = self.decode_record(record)
+        intent, context, _, _ = self.decode_record(record)
         return intent, context
 
-    def decode_record(self, record: Record) -> tuple[Intent, Context, bytes]:
-        """:meth:`decode`, plus the raw ``pf-capabilities`` header (the engine's cache key)."""
+    def decode_record(self, record: Record) -> tuple[Intent, Context, bytes, bytes | None]:
+        """:meth:`decode`, plus the raw ``pf-capabilities`` and ``pf-token`` headers."""
         value = record.value
         if value is None:
             raise Rejected("empty", "record has no value")
         size = len(value)
-        type_name = version = context_raw = caps_raw = None
+        type_name = version = context_raw = caps_raw = token_raw = None
         for name, raw in record.headers:
             if raw is None:
                 continue
@@ -178,6 +196,8 @@ class Decoder:
                 version = raw
             elif name == CONTEXT_HEADER:
                 context_raw = raw
+            elif name == TOKEN_HEADER:
+                token_raw = raw
             elif name == CAPABILITIES_HEADER:
                 caps_raw = raw
         if size > self.max_record_bytes:
@@ -195,7 +215,10 @@ class Decoder:
                     "schema-version",
                     f"{cls.intent_type} v{v} is newer than this worker's v{cls.intent_version}",
                 )
-        context = decode_context(context_raw, caps_raw)
+        # pf-capabilities is only decoded where it counts (topologies that accept it)
+        context = decode_context(
+            context_raw, caps_raw if self.unsigned_capabilities else None, token_raw
+        )
         try:
             intent = cls.model_validate_json(value)
         except ValidationError as exc:
@@ -203,7 +226,7 @@ class Decoder:
                 "decode" if any(e["type"] == "json_invalid" for e in exc.errors()) else "validation"
             )
             raise Rejected(kind, f"{cls.intent_type}: {_summary(exc)}") from None
-        return intent, context, caps_raw or b""
+        return intent, context, caps_raw or b"", token_raw
 
     def _intent_class(self, type_name: bytes | None) -> type[Intent]:
         if type_name is None:

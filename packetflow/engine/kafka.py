@@ -19,6 +19,7 @@ from aiokafka.structs import TopicPartition as AioTP
 from packetflow.core.effects import Delivery
 from packetflow.engine.transport import (
     Consumer,
+    Follower,
     Headers,
     Producer,
     RebalanceListener,
@@ -203,6 +204,51 @@ class KafkaConsumer(Consumer):
         return out
 
 
+def _record(m: Any) -> Record:
+    return Record(m.topic, m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
+
+
+class KafkaFollower(Follower):
+    """A group-less consumer assigned every partition of one topic, from the beginning.
+
+    ``fetch_max_wait_ms`` (URL option ``follow_wait_ms``, default 200) bounds how long a new
+    record waits on the broker before the follower sees it.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, options: dict[str, str]):
+        self._topic = topic
+        self._tps = [AioTP(topic, p) for p in range(partitions)]
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id=options.get("client_id", "packetflow"),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=int(options.get("follow_wait_ms", "200")),
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.assign(self._tps)
+        await self._consumer.seek_to_beginning(*self._tps)
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def catch_up(self) -> list[Record]:
+        ends = await self._consumer.end_offsets(self._tps)
+        out: list[Record] = []
+        while True:
+            behind = [tp for tp in self._tps if await self._consumer.position(tp) < ends[tp]]
+            if not behind:
+                return out
+            out.extend(await self.poll(0.5))
+
+    async def poll(self, timeout: float) -> list[Record]:
+        raw = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=10_000)
+        return [_record(m) for tp in sorted(raw) for m in raw[tp]]
+
+
 class KafkaTransport(Transport):
     def __init__(self, url: str, bootstrap: str, options: dict[str, str] | None = None) -> None:
         self.url = url
@@ -278,6 +324,9 @@ class KafkaTransport(Transport):
         isolation_level: str = "read_uncommitted",
     ) -> Consumer:
         return KafkaConsumer(self.bootstrap, group, topics, listener, self.options, isolation_level)
+
+    def follow(self, topic: str, partitions: int) -> Follower:
+        return KafkaFollower(self.bootstrap, topic, partitions, self.options)
 
     async def read_partitions(
         self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]

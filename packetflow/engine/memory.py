@@ -21,6 +21,7 @@ from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.transport import (
     Acked,
     Consumer,
+    Follower,
     Headers,
     Producer,
     RebalanceListener,
@@ -287,6 +288,42 @@ class MemoryConsumer(Consumer):
         return {tp: self._broker.end_offset(tp) - self._positions[tp] for tp in self._owned}
 
 
+class MemoryFollower(Follower):
+    """Reads a topic of the in-process broker as it grows: new records are visible at once."""
+
+    immediate = True
+
+    def __init__(self, broker: MemoryBroker, topic: str) -> None:
+        self._broker = broker
+        self._topic = topic
+        self._positions: list[int] = []
+
+    async def start(self) -> None:
+        self._positions = [0] * len(self._broker.partitions(self._topic))
+
+    async def stop(self) -> None:
+        return None
+
+    async def catch_up(self) -> list[Record]:
+        return self.poll_nowait()
+
+    async def poll(self, timeout: float) -> list[Record]:
+        records = self.poll_nowait()
+        if not records and timeout > 0:
+            await self._broker.wait_for_records(timeout)
+            records = self.poll_nowait()
+        return records
+
+    def poll_nowait(self) -> list[Record]:
+        out: list[Record] = []
+        for p, log in enumerate(self._broker.partitions(self._topic)):
+            pos = self._positions[p]
+            if pos < len(log):
+                out.extend(log[pos:])
+                self._positions[p] = len(log)
+        return out
+
+
 class MemoryTransport(Transport):
     def __init__(self, url: str, name: str = "default", broker: MemoryBroker | None = None):
         self.url = url
@@ -317,6 +354,9 @@ class MemoryTransport(Transport):
         isolation_level: str = "read_uncommitted",
     ) -> Consumer:
         return MemoryConsumer(self.broker, group, topics, listener)
+
+    def follow(self, topic: str, partitions: int) -> Follower:
+        return MemoryFollower(self.broker, topic)
 
     async def read_partitions(
         self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]

@@ -19,6 +19,8 @@ class WorkerMetrics:
     errors: Counter[str] = field(default_factory=Counter)  # per reactor
     dead_lettered: Counter[str] = field(default_factory=Counter)  # per reason
     denied: Counter[str] = field(default_factory=Counter)  # per intent type
+    denied_reasons: Counter[str] = field(default_factory=Counter)  # per reason
+    revocations: int = 0  # revocation records applied
     restored: Counter[str] = field(default_factory=Counter)  # state entries per reactor
 
     def snapshot(self) -> dict[str, Any]:
@@ -31,5 +33,7 @@ class WorkerMetrics:
             "errors": dict(self.errors),
             "dead_lettered": dict(self.dead_lettered),
             "denied": dict(self.denied),
+            "denied_reasons": dict(self.denied_reasons),
+            "revocations": self.revocations,
             "restored": dict(self.restored),
         }

@@ -15,9 +15,10 @@ from packetflow.core.effects import normalize
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
 from packetflow.engine.clock import Clock
-from packetflow.engine.codec import Decoder, Rejected, encode_capabilities, with_headers
+from packetflow.engine.codec import Decoder, Rejected, with_headers
 from packetflow.engine.interpreter import Interpreter, Origin
 from packetflow.engine.metrics import WorkerMetrics
+from packetflow.engine.security import Denial, Guard, audit_record
 from packetflow.engine.state import StateStore
 from packetflow.engine.transport import Producer, Record
 
@@ -40,11 +41,13 @@ class Processor:
         producer: Producer,
         clock: Clock,
         metrics: WorkerMetrics,
+        guard: Guard | None = None,
     ) -> None:
         self.topology = topology
         self.producer = producer
         self.clock = clock
         self.metrics = metrics
+        self.guard = guard or Guard(topology, topology.security, clock)
         self.interpreter = Interpreter(topology, producer, clock)
         self.stores: dict[str, StateStore] = {
             spec.name: StateStore(
@@ -55,6 +58,8 @@ class Processor:
         }
         self._dead_letter_topic = topology.physical(topology.dead_letter_topic)
         self._denied_topic = topology.physical(topology.denied_topic)
+        self._audit_topic = topology.physical(topology.audit_topic)
+        unsigned = self.guard.allow_unsigned
         # physical topic -> (decoder, intent type name -> reactors)
         self._routes: dict[str, tuple[Decoder, dict[str, list[ReactorSpec]]]] = {}
         for topic in topology.source_topics():
@@ -66,21 +71,25 @@ class Processor:
                     by_type.setdefault(t.intent_type, []).append(spec)
                     types[t.intent_type] = t
             only = next(iter(types.values())) if len(types) == 1 else None
-            decoder = Decoder(types, max_record_bytes=topology.max_record_bytes, default_type=only)
+            decoder = Decoder(
+                types,
+                max_record_bytes=topology.max_record_bytes,
+                default_type=only,
+                unsigned_capabilities=unsigned,
+            )
             self._routes[topology.physical(topic)] = (decoder, by_type)
         # partitions run concurrently only when a reactor can actually await something
         self.concurrent = any(s.is_async for s in topology.reactors.values())
-        # (pf-capabilities bytes, required pairs) -> missing capabilities, as "op:resource"
-        self._authorized: dict[tuple[bytes, tuple[tuple[str, str], ...]], list[str]] = {}
 
     async def process(self, records: Sequence[Record]) -> None:
         """Process one partition's records in order."""
         if not records:
             return
         decoder, by_type = self._routes[records[0].topic]
+        authorize, audit_allowed = self.guard.authorize, self.guard.audit_allowed
         for record in records:
             try:
-                intent, context, caps_key = decoder.decode_record(record)
+                intent, context, caps_raw, token_raw = decoder.decode_record(record)
             except Rejected as rejected:
                 await self.dead_letter(record, rejected.reason, rejected.message)
                 continue
@@ -89,28 +98,17 @@ class Processor:
                     record, "deadline", f"deadline {context.deadline.isoformat()} has passed"
                 )
                 continue
-            missing = self._missing(intent, context, caps_key)
-            if missing:
-                await self.deny(record, intent, context, missing)
-                continue
-            for spec in by_type[type(intent).intent_type]:
+            intent_type = type(intent).intent_type
+            required = intent.requirements()
+            if required:
+                denial = authorize(required, token_raw, caps_raw, context, intent_type)
+                if denial is not None:
+                    await self.deny(record, intent, context, denial)
+                    continue
+                if audit_allowed:
+                    await self._audit_allowed(record, intent_type, context)
+            for spec in by_type[intent_type]:
                 await self._react(spec, record, intent, context)
-
-    def _missing(self, intent: Intent, context: Context, caps_key: bytes) -> list[str]:
-        required = intent.requirements()
-        if not required:
-            return []
-        if not caps_key and context.capabilities:  # capabilities came inside pf-context
-            caps_key = encode_capabilities(context.capabilities)
-        cache_key = (caps_key, required)
-        missing = self._authorized.get(cache_key)
-        if missing is None:
-            held, allows = context.capabilities, self.topology.hierarchy.allows
-            missing = [f"{op}:{res}" for op, res in required if not allows(held, op, res)]
-            if len(self._authorized) > 10_000:
-                self._authorized.clear()
-            self._authorized[cache_key] = missing
-        return missing
 
     async def _react(
         self, spec: ReactorSpec, record: Record, intent: Intent, context: Context
@@ -157,22 +155,56 @@ class Processor:
         )
         self.metrics.dead_lettered[reason] += 1
 
-    async def deny(
-        self, record: Record, intent: Intent, context: Context, missing: list[str]
-    ) -> None:
-        """Send an unauthorised intent to the denied topic, naming what was missing."""
-        names = ", ".join(missing)
-        who = context.principal or "anonymous"
-        extra = [
-            (REASON_HEADER, "insufficient"),
-            (ERROR_HEADER, f"{who} lacks {names} for {type(intent).intent_type}"),
-            (MISSING_HEADER, names),
-            (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}"),
-        ]
+    async def deny(self, record: Record, intent: Intent, context: Context, denial: Denial) -> None:
+        """Send an unauthorised intent to the denied topic with why; record it in the audit."""
+        source = f"{record.topic}/{record.partition}/{record.offset}"
+        extra = [(REASON_HEADER, denial.reason), (ERROR_HEADER, denial.message[:1000])]
+        if denial.missing:
+            extra.append((MISSING_HEADER, ", ".join(denial.missing)))
+        extra.append((SOURCE_HEADER, source))
         await self.producer.send(
             self._denied_topic, record.value, record.key, with_headers(record.headers, extra)
         )
-        self.metrics.denied[type(intent).intent_type] += 1
+        intent_type = type(intent).intent_type
+        self.metrics.denied[intent_type] += 1
+        self.metrics.denied_reasons[denial.reason] += 1
+        claims = denial.claims
+        holder = claims.holder if claims else None
+        await self.producer.send(
+            self._audit_topic,
+            audit_record(
+                "denied",
+                self.clock.time(),
+                topology=self.topology.name,
+                reason=denial.reason,
+                error=denial.message[:1000],
+                intent_type=intent_type,
+                principal=context.principal,
+                holder=holder,
+                token_id=claims.token_id if claims else None,
+                missing=list(denial.missing) or None,
+                source=source,
+            ),
+            (holder or context.principal or "anonymous").encode(),
+        )
+
+    async def _audit_allowed(self, record: Record, intent_type: str, context: Context) -> None:
+        entry = self.guard.last_verified(context)
+        await self.producer.send(
+            self._audit_topic,
+            audit_record(
+                "allowed",
+                self.clock.time(),
+                topology=self.topology.name,
+                intent_type=intent_type,
+                principal=context.principal,
+                holder=entry.holder if entry else None,
+                token_id=entry.token_id if entry else None,
+                capabilities=[str(c) for c in context.capabilities],
+                source=f"{record.topic}/{record.partition}/{record.offset}",
+            ),
+            ((entry.holder if entry else None) or context.principal or "anonymous").encode(),
+        )
 
     async def write_changelogs(self) -> None:
         """Queue this batch's state changes on the changelog topics."""

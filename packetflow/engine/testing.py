@@ -5,9 +5,14 @@ through the real engine (decode, capability check, reactors, effects, changelogs
 returns::
 
     with TestDriver(topology) as driver:
-        driver.send(Deposit(account="a1", amount=100), capabilities=["teller:account/*"])
+        teller = driver.issue("teller-1", ["teller:account/*"])
+        driver.send(Deposit(account="a1", amount=100), token=teller)
         assert driver.state("accounts", "a1").balance == 100
         assert [type(i) for i in driver.emitted("ledger")] == [Deposited]
+
+Every driver generates its own signing key (``driver.key``) and its worker trusts it, plus
+the topology's explicitly trusted keys and ``keys=`` (never the keys directory on disk), so
+``issue`` and ``delegate`` make tokens that work, on the driver's virtual clock.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, TypeVar
 from packetflow.core.capability import CapabilityLike
 from packetflow.core.context import Context
 from packetflow.core.intent import Intent
+from packetflow.core.tokens import TTL, Issuer, KeyPair, decode_token, public_keys
 from packetflow.engine.client import Client, Received
 from packetflow.engine.clock import VirtualClock
 from packetflow.engine.memory import MemoryBroker, MemoryTransport
@@ -35,15 +41,32 @@ class TestDriver:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, topology: Topology, *, start_time: float | datetime | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        *,
+        start_time: float | datetime | None = None,
+        keys: Iterable[KeyPair] | dict[str, Any] = (),
+    ) -> None:
         if isinstance(start_time, datetime):
             start_time = start_time.timestamp()
         self.topology = topology
         self.clock = VirtualClock(start_time) if start_time is not None else VirtualClock()
         self.broker = MemoryBroker(clock=self.clock)
         transport = MemoryTransport("memory://test-driver", broker=self.broker)
+        self.key = KeyPair.generate("test-driver")
+        self.issuer = Issuer(
+            self.key, name="test-driver", clock=self.clock.time, hierarchy=topology.hierarchy
+        )
+        trusted = {self.key.kid: self.key.public, **public_keys(keys)}
         self._runner = asyncio.Runner()
-        self.worker = Worker(topology, transport, clock=self.clock, poll_timeout=0.0)
+        self.worker = Worker(
+            topology,
+            transport,
+            clock=self.clock,
+            poll_timeout=0.0,
+            security=topology.security.trusting(trusted),
+        )
         self.client = Client(transport, topology)
         self._run(self.worker.start())
         self._run(self.client.start())
@@ -61,13 +84,77 @@ class TestDriver:
         context: Context | None = None,
         principal: str | None = None,
         capabilities: Iterable[CapabilityLike] = (),
+        token: str | None = None,
         topic: str | None = None,
         key: str | None = None,
     ) -> None:
-        """Publish ``intent`` (with ``context``, or a new one holding ``capabilities``), process."""
-        ctx = context or Context.new(principal, capabilities)
-        self._run(self.client.send(intent, context=ctx, topic=topic, key=key))
+        """Publish ``intent`` and process it.
+
+        With ``context``, or a new one carrying ``token`` (its holder is the principal unless
+        ``principal`` is given) or plain ``capabilities`` (only for topologies that accept
+        unsigned capabilities).
+        """
+        if context is None:
+            if token is not None and principal is None:
+                principal = _holder(token)
+            context = Context.new(principal, capabilities, token=token)
+        self._run(self.client.send(intent, context=context, topic=topic, key=key))
         self.run_until_idle()
+
+    # -- tokens --------------------------------------------------------------------------
+
+    def issue(
+        self,
+        holder: str,
+        grants: Iterable[CapabilityLike],
+        *,
+        ttl: TTL = 3600,
+        not_before: float | None = None,
+        audit: bool = True,
+    ) -> str:
+        """A token for ``holder`` signed by the driver's key, valid from now (virtual time)."""
+        token = self.issuer.issue(holder, grants, ttl=ttl, not_before=not_before)
+        if audit:
+            self._run(self.client.record_issued(token, by="test-driver", at=self.clock.time()))
+        return token
+
+    def delegate(
+        self,
+        parent: str,
+        holder: str,
+        grants: Iterable[CapabilityLike],
+        *,
+        ttl: TTL = 3600,
+        audit: bool = True,
+    ) -> str:
+        """A token for ``holder`` with a subset of ``parent``'s grants (checked eagerly)."""
+        token = self.issuer.delegate(parent, holder, grants, ttl=ttl)
+        if audit:
+            self._run(self.client.record_issued(token, by=_holder(parent), at=self.clock.time()))
+        return token
+
+    def revoke(
+        self,
+        *,
+        token_id: str | None = None,
+        token: str | None = None,
+        holder: str | None = None,
+        by: str | None = "test-driver",
+        reason: str = "",
+    ) -> None:
+        """Revoke a token (by id or the token itself) or a holder; applies to the next record."""
+        if token is not None:
+            token_id = decode_token(token).token_id
+        self._run(
+            self.client.revoke(
+                token_id=token_id, holder=holder, by=by, reason=reason, at=self.clock.time()
+            )
+        )
+        self.run_until_idle()
+
+    def audit(self) -> list[dict[str, Any]]:
+        """Every event on the audit topic so far (issued, delegated, revoked, denied, ...)."""
+        return self._run(self.client.read_audit())
 
     def send_raw(
         self,
@@ -139,3 +226,10 @@ class TestDriver:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _holder(token: str) -> str | None:
+    try:
+        return decode_token(token).holder
+    except ValueError:
+        return None  # a malformed token still goes out: the worker decides what to do with it

@@ -20,6 +20,7 @@ from packetflow.core.effects import Delivery
 from packetflow.core.intent import Intent, intent_types_of
 from packetflow.core.reactor import ReactorSpec
 from packetflow.engine.codec import DEFAULT_MAX_RECORD_BYTES
+from packetflow.engine.security import Security
 from packetflow.engine.transport import TopicSpec
 
 if TYPE_CHECKING:
@@ -53,7 +54,13 @@ class Topology:
         namespace: str | None = None,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         broker: str | None = None,
+        security: Security | None = None,
+        allow_unsigned: bool | None = None,
     ) -> None:
+        """``security`` says which keys sign tokens and what is audited (default: tokens only,
+        signed by a key in the keys directory); ``allow_unsigned=True`` is the shorthand for
+        also accepting plain capabilities, which anyone who can produce to a topic can claim.
+        """
         if not _NAME_RE.match(name):
             raise TopologyError(f"topology name {name!r} may only hold letters, digits, . _ -")
         self.name = name
@@ -68,6 +75,11 @@ class Topology:
         )
         self.max_record_bytes = max_record_bytes
         self.broker = broker
+        self.security = security or Security()
+        if allow_unsigned is not None:
+            if security is not None and security.allow_unsigned != allow_unsigned:
+                raise TopologyError("allow_unsigned= contradicts security=")
+            self.security.allow_unsigned = allow_unsigned
         self.reactors: dict[str, ReactorSpec] = {}
         self.topics: dict[str, int] = {}
         self.routes: dict[type[Intent], str] = {}
@@ -172,6 +184,16 @@ class Topology:
     def denied_topic(self) -> str:
         return f"{self.name}.denied"
 
+    @property
+    def audit_topic(self) -> str:
+        """Issues, delegations, revocations and denials (and allowed intents, when asked)."""
+        return f"{self.name}.audit"
+
+    @property
+    def revocations_topic(self) -> str:
+        """Compacted; keys ``token:<id>`` and ``holder:<name>``; followed by every worker."""
+        return f"{self.name}.revocations"
+
     def changelog_topic(self, reactor: str) -> str:
         return f"{self.name}.{reactor}.changelog"
 
@@ -184,8 +206,9 @@ class Topology:
     def topic_specs(self) -> list[TopicSpec]:
         """Every topic a worker needs, with physical names."""
         specs = [TopicSpec(self.physical(t), n) for t, n in sorted(self.topics.items())]
-        for name in (self.dead_letter_topic, self.denied_topic):
+        for name in (self.dead_letter_topic, self.denied_topic, self.audit_topic):
             specs.append(TopicSpec(self.physical(name), self.default_partitions))
+        specs.append(TopicSpec(self.physical(self.revocations_topic), 1, compacted=True))
         for spec in self.reactors.values():
             if spec.stateful:
                 specs.append(

@@ -106,6 +106,35 @@ class Consumer(abc.ABC):
         """Records not yet consumed per assigned partition (end offset - position)."""
 
 
+class Follower(abc.ABC):
+    """Follows every partition of one topic from its beginning, outside any consumer group.
+
+    Workers follow small control topics (revocations) this way: every worker sees every
+    record. ``immediate`` followers (in-process) see new records at once through
+    :meth:`poll_nowait`; others need :meth:`poll` to be awaited in a background task.
+    """
+
+    immediate: bool = False
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def catch_up(self) -> list[Record]:
+        """Every record up to the topic's end as of now (the first call reads from offset 0)."""
+
+    @abc.abstractmethod
+    async def poll(self, timeout: float) -> list[Record]:
+        """New records, waiting up to ``timeout`` seconds for some to arrive."""
+
+    def poll_nowait(self) -> list[Record]:
+        """New records already at hand, without waiting (always empty unless ``immediate``)."""
+        return []
+
+
 class Transport(abc.ABC):
     """A broker connection: admin, producers, group consumers and whole-partition reads."""
 
@@ -143,6 +172,10 @@ class Transport(abc.ABC):
         on_record: Callable[[Record], None],
     ) -> int:
         """Read each partition from its beginning to its current end; returns records read."""
+
+    def follow(self, topic: str, partitions: int) -> Follower:
+        """A :class:`Follower` of the ``partitions`` partitions of ``topic`` (which must exist)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot follow topics")
 
     async def read_topic(self, topic: str, on_record: Callable[[Record], None]) -> int:
         """Read every partition of ``topic`` from the beginning to the current end."""

@@ -15,6 +15,7 @@ before any record of that partition is processed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Iterable
@@ -24,9 +25,11 @@ from typing import Any
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.metrics import WorkerMetrics
 from packetflow.engine.processor import Processor
+from packetflow.engine.security import Guard, Security
 from packetflow.engine.topology import Topology, default_broker_url
 from packetflow.engine.transport import (
     Consumer,
+    Follower,
     Producer,
     RebalanceListener,
     Record,
@@ -36,6 +39,7 @@ from packetflow.engine.transport import (
 )
 
 log = logging.getLogger("packetflow.worker")
+security_log = logging.getLogger("packetflow.security")
 
 
 class Worker(RebalanceListener):
@@ -49,7 +53,9 @@ class Worker(RebalanceListener):
         max_batch: int = 5000,
         poll_timeout: float = 0.2,
         clock: Clock = WALL_CLOCK,
+        security: Security | None = None,
     ) -> None:
+        """``security`` replaces the topology's own settings for this worker (TestDriver)."""
         if not topology.reactors:
             raise ValueError(f"topology {topology.name!r} has no reactors to run")
         self.topology = topology
@@ -61,7 +67,11 @@ class Worker(RebalanceListener):
         self.max_batch = max_batch
         self.poll_timeout = poll_timeout
         self.clock = clock
+        self.security = security or topology.security
         self.metrics = WorkerMetrics()
+        self.guard: Guard | None = None
+        self._follower: Follower | None = None
+        self._follow_task: asyncio.Task[None] | None = None
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._processor: Processor | None = None
@@ -78,7 +88,11 @@ class Worker(RebalanceListener):
         await self.transport.ensure_topics(self.topology.topic_specs())
         self._producer = self.transport.producer()
         await self._producer.start()
-        self._processor = Processor(self.topology, self._producer, self.clock, self.metrics)
+        self.guard = Guard(self.topology, self.security, self.clock)
+        await self._start_revocations(self.guard)
+        self._processor = Processor(
+            self.topology, self._producer, self.clock, self.metrics, self.guard
+        )
         self._consumer = self.transport.consumer(
             self.topology.group_id,
             [self.topology.physical(t) for t in self.topology.source_topics()],
@@ -87,6 +101,65 @@ class Worker(RebalanceListener):
         await self._consumer.start()
         self._started = True
         log.info("worker for %s started on %s", self.topology.name, self.transport.url)
+        self._warn_about_security(self.guard)
+
+    async def _start_revocations(self, guard: Guard) -> None:
+        """Read the revocations topic to its end before any record is processed, then follow."""
+        topic = self.topology.physical(self.topology.revocations_topic)
+        follower = self.transport.follow(topic, await self.transport.partitions_for(topic))
+        await follower.start()
+        self._follower = follower
+        self._apply_revocations(await follower.catch_up())
+        if not follower.immediate:
+            self._follow_task = asyncio.create_task(self._follow(follower, guard))
+
+    def _apply_revocations(self, records: list[Record]) -> None:
+        guard = self.guard
+        if guard is None:
+            return
+        for record in records:
+            rev = guard.apply(record)
+            self.metrics.revocations += 1
+            if rev is not None:
+                security_log.info(
+                    "revocation applied: %s %s (%s)", rev.kind, rev.subject, rev.reason or "-"
+                )
+
+    async def _follow(self, follower: Follower, guard: Guard) -> None:
+        """Background task (kafka://): apply revocations as they arrive; rescan trusted keys."""
+        while True:
+            try:
+                self._apply_revocations(await follower.poll(0.5))
+                guard.refresh_keys()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep following: a broker hiccup must not stop this
+                log.warning("following revocations: %s: %s", type(exc).__name__, exc)
+                await asyncio.sleep(1.0)
+
+    def _warn_about_security(self, guard: Guard) -> None:
+        name = self.topology.name
+        if guard.allow_unsigned:
+            security_log.warning(
+                "topology %s accepts UNSIGNED capabilities: anyone who can produce to its "
+                "topics can claim any capability (allow_unsigned=True; for tests and demos)",
+                name,
+            )
+        if not guard.keys:
+            where = (
+                f" (no *.pub in {self.security.keys_dir or 'the keys directory'})"
+                if self.security.keys_from_dir
+                else ""
+            )
+            security_log.warning(
+                "topology %s trusts no token signing key%s: every signed token is refused",
+                name,
+                where,
+            )
+        else:
+            security_log.info(
+                "topology %s trusts token keys %s", name, ", ".join(sorted(guard.keys))
+            )
 
     async def stop(self) -> None:
         """Finish the batch in flight, commit, leave the group, close connections."""
@@ -96,6 +169,14 @@ class Worker(RebalanceListener):
         self._started = False
         async with self._lock:
             pass  # a batch in flight completes and commits before we leave
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow_task
+            self._follow_task = None
+        if self._follower is not None:
+            await self._follower.stop()
+            self._follower = None
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -136,6 +217,11 @@ class Worker(RebalanceListener):
         """Fetch and fully process one batch; returns how many records it held."""
         consumer, processor = self._require()
         batch = await consumer.getmany(timeout, self.max_batch)
+        follower = self._follower
+        if follower is not None and follower.immediate:
+            # memory://: a revocation written before these records applies to them
+            self._apply_revocations(follower.poll_nowait())
+            processor.guard.refresh_keys()
         if not batch:
             return 0
         async with self._lock:
