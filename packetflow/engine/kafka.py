@@ -14,6 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import ConsumerRecord
 from aiokafka.structs import TopicPartition as AioTP
 
 from packetflow.core.effects import Delivery
@@ -32,6 +33,10 @@ from packetflow.engine.transport import (
 
 def _tp(tp: AioTP | TopicPartition) -> TopicPartition:
     return TopicPartition(tp.topic, tp.partition)
+
+
+def _record(m: ConsumerRecord[bytes, bytes]) -> Record:
+    return Record(m.topic, m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
 
 
 class KafkaProducer(Producer):
@@ -159,18 +164,7 @@ class KafkaConsumer(Consumer):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._listener.changed.wait(), 0.1)
         return {
-            TopicPartition(tp.topic, tp.partition): [
-                Record(
-                    m.topic,
-                    m.partition,
-                    m.offset,
-                    m.key,
-                    m.value,
-                    m.headers,
-                    m.timestamp,
-                )
-                for m in msgs
-            ]
+            TopicPartition(tp.topic, tp.partition): [_record(m) for m in msgs]
             for tp, msgs in raw.items()
         }
 
@@ -202,10 +196,6 @@ class KafkaConsumer(Consumer):
                 continue
             out[_tp(tp)] = max(ends[tp] - pos, 0)
         return out
-
-
-def _record(m: Any) -> Record:
-    return Record(m.topic, m.partition, m.offset, m.key, m.value, m.headers, m.timestamp)
 
 
 class KafkaFollower(Follower):
@@ -352,17 +342,7 @@ class KafkaTransport(Transport):
                 for tp, msgs in batch.items():
                     for m in msgs:
                         if m.offset < ends[tp]:
-                            on_record(
-                                Record(
-                                    m.topic,
-                                    m.partition,
-                                    m.offset,
-                                    m.key,
-                                    m.value,
-                                    m.headers,
-                                    m.timestamp,
-                                )
-                            )
+                            on_record(_record(m))
                             count += 1
                 for tp in list(remaining):
                     if await consumer.position(tp) >= ends[tp]:
