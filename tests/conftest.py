@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from workerproc import WorkerProcess
 
 # ---------------------------------------------------------------------------
 # Kafka broker fixtures
@@ -94,3 +100,35 @@ def kafka_url(kafka_bootstrap: str) -> str:
 # ---------------------------------------------------------------------------
 # (other shared fixtures go below this line)
 # ---------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+def broker(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A broker URL, for the tests that run on both transports: a fresh ``memory://`` broker
+    (named after the test module), or the session's real Kafka."""
+    if request.param == "kafka":
+        yield request.getfixturevalue("kafka_url")
+        return
+    from packetflow.engine.memory import reset_memory_brokers
+
+    name = request.module.__name__.removeprefix("test_")
+    yield f"memory://{name}-{uuid.uuid4().hex[:12]}"
+    reset_memory_brokers()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, kafka_url: str) -> Iterator[Callable[..., WorkerProcess]]:
+    """``spawn(name, namespace[, url])`` starts a worker process (tests/workerproc.py) logging
+    into ``tmp_path``; all of them are killed at teardown, whatever happened."""
+    from workerproc import WorkerProcess
+
+    started: list[WorkerProcess] = []
+
+    def start(name: str, namespace: str, url: str = kafka_url) -> WorkerProcess:
+        worker = WorkerProcess(name, namespace, url, tmp_path)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.kill()

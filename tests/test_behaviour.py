@@ -1,30 +1,26 @@
 """Behaviour users rely on, run end to end on both transports (``memory://`` and real Kafka).
 
 Every test declares its own small topology with a unique name and unique topics, so tests
-never share topics or consumer groups on the real broker.
+never share topics or consumer groups on the real broker. The ``broker`` fixture (in
+conftest.py) gives each test both URLs in turn; ``running`` (tests/running.py) runs a worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from running import new_topology, running, unique
 
 from packetflow import (
-    Client,
     Context,
     Delivery,
     Intent,
     Received,
-    Topology,
-    Worker,
     call,
     emit,
     fan_out,
@@ -35,76 +31,6 @@ from packetflow import (
     when,
 )
 from packetflow.engine.codec import encode
-from packetflow.engine.memory import reset_memory_brokers
-
-WAIT = 10.0  # upper bound of every wait; a passing test returns long before
-
-
-@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
-def broker(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A broker URL: a fresh ``memory://`` broker, or the session's real Kafka."""
-    if request.param == "kafka":
-        yield request.getfixturevalue("kafka_url")
-        return
-    yield f"memory://behaviour-{uuid.uuid4().hex[:12]}"
-    reset_memory_brokers()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def new_topology(prefix: str, **kwargs: Any) -> Topology:
-    """A topology with a unique name (and so a unique group), 2 partitions, no namespace."""
-    kwargs.setdefault("partitions", 2)
-    return Topology(unique(prefix), namespace="", **kwargs)
-
-
-@dataclass
-class Running:
-    """A worker running in the background plus a client, on one broker."""
-
-    topology: Topology
-    worker: Worker
-    client: Client
-
-    async def send(self, intent: Intent, context: Context | None = None, **kw: Any) -> Delivery:
-        return await self.client.send(intent, context=context, **kw)
-
-    async def idle(self) -> None:
-        await self.worker.wait_idle(WAIT)
-
-    async def read(self, topic: str) -> list[Received]:
-        return await self.client.read(topic)
-
-    async def wait_for(self, topic: str, count: int) -> list[Received]:
-        """Exactly ``count`` records on ``topic`` once the worker is idle."""
-        received = await self.client.wait_for(topic, count, timeout=WAIT)
-        await self.idle()
-        received = await self.client.read(topic)
-        assert len(received) == count, [r.intent or r.record.value for r in received]
-        return received
-
-    async def dead_letters(self, count: int) -> list[Received]:
-        return await self.wait_for(self.topology.dead_letter_topic, count)
-
-    async def denied(self, count: int) -> list[Received]:
-        return await self.wait_for(self.topology.denied_topic, count)
-
-    def state(self, reactor: str, key: str) -> Any:
-        return self.worker.state(reactor, key)
-
-
-@asynccontextmanager
-async def running(topology: Topology, url: str) -> AsyncIterator[Running]:
-    async with Worker(topology, url, poll_timeout=0.05) as worker:
-        task = asyncio.create_task(worker.run())
-        try:
-            async with Client(url, topology) as client:
-                yield Running(topology, worker, client)
-        finally:
-            worker.request_stop()
-            await asyncio.wait_for(task, WAIT)
 
 
 def by_offset(received: list[Received]) -> list[Received]:

@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
-import os
 import re
-import signal
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,149 +26,36 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition as AioTP
+from workerproc import (
+    WORKER_KEY,
+    WorkerProcess,
+    cli,
+    logs,
+    new_namespace,
+    orders_topology,
+    wait_records,
+    wait_split,
+)
 
-from packetflow import Client, Context, Intent, KeyStore, Received, Topology, issue_token
+from packetflow import Client, Context, Intent, Received, Topology, issue_token
 from packetflow.engine.codec import TOKEN_HEADER, TYPE_HEADER
 from topologies import orders
 
-REPO = Path(__file__).resolve().parents[1]
-# topologies.orders takes signed tokens only: its worker processes trust the key generated
-# here (through $PACKETFLOW_KEYS), which signs the teller's and the auditor's tokens.
-_KEYS = tempfile.TemporaryDirectory(prefix="pf-test-keys-")
-KEYS_DIR = _KEYS.name
-KEY = KeyStore(KEYS_DIR).generate("tests")
+# the worker processes trust WORKER_KEY (tests/workerproc.py): it signs these tokens
 TELLER = Context.new(
-    "teller-1", token=issue_token("teller-1", ["teller:account/*"], key=KEY, ttl="1d")
+    "teller-1", token=issue_token("teller-1", ["teller:account/*"], key=WORKER_KEY, ttl="1d")
 )
 AUDITOR = Context.new(
-    "auditor-1", token=issue_token("auditor-1", ["auditor:account/*"], key=KEY, ttl="1d")
-)
-_ENV_VARS = (
-    "PACKETFLOW_NAMESPACE", "PACKETFLOW_BROKER", "PACKETFLOW_TOPOLOGY", "PACKETFLOW_KEYS"
+    "auditor-1", token=issue_token("auditor-1", ["auditor:account/*"], key=WORKER_KEY, ttl="1d")
 )
 
 
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _env(namespace: str | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _ENV_VARS}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PACKETFLOW_KEYS"] = KEYS_DIR
-    if namespace:
-        env["PACKETFLOW_NAMESPACE"] = namespace
-    return env
-
-
-def _namespace() -> str:
-    return f"t{uuid.uuid4().hex[:8]}"
-
-
-def _orders(namespace: str) -> Topology:
-    """The orders topology under ``namespace``, without touching the module's shared object."""
-    topology = copy.copy(orders.topology)
-    topology.namespace = namespace
-    topology._client = None
-    return topology
-
-
 def _ctx(template: Context) -> Context:
     """A fresh root context (own intent id) with ``template``'s principal and token."""
     return Context.new(template.principal, template.capabilities, token=template.token)
-
-
-class WorkerProcess:
-    """``python -m packetflow worker topologies.orders`` with its log in a file."""
-
-    def __init__(self, name: str, namespace: str, url: str, log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "packetflow", "worker", "topologies.orders",
-             "--broker", url, "--log-level", "info"],
-            cwd=REPO, env=_env(namespace), stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def _check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise AssertionError(
-                f"worker {self.name} exited with {self.proc.returncode}:\n{self.log()}"
-            )
-
-    async def wait_log(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = re.search(pattern, self.log())
-            if found:
-                return found
-            self._check_alive()
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name}: no {pattern!r} after {timeout}s:\n{self.log()}")
-            await asyncio.sleep(0.05)
-
-    def assignment(self) -> set[str]:
-        """The partitions of the latest ``assigned`` line (eager rebalances reassign all)."""
-        lines = re.findall(r"packetflow\.worker: (assigned|revoked) (.*)", self.log())
-        if not lines or lines[-1][0] != "assigned":
-            return set()
-        return set(lines[-1][1].split(", "))
-
-    async def terminate(self, timeout: float = 15.0) -> float:
-        """SIGTERM; wait for a clean exit (code 0) within ``timeout``; return seconds taken."""
-        self._check_alive()
-        began = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        while self.proc.poll() is None:
-            if time.monotonic() - began > timeout:
-                self.kill()
-                raise AssertionError(f"{self.name} still running {timeout}s after SIGTERM:\n"
-                                     f"{self.log()}")
-            await asyncio.sleep(0.05)
-        took = time.monotonic() - began
-        code = self.proc.returncode
-        assert code == 0, f"{self.name} exited {code}:\n{self.log()}"
-        return took
-
-    def final_counts(self) -> dict[str, Any]:
-        found = re.search(r"final counts: (\{.*\})", self.log())
-        assert found, f"{self.name} logged no final counts:\n{self.log()}"
-        return dict(json.loads(found.group(1)))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        self._log.close()
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, kafka_url: str) -> Iterator[Any]:
-    """``spawn(name, namespace[, url])`` starts a worker process; all are killed at teardown."""
-    started: list[WorkerProcess] = []
-
-    def start(name: str, namespace: str, url: str = kafka_url) -> WorkerProcess:
-        worker = WorkerProcess(name, namespace, url, tmp_path)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.kill()
-
-
-async def _wait_ledger(
-    client: Client, count: int, workers: Iterable[WorkerProcess], timeout: float = 30.0
-) -> list[Received]:
-    try:
-        return await client.wait_for("ledger", count, timeout=timeout)
-    except TimeoutError as exc:
-        logs = "\n".join(f"--- {w.name}:\n{w.log()}" for w in workers)
-        raise AssertionError(f"{exc}\n{logs}") from None
 
 
 @contextlib.asynccontextmanager
@@ -223,8 +104,9 @@ async def _wait_caught_up(
             if not any(behind.values()):
                 return
             if time.monotonic() > deadline:
-                logs = "\n".join(f"--- {w.name}:\n{w.log()}" for w in workers)
-                raise AssertionError(f"group {topology.group_id} not caught up: {behind}\n{logs}")
+                raise AssertionError(
+                    f"group {topology.group_id} not caught up: {behind}\n{logs(workers)}"
+                )
             await asyncio.sleep(0.1)
 
 
@@ -296,8 +178,8 @@ def _check_deposits(sent: list[tuple[Intent, Context]], ledger: list[Received]) 
 async def test_restarted_worker_resumes_from_changelog_state(
     kafka_url: str, kafka_bootstrap: str, spawn: Any
 ) -> None:
-    ns = _namespace()
-    topology = _orders(ns)
+    ns = new_namespace()
+    topology = orders_topology(ns)
     accounts = [f"acct-{i}" for i in range(5)]
     first = [
         intent
@@ -328,7 +210,7 @@ async def test_restarted_worker_resumes_from_changelog_state(
     async with Client(kafka_url, topology) as client:
         w1 = spawn("first", ns)
         await client.send_many((i, _ctx(TELLER)) for i in first)
-        await _wait_ledger(client, len(first), [w1])
+        await wait_records(client, "ledger", len(first), [w1])
         await w1.terminate()
         counts1 = w1.final_counts()
         assert counts1["processed"]["accounts"] == len(first)
@@ -337,7 +219,7 @@ async def test_restarted_worker_resumes_from_changelog_state(
         await client.send_many((i, _ctx(TELLER)) for i in second)
         await client.send_many((i, _ctx(AUDITOR)) for i in audits)
         total = len(first) + len(second) + len(audits)
-        await _wait_ledger(client, total, [w1, w2])
+        await wait_records(client, "ledger", total, [w1, w2])
         await _wait_caught_up(kafka_bootstrap, topology, ["accounts", "ledger"], [w2], 30)
         await w2.terminate()
 
@@ -372,8 +254,8 @@ async def test_restarted_worker_resumes_from_changelog_state(
 async def test_two_worker_processes_split_the_partitions(
     kafka_url: str, kafka_bootstrap: str, spawn: Any
 ) -> None:
-    ns = _namespace()
-    topology = _orders(ns)
+    ns = new_namespace()
+    topology = orders_topology(ns)
     every = {f"{topology.physical(t)}[{p}]" for t in ("accounts", "ledger") for p in range(4)}
     sent = _deposits(2000, accounts=100)
 
@@ -381,20 +263,12 @@ async def test_two_worker_processes_split_the_partitions(
         a = spawn("a", ns)
         await a.wait_log(r"assigned ")
         b = spawn("b", ns)
-        deadline = time.monotonic() + 30
-        while not (a.assignment() and b.assignment()
-                   and a.assignment() | b.assignment() == every
-                   and not a.assignment() & b.assignment()):
-            assert time.monotonic() < deadline, (
-                f"no stable split after 30s:\n{a.log()}\n{b.log()}"
-            )
-            await asyncio.sleep(0.1)
-        split = (a.assignment(), b.assignment())
+        split = await wait_split((a, b), every, 30)
         assert any("accounts" in tp for tp in split[0])
         assert any("accounts" in tp for tp in split[1])
 
         await client.send_many(sent)
-        await _wait_ledger(client, len(sent), [a, b])
+        await wait_records(client, "ledger", len(sent), [a, b])
         await _wait_caught_up(kafka_bootstrap, topology, ["accounts", "ledger"], [a, b], 30)
         assert (a.assignment(), b.assignment()) == split  # no rebalance while working
         await asyncio.gather(a.terminate(), b.terminate())
@@ -411,8 +285,8 @@ async def test_two_worker_processes_split_the_partitions(
 async def test_sigterm_mid_stream_loses_and_duplicates_nothing(
     kafka_url: str, kafka_bootstrap: str, spawn: Any
 ) -> None:
-    ns = _namespace()
-    topology = _orders(ns)
+    ns = new_namespace()
+    topology = orders_topology(ns)
     sent = _deposits(20_000, accounts=500)
     ledger_tps = _partitions(topology, "ledger")
 
@@ -459,8 +333,8 @@ async def test_rebalances_under_load_lose_and_duplicate_nothing(
     """A second worker joins mid-stream, then the first leaves mid-stream: both hand-overs
     are graceful (the batch in flight commits before the partition moves), so every deposit
     is applied exactly once and the running balances never skip or repeat."""
-    ns = _namespace()
-    topology = _orders(ns)
+    ns = new_namespace()
+    topology = orders_topology(ns)
     every = {f"{topology.physical(t)}[{p}]" for t in ("accounts", "ledger") for p in range(4)}
     sent = _deposits(20_000, accounts=300)
     ledger_tps = _partitions(topology, "ledger")
@@ -486,11 +360,7 @@ async def test_rebalances_under_load_lose_and_duplicate_nothing(
         try:
             await ledger_above(2000)
             b = spawn("b", ns, url)
-            deadline = time.monotonic() + 20
-            while not (a.assignment() and b.assignment()
-                       and a.assignment() | b.assignment() == every):
-                assert time.monotonic() < deadline, f"no split:\n{a.log()}\n{b.log()}"
-                await asyncio.sleep(0.02)
+            await wait_split((a, b), every, 20, disjoint=False)
             at_split = await _end_total(probe, ledger_tps)
             await ledger_above(at_split + 1000)
             await a.terminate()
@@ -513,15 +383,6 @@ async def test_rebalances_under_load_lose_and_duplicate_nothing(
 # -- command line ------------------------------------------------------------------------
 
 
-def _cli(
-    *args: str, namespace: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "packetflow", *args],
-        cwd=REPO, env=_env(namespace), capture_output=True, text=True, timeout=timeout,
-    )
-
-
 def _unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -529,7 +390,7 @@ def _unused_port() -> int:
 
 
 def test_topology_show_text_lists_everything() -> None:
-    result = _cli("topology", "show", "topologies.orders")
+    result = cli("topology", "show", "topologies.orders")
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert "topology orders (consumer group orders)" in text
@@ -551,7 +412,7 @@ def test_topology_show_text_lists_everything() -> None:
 
 
 def test_topology_show_uses_the_namespace() -> None:
-    result = _cli("topology", "show", "topologies.orders", "--format", "json", namespace="ns1")
+    result = cli("topology", "show", "topologies.orders", "--format", "json", namespace="ns1")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["group"] == "ns1.orders"
@@ -559,12 +420,12 @@ def test_topology_show_uses_the_namespace() -> None:
 
 
 def test_topology_show_mermaid_and_json() -> None:
-    mermaid = _cli("topology", "show", "topologies.orders", "--format", "mermaid")
+    mermaid = cli("topology", "show", "topologies.orders", "--format", "mermaid")
     assert mermaid.returncode == 0, mermaid.stderr
     assert mermaid.stdout.startswith("flowchart")
     assert "r_accounts" in mermaid.stdout
 
-    result = _cli("topology", "show", "topologies.orders", "--format", "json")
+    result = cli("topology", "show", "topologies.orders", "--format", "json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["name"] == "orders"
@@ -581,9 +442,9 @@ def test_topology_show_mermaid_and_json() -> None:
 
 @pytest.mark.kafka
 async def test_send_one_intent_with_capabilities_and_principal(kafka_url: str) -> None:
-    ns = _namespace()
+    ns = new_namespace()
     result = await asyncio.to_thread(
-        _cli, "send", "orders.Deposit", '{"account": "acct-7", "amount": 42}',
+        cli, "send", "orders.Deposit", '{"account": "acct-7", "amount": 42}',
         "--topology", "topologies.orders", "--broker", kafka_url,
         "--capability", "teller:account/*", "-c", "read:audit/*", "--principal", "alice",
         namespace=ns,
@@ -591,7 +452,7 @@ async def test_send_one_intent_with_capabilities_and_principal(kafka_url: str) -
     assert result.returncode == 0, result.stderr
     assert re.match(rf"sent orders\.Deposit to {ns}\.accounts\[\d\] at offset 0", result.stdout)
 
-    async with Client(kafka_url, _orders(ns)) as client:
+    async with Client(kafka_url, orders_topology(ns)) as client:
         (got,) = await client.read("accounts")
     assert got.intent == orders.Deposit(account="acct-7", amount=42)
     assert got.record.key == b"acct-7"
@@ -603,15 +464,15 @@ async def test_send_one_intent_with_capabilities_and_principal(kafka_url: str) -
 
 @pytest.mark.kafka
 async def test_send_one_intent_with_a_token(kafka_url: str) -> None:
-    ns = _namespace()
+    ns = new_namespace()
     assert TELLER.token is not None
     result = await asyncio.to_thread(
-        _cli, "send", "orders.Deposit", '{"account": "acct-7", "amount": 42}',
+        cli, "send", "orders.Deposit", '{"account": "acct-7", "amount": 42}',
         "--topology", "topologies.orders", "--broker", kafka_url, "--token", TELLER.token,
         namespace=ns,
     )
     assert result.returncode == 0, result.stderr
-    async with Client(kafka_url, _orders(ns)) as client:
+    async with Client(kafka_url, orders_topology(ns)) as client:
         (got,) = await client.read("accounts")
     assert got.context is not None
     assert got.context.principal == "teller-1"  # the token's holder unless -p says otherwise
@@ -622,7 +483,7 @@ async def test_send_one_intent_with_a_token(kafka_url: str) -> None:
 
 @pytest.mark.kafka
 async def test_send_file_of_json_lines(kafka_url: str, tmp_path: Path) -> None:
-    ns = _namespace()
+    ns = new_namespace()
     lines = [
         {"type": "orders.Deposit", "data": {"account": "a", "amount": 1}},
         {"type": "Withdraw", "data": {"account": "b", "amount": 2}, "principal": "bob",
@@ -634,13 +495,13 @@ async def test_send_file_of_json_lines(kafka_url: str, tmp_path: Path) -> None:
         "# a comment line\n\n" + "\n".join(json.dumps(line) for line in lines) + "\n"
     )
     result = await asyncio.to_thread(
-        _cli, "send", "--file", str(path), "-t", "topologies.orders", "--broker", kafka_url,
+        cli, "send", "--file", str(path), "-t", "topologies.orders", "--broker", kafka_url,
         "--principal", "cli-user", "--capability", "teller:account/*", namespace=ns,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"sent 3 intents to {ns}.accounts"
 
-    async with Client(kafka_url, _orders(ns)) as client:
+    async with Client(kafka_url, orders_topology(ns)) as client:
         received = await client.read("accounts")
     by_type = {type(r.intent).__name__: r for r in received}
     assert set(by_type) == {"Deposit", "Withdraw", "AuditBalance"}
@@ -716,7 +577,7 @@ GOOD_LINE = json.dumps({"type": "orders.Deposit", "data": {"account": "a", "amou
     ],
 )
 def test_user_errors_are_one_line_without_traceback(args: tuple[str, ...], message: str) -> None:
-    result = _cli(*args)
+    result = cli(*args)
     _assert_user_error(result, message)
 
 
@@ -745,12 +606,12 @@ def test_send_file_errors_name_the_line(
 ) -> None:
     path = _bad_file(tmp_path, *lines)
     _assert_user_error(
-        _cli("send", "--file", path, "-t", "topologies.orders", "-b", DEAD_BROKER), message
+        cli("send", "--file", path, "-t", "topologies.orders", "-b", DEAD_BROKER), message
     )
 
 
 def test_send_missing_file_is_a_user_error(tmp_path: Path) -> None:
-    result = _cli("send", "--file", str(tmp_path / "absent.jsonl"), "-t", "topologies.orders",
+    result = cli("send", "--file", str(tmp_path / "absent.jsonl"), "-t", "topologies.orders",
                   "-b", DEAD_BROKER)
     _assert_user_error(result, r"cannot read .*absent\.jsonl: No such file")
 
@@ -767,7 +628,7 @@ def _assert_user_error(result: subprocess.CompletedProcess[str], message: str) -
 
 def test_kafka_status_of_unused_port_is_not_running(tmp_path: Path) -> None:
     port = _unused_port()
-    result = _cli("kafka", "status", "--port", str(port), "--home", str(tmp_path))
+    result = cli("kafka", "status", "--port", str(port), "--home", str(tmp_path))
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"Kafka not running on 127.0.0.1:{port}" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
