@@ -73,9 +73,7 @@ TopologyOpt = Annotated[
 ]
 BrokerOpt = Annotated[
     str | None,
-    typer.Option(
-        "--broker", "-b", help="kafka://host:port (default $PACKETFLOW_BROKER)"
-    ),
+    typer.Option("--broker", "-b", help="kafka://host:port (default $PACKETFLOW_BROKER)"),
 ]
 
 
@@ -180,9 +178,7 @@ def list_keys(keys: KeysOpt = None) -> None:
         return
     for kid in kids:
         private = (store.path / f"{kid}.key").exists()
-        marks = ", ".join(
-            m for m, on in (("current", kid == current), ("can sign", private)) if on
-        )
+        marks = ", ".join(m for m, on in (("current", kid == current), ("can sign", private)) if on)
         _out.print(f"{kid}" + (f"  ({marks})" if marks else ""))
 
 

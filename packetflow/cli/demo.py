@@ -57,9 +57,7 @@ async def run_demo(
     transport = MemoryTransport("memory://demo", name=f"demo-{id(topology)}")
     key = KeyPair.generate("demo")
     issuer = Issuer(key, name="demo", hierarchy=topology.hierarchy)
-    worker = Worker(
-        topology, transport, security=topology.security.trusting({key.kid: key.public})
-    )
+    worker = Worker(topology, transport, security=topology.security.trusting({key.kid: key.public}))
     client = Client(transport, topology)
     started = time.perf_counter()
     takes_issuer = "issuer" in inspect.signature(traffic).parameters

@@ -152,7 +152,13 @@ class Client:
         delivery = await self.send_raw(self.topology.revocations_topic, value, key=key)
         kind = "token" if token_id is not None else "holder"
         await self.audit(
-            "revoked", at, key=holder or by, kind=kind, token_id=token_id, holder=holder, by=by,
+            "revoked",
+            at,
+            key=holder or by,
+            kind=kind,
+            token_id=token_id,
+            holder=holder,
+            by=by,
             reason=reason or None,
         )
         return delivery
@@ -163,8 +169,9 @@ class Client:
         """Write an ``issued`` (or ``delegated``) event for ``token`` to the audit topic."""
         fields = token_audit_fields(token)
         event = "delegated" if "parent_token_id" in fields else "issued"
-        await self.audit(event, time.time() if at is None else at, key=fields["holder"], by=by,
-                         **fields)
+        await self.audit(
+            event, time.time() if at is None else at, key=fields["holder"], by=by, **fields
+        )
 
     async def audit(self, event: str, at: float, *, key: str | None = None, **fields: Any) -> None:
         """Append one event to the topology's audit topic."""

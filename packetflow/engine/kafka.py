@@ -28,6 +28,7 @@ from packetflow.engine.transport import (
     TopicPartition,
     TopicSpec,
     Transport,
+    partition_for_key,
 )
 
 
@@ -40,6 +41,14 @@ def _record(m: ConsumerRecord[bytes, bytes]) -> Record:
 
 
 class KafkaProducer(Producer):
+    """Builds one record batch per partition and ships it, closed, when it fills or on flush.
+
+    The worker produces a whole batch of output at once and then waits for it, so waiting
+    out ``linger_ms`` would only add latency: batches are closed and handed to aiokafka's
+    sender at :meth:`flush` (or when full), and go out at once. This also skips aiokafka's
+    per-record ``send()`` path, the largest per-record cost on the way out.
+    """
+
     def __init__(self, bootstrap: str, options: dict[str, str]) -> None:
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -49,12 +58,16 @@ class KafkaProducer(Producer):
             max_batch_size=int(options.get("max_batch_size", str(256 * 1024))),
             enable_idempotence=options.get("idempotence", "true") == "true",
         )
-        self._pending: list[asyncio.Future[Any]] = []
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._shipped: list[_Batch] = []
+        self._partition_counts: dict[str, int] = {}
+        self._round_robin = 0
 
     async def start(self) -> None:
         await self._producer.start()
 
     async def stop(self) -> None:
+        await self.flush()
         await self._producer.stop()
 
     async def send(
@@ -65,29 +78,85 @@ class KafkaProducer(Producer):
         headers: Headers = (),
         partition: int | None = None,
     ) -> _Ack:
-        fut = await self._producer.send(
-            topic, value=value, key=key, headers=list(headers), partition=partition
-        )
-        self._pending.append(fut)
-        return _Ack(fut)
+        if partition is None:
+            partition = await self._partition(topic, key)
+        batch = self._open.get((topic, partition))
+        if batch is None:
+            batch = self._open[(topic, partition)] = _Batch(self, topic, partition)
+        offset = batch.append(key, value, headers)
+        if offset is None:  # full: ship it and start the next one
+            await self._ship(batch)
+            batch = self._open[(topic, partition)] = _Batch(self, topic, partition)
+            offset = batch.append(key, value, headers)
+            if offset is None:
+                raise ValueError(f"record for {topic} is larger than max_batch_size")
+        return _Ack(batch, offset)
 
     async def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for fut in pending:
-            await fut  # raises the broker's error for a record it refused
+        for batch in list(self._open.values()):
+            await self._ship(batch)
+        shipped, self._shipped = self._shipped, []
+        for batch in shipped:
+            await batch.future  # type: ignore[misc]  # raises the broker's refusal
+
+    async def _ship(self, batch: _Batch) -> None:
+        if batch.future is not None:
+            return
+        if self._open.get((batch.topic, batch.partition)) is batch:
+            del self._open[(batch.topic, batch.partition)]
+        batch.builder.close()  # closed: the sender takes it without lingering
+        batch.future = await self._producer.send_batch(
+            batch.builder, batch.topic, partition=batch.partition
+        )
+        self._shipped.append(batch)
+
+    async def _partition(self, topic: str, key: bytes | None) -> int:
+        """Kafka's default partitioner: murmur2 of the key (memoised), else round robin."""
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self._partition_counts[topic] = len(await self._producer.partitions_for(topic))
+        if key is None:
+            self._round_robin += 1
+            return self._round_robin % count
+        return partition_for_key(key, count)
+
+
+class _Batch:
+    """An open record batch for one partition, and the future of its delivery once shipped."""
+
+    __slots__ = ("builder", "future", "partition", "producer", "topic")
+
+    def __init__(self, producer: KafkaProducer, topic: str, partition: int) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.partition = partition
+        self.builder = producer._producer.create_batch()
+        self.future: asyncio.Future[Any] | None = None
+
+    def append(self, key: bytes | None, value: bytes | None, headers: Headers) -> int | None:
+        """The record's offset within the batch, or None when the batch is full."""
+        if type(headers) is not list:  # the C record builder takes lists only
+            headers = list(headers)
+        metadata = self.builder.append(timestamp=None, key=key, value=value, headers=headers)
+        return None if metadata is None else metadata.offset
 
 
 class _Ack:
-    """Awaits aiokafka's future and turns its RecordMetadata into a Delivery."""
+    """One record's delivery: ships its batch if still open, then base offset + its offset."""
 
-    __slots__ = ("_fut",)
+    __slots__ = ("_batch", "_offset")
 
-    def __init__(self, fut: asyncio.Future[Any]) -> None:
-        self._fut = fut
+    def __init__(self, batch: _Batch, offset: int) -> None:
+        self._batch = batch
+        self._offset = offset
 
     def __await__(self) -> Generator[Any, None, Delivery]:
-        md = yield from self._fut.__await__()
-        return Delivery(md.topic, md.partition, md.offset)
+        batch = self._batch
+        if batch.future is None:
+            yield from batch.producer._ship(batch).__await__()
+        assert batch.future is not None
+        md = yield from batch.future.__await__()
+        return Delivery(batch.topic, batch.partition, md.offset + self._offset)
 
 
 def _acks(value: str) -> int | str:

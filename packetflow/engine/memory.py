@@ -14,8 +14,6 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka.partitioner import murmur2
-
 from packetflow.core.effects import Delivery
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.transport import (
@@ -29,6 +27,7 @@ from packetflow.engine.transport import (
     TopicPartition,
     TopicSpec,
     Transport,
+    partition_for_key,
 )
 
 DEFAULT_PARTITIONS = 4
@@ -51,7 +50,6 @@ class MemoryBroker:
         self.compacted: set[str] = set()
         self.groups: dict[str, _Group] = {}
         self._round_robin = itertools.count()
-        self._partitions_by_key: dict[tuple[bytes, int], int] = {}
         self._waiters: list[asyncio.Future[None]] = []
 
     # -- topics --------------------------------------------------------------------------
@@ -85,7 +83,7 @@ class MemoryBroker:
             if key is None:
                 partition = next(self._round_robin) % len(parts)
             else:
-                partition = self._partition_for(key, len(parts))
+                partition = partition_for_key(key, len(parts))
         elif not 0 <= partition < len(parts):
             raise ValueError(f"topic {topic!r} has no partition {partition}")
         log = parts[partition]
@@ -101,15 +99,6 @@ class MemoryBroker:
                 if not waiter.done():
                     waiter.set_result(None)
         return Delivery(topic, partition, offset)
-
-    def _partition_for(self, key: bytes, count: int) -> int:
-        """Kafka's default partitioner (murmur2), memoised: pure-Python murmur2 is slow."""
-        cached = self._partitions_by_key.get((key, count))
-        if cached is None:
-            if len(self._partitions_by_key) > 100_000:
-                self._partitions_by_key.clear()
-            cached = self._partitions_by_key[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
-        return cached
 
     def records(self, topic: str) -> list[Record]:
         """Every record of a topic, partition by partition (for tests and tools)."""

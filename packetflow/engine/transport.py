@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlparse
 
+from aiokafka.partitioner import murmur2
+
 from packetflow.core.effects import Delivery
 
 Headers = Sequence[tuple[str, bytes]]
@@ -218,6 +220,19 @@ def open_transport(url: str) -> Transport:
     from packetflow.engine.kafka import KafkaTransport
 
     return KafkaTransport(url, parsed.location, parsed.options)
+
+
+_partitions_by_key: dict[tuple[bytes, int], int] = {}
+
+
+def partition_for_key(key: bytes, count: int) -> int:
+    """Kafka's default partitioner (murmur2 of the key), memoised: pure-Python murmur2 is slow."""
+    cached = _partitions_by_key.get((key, count))
+    if cached is None:
+        if len(_partitions_by_key) > 100_000:
+            _partitions_by_key.clear()
+        cached = _partitions_by_key[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
+    return cached
 
 
 class Acked:
