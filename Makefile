@@ -8,6 +8,7 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.packetflow-installed
+BENCH_STAMP := $(VENV)/.packetflow-bench-installed
 
 # Broker CLI (override e.g. KAFKA_CLI="$(BIN)/python -m packetflow.cli.kafka").
 KAFKA_CLI       ?= $(BIN)/packetflow kafka
@@ -36,6 +37,11 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@
+
+# The benchmarks also need the bench extra (faust-streaming, psutil).
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
 demo: venv
@@ -67,10 +73,10 @@ kafka-stop: venv
 kafka-status: venv
 	$(KAFKA_CLI) status --port $(KAFKA_PORT)
 
-bench: venv
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks
 
-bench-quick: venv
+bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks --quick
 
 clean:

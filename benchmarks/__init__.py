@@ -1,0 +1,1 @@
+"""PacketFlow side by side with raw aiokafka and faust-streaming: ``python -m benchmarks``."""

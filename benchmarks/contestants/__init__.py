@@ -1,0 +1,1 @@
+"""The three contestants: raw aiokafka (the ceiling), faust-streaming (the peer), PacketFlow."""

@@ -1,0 +1,182 @@
+"""Targets, the machine, and the results as rich tables, Markdown and JSON."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+import orjson
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.config import (
+    TARGET_P99_MS,
+    TARGET_STATE_ACCOUNTS,
+    TARGET_STATE_RSS,
+    TARGET_VS_FAUST,
+    TARGET_VS_RAW,
+)
+from benchmarks.results_model import Latency, RunResults, Target, Throughput
+from benchmarks.workloads import STATE_RUN
+
+PF = "packetflow"
+
+
+def machine(kafka_version: str) -> dict[str, object]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {"python": platform.python_version(), "kafka": kafka_version}
+    for package in ("packetflow", "aiokafka", "faust-streaming", "pydantic", "orjson"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "versions": versions,
+    }
+
+
+# -- targets --------------------------------------------------------------------------------
+
+
+def _ratio_target(results: RunResults, workload: str, other: str, wanted: float) -> Target:
+    label = f"{workload}: PacketFlow >= " + (
+        f"{wanted:g}x faust" if other == "faust" else f"{wanted:.0%} of raw aiokafka"
+    )
+    pf, base = results.rate(workload, PF), results.rate(workload, other)
+    if pf is None or base is None:
+        return Target(label, "not measured", _wanted(other, wanted), "n/a")
+    ratio = pf / base
+    measured = f"{ratio:.2f}x" if other == "faust" else f"{ratio:.0%}"
+    return Target(label, measured, _wanted(other, wanted), "PASS" if ratio >= wanted else "FAIL")
+
+
+def _wanted(other: str, wanted: float) -> str:
+    return f">= {wanted:g}x" if other == "faust" else f">= {wanted:.0%}"
+
+
+def _latency_target(results: RunResults, workload: str) -> Target:
+    label = f"{workload}: PacketFlow p99 at 50% load"
+    wanted = f"<= {TARGET_P99_MS:g} ms"
+    for lat in results.latency:
+        if lat.workload == workload and lat.contestant == PF and lat.ok and lat.p99_ms is not None:
+            ok = lat.p99_ms <= TARGET_P99_MS
+            return Target(label, f"{lat.p99_ms:.1f} ms", wanted, "PASS" if ok else "FAIL")
+    return Target(label, "not measured", wanted, "n/a")
+
+
+def _state_target(results: RunResults) -> Target:
+    label = f"W2 with {TARGET_STATE_ACCOUNTS:,} accounts: PacketFlow RSS"
+    wanted = f"<= {TARGET_STATE_RSS / 2**30:g} GiB"
+    for t in results.throughput:
+        if t.workload == f"W2-{STATE_RUN}" and t.contestant == PF and t.ok and t.peak_rss:
+            measured = f"{t.peak_rss / 2**20:,.0f} MiB"
+            if t.accounts < TARGET_STATE_ACCOUNTS:
+                return Target(label, f"{measured} at {t.accounts:,} accounts", wanted, "n/a")
+            ok = t.peak_rss <= TARGET_STATE_RSS
+            return Target(label, measured, wanted, "PASS" if ok else "FAIL")
+    return Target(label, "not measured", wanted, "n/a")
+
+
+def evaluate(results: RunResults) -> list[Target]:
+    targets = []
+    for w in ("W1", "W2"):
+        if any(t.workload == w for t in results.throughput):
+            targets.append(_ratio_target(results, w, "faust", TARGET_VS_FAUST))
+            targets.append(_ratio_target(results, w, "raw", TARGET_VS_RAW))
+            targets.append(_latency_target(results, w))
+    if any(t.workload == f"W2-{STATE_RUN}" for t in results.throughput):
+        targets.append(_state_target(results))
+    return targets
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+COLUMNS = (
+    "workload", "contestant", "records/s", "vs raw", "vs faust", "load (rec/s)",
+    "p50 ms", "p99 ms", "peak RSS MiB", "CPU s", "output",
+)  # fmt: skip
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def rows(results: RunResults) -> list[list[str]]:
+    out = []
+    for t in results.throughput:
+        base = t.workload.split("-")[0]
+        lat = _latency_of(results, t)
+        raw, faust = results.rate(t.workload, "raw"), results.rate(t.workload, "faust")
+        name = t.workload if base == t.workload else f"{base} {t.accounts:,} accounts"
+        out.append(
+            [
+                name,
+                t.contestant,
+                _fmt(t.rate, ",.0f") if t.ok else "FAIL",
+                _fmt(t.rate / raw if t.ok and t.rate and raw else None, ".2f"),
+                _fmt(t.rate / faust if t.ok and t.rate and faust else None, ".1f"),
+                _fmt(lat.achieved_rate if lat else None, ",.0f"),
+                _fmt(lat.p50_ms if lat and lat.ok else None, ".1f"),
+                _fmt(lat.p99_ms if lat and lat.ok else None, ".1f"),
+                _fmt(t.peak_rss / 2**20 if t.peak_rss else None, ",.0f"),
+                _fmt(t.cpu_seconds, ".1f"),
+                ("ok" if t.ok else "FAIL") + ("" if not lat or lat.ok else " (latency run FAIL)"),
+            ]
+        )
+    return out
+
+
+def _latency_of(results: RunResults, t: Throughput) -> Latency | None:
+    for lat in results.latency:
+        if lat.workload == t.workload and lat.contestant == t.contestant:
+            return lat
+    return None
+
+
+def print_tables(results: RunResults, console: Console) -> None:
+    table = Table(title=f"PacketFlow benchmark ({results.mode})", title_justify="left")
+    for col in COLUMNS:
+        table.add_column(
+            col, justify="left" if col in ("workload", "contestant", "output") else "right"
+        )
+    for row in rows(results):
+        style = "bold" if row[1] == PF else None
+        table.add_row(*row, style=style)
+    console.print(table)
+    targets = Table(title="Targets", title_justify="left")
+    for col in ("target", "measured", "wanted", "result"):
+        targets.add_column(col)
+    for t in results.targets:
+        colour = {"PASS": "green", "FAIL": "red"}.get(t.status, "yellow")
+        targets.add_row(t.name, t.measured, t.wanted, f"[{colour}]{t.status}[/{colour}]")
+    console.print(targets)
+    for note in results.notes:
+        console.print(f"note: {note}")
+
+
+def markdown(results: RunResults) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    lines += ["", "| target | measured | wanted | result |", "|---|---|---|---|"]
+    lines += [f"| {t.name} | {t.measured} | {t.wanted} | {t.status} |" for t in results.targets]
+    return "\n".join(lines) + "\n"
+
+
+def write_json(results: RunResults, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(dataclasses.asdict(results), option=orjson.OPT_INDENT_2) + b"\n")
