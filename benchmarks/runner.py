@@ -27,7 +27,18 @@ def command(name: str, env: ContestantEnv) -> list[str]:
     if name == "raw":
         return [py, "-m", "benchmarks.contestants.raw"]
     if name == "faust":
-        return [py, "-m", "benchmarks.contestants.faust_app", "worker", "-l", "warn"]
+        # faust's worker command starts its web server on 0.0.0.0:6066 unless told not to
+        return [
+            py,
+            "-m",
+            "benchmarks.contestants.faust_app",
+            "worker",
+            "-l",
+            "warn",
+            "--without-web",
+            "--web-bind",
+            "127.0.0.1",
+        ]
     if name == "packetflow":
         return [
             py, "-m", "packetflow", "worker", "benchmarks.pf_topology",
