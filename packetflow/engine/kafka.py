@@ -189,6 +189,8 @@ class _Listener(ConsumerRebalanceListener):
 
 
 class KafkaConsumer(Consumer):
+    commit_in_background = True
+
     def __init__(
         self,
         bootstrap: str,

@@ -78,6 +78,9 @@ class Producer(abc.ABC):
 
 
 class Consumer(abc.ABC):
+    # True when commit() is a network round trip worth overlapping with the next batch.
+    commit_in_background = False
+
     @abc.abstractmethod
     async def start(self) -> None: ...
 

@@ -3,13 +3,14 @@
 Lifecycle (aiokafka style)::
 
     async with Worker(topology, "kafka://127.0.0.1:9092") as worker:
-        await worker.run()          # until worker.stop() or a signal
+        await worker.run()          # until worker.request_stop() or a signal
 
 Each batch: fetch up to ``max_batch`` records, process every partition's records in order
 (partitions concurrently), queue state changes on the changelogs, wait for the broker to
-acknowledge every produced record, then commit the consumed offsets. On revoke, the batch
-in flight finishes and commits first; on assign, state is restored from the changelog
-before any record of that partition is processed.
+acknowledge every produced record, then commit the consumed offsets (on ``kafka://`` that
+commit travels while the next batch is fetched and processed; the one after waits for it).
+On revoke, the batch in flight finishes and its commit lands first; on assign, state is
+restored from the changelog before any record of that partition is processed.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Worker(RebalanceListener):
         self._consumer: Consumer | None = None
         self._processor: Processor | None = None
         self._lock = asyncio.Lock()
+        self._committing: asyncio.Task[None] | None = None
         self._assigned: set[TopicPartition] = set()
         self._stopping = False
         self._started = False
@@ -168,7 +170,7 @@ class Worker(RebalanceListener):
             return
         self._started = False
         async with self._lock:
-            pass  # a batch in flight completes and commits before we leave
+            await self._settle_commit()  # the last batch's offsets land before we leave
         if self._follow_task is not None:
             self._follow_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -248,8 +250,24 @@ class Worker(RebalanceListener):
         await processor.write_changelogs()
         await processor.producer.flush()  # every record this batch produced is acknowledged
         self.metrics.emitted = processor.interpreter.emitted
-        await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+        await self._settle_commit()  # commits land in order, and their errors surface here
+        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
+        if consumer.commit_in_background:
+            # The next batch is fetched and processed while this commit travels: at-least-once
+            # holds (its records are acknowledged), and a crash before it lands only repeats it.
+            self._committing = asyncio.create_task(self._commit_offsets(consumer, offsets))
+        else:
+            await self._commit_offsets(consumer, offsets)
+
+    async def _commit_offsets(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
+        await consumer.commit(offsets)
         self.metrics.commits += 1
+
+    async def _settle_commit(self) -> None:
+        """Wait for the commit still travelling, if any; raise its error."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task
 
     def _require(self) -> tuple[Consumer, Processor]:
         if self._consumer is None or self._processor is None:
@@ -259,7 +277,8 @@ class Worker(RebalanceListener):
     # -- rebalance -----------------------------------------------------------------------
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        async with self._lock:  # the batch in flight has committed by now
+        async with self._lock:  # the batch in flight has finished by now
+            await self._settle_commit()  # and its offsets are committed before we let go
             self._assigned -= partitions
             processor = self._processor
             if processor is None:
