@@ -26,6 +26,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from packetflow.engine import paths
+
 KAFKA_VERSION = "4.1.1"
 SCALA_VERSION = "2.13"
 DEFAULT_PORT = 9092
@@ -82,10 +84,7 @@ def packetflow_home(home: str | os.PathLike[str] | None = None) -> Path:
     """Resolve the PacketFlow cache dir: *home*, else ``$PACKETFLOW_HOME``, else ~/.cache."""
     if home is not None:
         return Path(home).expanduser().resolve()
-    env = os.environ.get("PACKETFLOW_HOME")
-    if env:
-        return Path(env).expanduser().resolve()
-    return (Path.home() / ".cache" / "packetflow").resolve()
+    return paths.packetflow_home().resolve()
 
 
 def install_dir(home: str | os.PathLike[str] | None = None) -> Path:

@@ -49,6 +49,7 @@ from packetflow.core.tokens import (
 )
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import TOKEN_HEADER
+from packetflow.engine.paths import packetflow_home
 from packetflow.engine.transport import Record
 
 if TYPE_CHECKING:
@@ -70,9 +71,7 @@ def default_keys_dir() -> Path:
     explicit = os.environ.get("PACKETFLOW_KEYS")
     if explicit:
         return Path(explicit).expanduser()
-    home = os.environ.get("PACKETFLOW_HOME")
-    base = Path(home).expanduser() if home else Path.home() / ".cache" / "packetflow"
-    return base / "keys"
+    return packetflow_home() / "keys"
 
 
 class KeyStore:
