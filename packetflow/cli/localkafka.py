@@ -194,6 +194,26 @@ def _java() -> str:
     return found
 
 
+def _run(cmd: list[str], cwd: Path, timeout: float, timeout_message: str) -> tuple[int, str]:
+    """Run ``cmd`` in ``cwd`` without stdin; its exit status and stdout + stderr.
+
+    Raises :class:`LocalKafkaError` with ``timeout_message`` when it outlives ``timeout``.
+    """
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LocalKafkaError(timeout_message) from exc
+    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")
+
+
 def _check_java_version(java: str) -> None:
     try:
         out = subprocess.run(
@@ -389,25 +409,14 @@ def fetch(
             "-DoutputDirectory=lib",
             "-DincludeScope=runtime",
         ]
-        try:
-            proc = subprocess.run(
-                cmd,
-                cwd=idir,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise LocalKafkaError(
-                f"mvn timed out after {timeout:.0f}s fetching Kafka jars"
-            ) from exc
-        output = _ANSI.sub("", (proc.stdout or "") + (proc.stderr or ""))
+        returncode, output = _run(
+            cmd, idir, timeout, f"mvn timed out after {timeout:.0f}s fetching Kafka jars"
+        )
+        output = _ANSI.sub("", output)
         (idir / "mvn.log").write_text(output)
-        if proc.returncode != 0:
+        if returncode != 0:
             raise LocalKafkaError(
-                f"mvn failed (exit {proc.returncode}) fetching Kafka {KAFKA_VERSION}; "
+                f"mvn failed (exit {returncode}) fetching Kafka {KAFKA_VERSION}; "
                 f"full log in {idir / 'mvn.log'}: {_tail_text(output, 3) or 'no output'}"
             )
         if not (lib / f"kafka_{SCALA_VERSION}-{KAFKA_VERSION}.jar").is_file():
@@ -530,22 +539,10 @@ def _format_storage(java: str, lib: Path, rdir: Path) -> None:
         str(rdir / "server.properties"),
         "--ignore-formatted",
     ]
-    try:
-        proc = subprocess.run(
-            cmd,
-            cwd=rdir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise LocalKafkaError("kafka StorageTool format timed out after 120s") from exc
-    if proc.returncode != 0:
-        output = (proc.stdout or "") + (proc.stderr or "")
+    returncode, output = _run(cmd, rdir, 120, "kafka StorageTool format timed out after 120s")
+    if returncode != 0:
         raise LocalKafkaError(
-            f"formatting Kafka storage in {rdir / 'data'} failed (exit {proc.returncode}): "
+            f"formatting Kafka storage in {rdir / 'data'} failed (exit {returncode}): "
             f"{_tail_text(output, 6) or _tail(_server_log(rdir), 6) or 'no output'}"
         )
 
