@@ -41,13 +41,13 @@ class Processor:
         producer: Producer,
         clock: Clock,
         metrics: WorkerMetrics,
-        guard: Guard | None = None,
+        guard: Guard,
     ) -> None:
         self.topology = topology
         self.producer = producer
         self.clock = clock
         self.metrics = metrics
-        self.guard = guard or Guard(topology, topology.security, clock)
+        self.guard = guard
         self.interpreter = Interpreter(topology, producer, clock)
         self.stores: dict[str, StateStore] = {
             spec.name: StateStore(
@@ -146,7 +146,7 @@ class Processor:
         extra = [
             (REASON_HEADER, reason),
             (ERROR_HEADER, message[:1000]),
-            (SOURCE_HEADER, f"{record.topic}/{record.partition}/{record.offset}"),
+            (SOURCE_HEADER, _source(record)),
         ]
         if reactor:
             extra.append((REACTOR_HEADER, reactor))
@@ -157,7 +157,7 @@ class Processor:
 
     async def deny(self, record: Record, intent: Intent, context: Context, denial: Denial) -> None:
         """Send an unauthorised intent to the denied topic with why; record it in the audit."""
-        source = f"{record.topic}/{record.partition}/{record.offset}"
+        source = _source(record)
         extra = [(REASON_HEADER, denial.reason), (ERROR_HEADER, denial.message[:1000])]
         if denial.missing:
             extra.append((MISSING_HEADER, ", ".join(denial.missing)))
@@ -201,7 +201,7 @@ class Processor:
                 holder=entry.holder if entry else None,
                 token_id=entry.token_id if entry else None,
                 capabilities=[str(c) for c in context.capabilities],
-                source=f"{record.topic}/{record.partition}/{record.offset}",
+                source=_source(record),
             ),
             ((entry.holder if entry else None) or context.principal or "anonymous").encode(),
         )
@@ -211,3 +211,8 @@ class Processor:
         for store in self.stores.values():
             for partition, key, value in store.take_changes():
                 await self.producer.send(store.changelog_topic, value, key, (), partition)
+
+
+def _source(record: Record) -> str:
+    """``topic/partition/offset``: where a dead-lettered, denied or audited record came from."""
+    return f"{record.topic}/{record.partition}/{record.offset}"
