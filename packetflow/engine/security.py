@@ -377,12 +377,6 @@ class Guard:
         entry = self._last_entry
         return entry.token if context.token is not None and entry is not None else None
 
-    # -- verification for tools ------------------------------------------------------------
-
-    def verify(self, token: str | bytes) -> VerifiedToken:
-        """Verify ``token`` as this guard would (signatures, attenuation); raises TokenError."""
-        return verify_token(token, self.keys, self.hierarchy)
-
     # -- keys ------------------------------------------------------------------------------
 
     def set_keys(self, keys: Mapping[str, Ed25519PublicKey]) -> None:

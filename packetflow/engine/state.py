@@ -60,9 +60,6 @@ class StateStore:
         self._dirty.clear()
         return out
 
-    def discard_changes(self, partition: int) -> None:
-        self._dirty.pop(partition, None)
-
     def restore(self, record: Record) -> None:
         values = self._partitions.setdefault(record.partition, {})
         if record.value is None:
