@@ -245,15 +245,6 @@ class KafkaConsumer(Consumer):
                 {AioTP(tp.topic, tp.partition): o for tp, o in offsets.items()}
             )
 
-    def assignment(self) -> set[TopicPartition]:
-        return {_tp(tp) for tp in self._consumer.assignment()}
-
-    def pause(self, partitions: Iterable[TopicPartition]) -> None:
-        self._consumer.pause(*(AioTP(tp.topic, tp.partition) for tp in partitions))
-
-    def resume(self, partitions: Iterable[TopicPartition]) -> None:
-        self._consumer.resume(*(AioTP(tp.topic, tp.partition) for tp in partitions))
-
     async def lag(self) -> dict[TopicPartition, int]:
         assigned = list(self._consumer.assignment())
         if not assigned:

@@ -189,7 +189,6 @@ class MemoryConsumer(Consumer):
         self.member_id = next(_member_ids)
         self._owned: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
-        self._paused: set[TopicPartition] = set()
         self._started = False
 
     @property
@@ -246,8 +245,8 @@ class MemoryConsumer(Consumer):
         out: dict[TopicPartition, list[Record]] = {}
         budget = max_records
         for tp in sorted(self._owned):
-            if tp in self._paused or budget <= 0:
-                continue
+            if budget <= 0:
+                break
             log = self._broker.partitions(tp.topic)[tp.partition]
             pos = self._positions[tp]
             if pos < len(log):
@@ -263,15 +262,6 @@ class MemoryConsumer(Consumer):
             if group.owner.get(tp) is not self:
                 raise RuntimeError(f"commit for {tp} which this consumer no longer owns")
             group.committed[tp] = offset
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self._owned)
-
-    def pause(self, partitions: Iterable[TopicPartition]) -> None:
-        self._paused.update(partitions)
-
-    def resume(self, partitions: Iterable[TopicPartition]) -> None:
-        self._paused.difference_update(partitions)
 
     async def lag(self) -> dict[TopicPartition, int]:
         return {tp: self._broker.end_offset(tp) - self._positions[tp] for tp in self._owned}

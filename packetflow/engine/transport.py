@@ -98,15 +98,6 @@ class Consumer(abc.ABC):
         """Commit the next offset to read for each partition."""
 
     @abc.abstractmethod
-    def assignment(self) -> set[TopicPartition]: ...
-
-    @abc.abstractmethod
-    def pause(self, partitions: Iterable[TopicPartition]) -> None: ...
-
-    @abc.abstractmethod
-    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
-
-    @abc.abstractmethod
     async def lag(self) -> dict[TopicPartition, int]:
         """Records not yet consumed per assigned partition (end offset - position)."""
 
