@@ -34,6 +34,12 @@ class TopologyError(ValueError):
     """A topology that cannot run as declared."""
 
 
+def _check_name(what: str, name: str) -> None:
+    """Topology, topic and reactor names become topic names: letters, digits, ``. _ -``."""
+    if not _NAME_RE.match(name):
+        raise TopologyError(f"{what} name {name!r} may only hold letters, digits, . _ -")
+
+
 @dataclass
 class TopicInfo:
     name: str
@@ -61,8 +67,7 @@ class Topology:
         signed by a key in the keys directory); ``allow_unsigned=True`` is the shorthand for
         also accepting plain capabilities, which anyone who can produce to a topic can claim.
         """
-        if not _NAME_RE.match(name):
-            raise TopologyError(f"topology name {name!r} may only hold letters, digits, . _ -")
+        _check_name("topology", name)
         self.name = name
         self.hierarchy = (
             capabilities
@@ -89,8 +94,7 @@ class Topology:
 
     def topic(self, name: str, partitions: int | None = None) -> str:
         """Declare a topic (created by workers at start); returns its name."""
-        if not _NAME_RE.match(name):
-            raise TopologyError(f"topic name {name!r} may only hold letters, digits, . _ -")
+        _check_name("topic", name)
         count = partitions or self.topics.get(name) or self.default_partitions
         self.topics[name] = count
         return name
@@ -130,8 +134,7 @@ class Topology:
             spec = ReactorSpec.build(fn, types, topic, state, name, tuple(emits))
             if spec.name in self.reactors:
                 raise TopologyError(f"reactor {spec.name!r} is registered twice")
-            if not _NAME_RE.match(spec.name):
-                raise TopologyError(f"reactor name {spec.name!r} may only hold . _ - and letters")
+            _check_name("reactor", spec.name)
             declared: dict[str, type[Intent]] = {}
             for t in types:  # check everything before changing anything
                 self._check_type_name(t, declared)
