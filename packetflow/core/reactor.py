@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 from pydantic import BaseModel
 
+from packetflow.core.backpressure import Backpressure
 from packetflow.core.intent import Intent
 
 S = TypeVar("S")
@@ -76,6 +77,8 @@ class ReactorSpec:
     is_async: bool
     description: str = ""
     emits: tuple[type[Intent], ...] = ()
+    # run apart from the batch loop behind a bounded buffer (see core.backpressure)
+    backpressure: Backpressure | None = None
 
     @classmethod
     def build(
@@ -86,6 +89,7 @@ class ReactorSpec:
         state: Any = None,
         name: str | None = None,
         emits: tuple[type[Intent], ...] = (),
+        backpressure: Backpressure | None = None,
     ) -> ReactorSpec:
         params = [
             p
@@ -108,6 +112,7 @@ class ReactorSpec:
             is_async=inspect.iscoroutinefunction(fn),
             description=doc[0] if doc else "",
             emits=emits,
+            backpressure=backpressure,
         )
 
     @property

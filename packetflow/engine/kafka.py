@@ -1,7 +1,10 @@
 """``kafka://``: the transport on a real Kafka cluster, built directly on aiokafka.
 
 URL options (query string): ``client_id``, ``replication_factor`` (default 1; raise it on a
-real cluster), ``linger_ms`` (default 5), ``acks`` (default ``all``).
+real cluster), ``linger_ms`` (default 5), ``acks`` (default ``all``),
+``transaction_timeout_ms`` (default 30000: how long a crashed exactly-once worker's open
+transaction can hold back read-committed readers when no worker with its instance id
+restarts to abort it).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord
 from aiokafka.structs import TopicPartition as AioTP
@@ -49,14 +54,22 @@ class KafkaProducer(Producer):
     per-record ``send()`` path, the largest per-record cost on the way out.
     """
 
-    def __init__(self, bootstrap: str, options: dict[str, str]) -> None:
+    def __init__(
+        self, bootstrap: str, options: dict[str, str], transactional_id: str | None = None
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if transactional_id is not None:
+            extra["transactional_id"] = transactional_id
+            extra["transaction_timeout_ms"] = int(options.get("transaction_timeout_ms", "30000"))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=options.get("client_id", "packetflow"),
             acks=_acks(options.get("acks", "all")),
             linger_ms=int(options.get("linger_ms", "5")),
             max_batch_size=int(options.get("max_batch_size", str(256 * 1024))),
-            enable_idempotence=options.get("idempotence", "true") == "true",
+            enable_idempotence=options.get("idempotence", "true") == "true"
+            or transactional_id is not None,
+            **extra,
         )
         self._open: dict[tuple[str, int], _Batch] = {}
         self._shipped: list[_Batch] = []
@@ -98,6 +111,23 @@ class KafkaProducer(Producer):
         shipped, self._shipped = self._shipped, []
         for batch in shipped:
             await batch.future  # type: ignore[misc]  # raises the broker's refusal
+
+    async def begin(self) -> None:
+        await self._producer.begin_transaction()
+
+    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        await self._producer.send_offsets_to_transaction(
+            {AioTP(tp.topic, tp.partition): o for tp, o in offsets.items()}, group
+        )
+
+    async def commit(self) -> None:
+        await self.flush()
+        await self._producer.commit_transaction()
+
+    async def abort(self) -> None:
+        self._open.clear()  # never shipped: nothing to take back
+        self._shipped = []
+        await self._producer.abort_transaction()
 
     async def _ship(self, batch: _Batch) -> None:
         if batch.future is not None:
@@ -199,10 +229,15 @@ class KafkaConsumer(Consumer):
         listener: RebalanceListener,
         options: dict[str, str],
         isolation_level: str,
+        copartitioned: bool = False,
     ) -> None:
         self._topics = list(topics)
         self._listener = _Listener(listener)
+        self._read_committed = isolation_level == "read_committed"
         self._consumer = AIOKafkaConsumer(
+            partition_assignment_strategy=(
+                (RangePartitionAssignor,) if copartitioned else (RoundRobinPartitionAssignor,)
+            ),
             bootstrap_servers=bootstrap,
             group_id=group,
             client_id=options.get("client_id", "packetflow"),
@@ -259,6 +294,30 @@ class KafkaConsumer(Consumer):
             out[_tp(tp)] = max(ends[tp] - pos, 0)
         return out
 
+    async def caught_up(self, tp: TopicPartition) -> bool:
+        atp = AioTP(tp.topic, tp.partition)
+        try:
+            end = self._consumer.highwater(atp)  # as of the last fetch response
+            if self._read_committed:
+                stable = self._consumer.last_stable_offset(atp)
+                if stable is not None and stable >= 0:
+                    end = stable
+            if end is None:
+                return False
+            return await self._consumer.position(atp) >= end
+        except Exception:  # not (or no longer) assigned
+            return False
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._consumer.pause(*self._owned(partitions))
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._consumer.resume(*self._owned(partitions))
+
+    def _owned(self, partitions: Iterable[TopicPartition]) -> list[AioTP]:
+        assigned = self._consumer.assignment()
+        return [t for t in (AioTP(tp.topic, tp.partition) for tp in partitions) if t in assigned]
+
 
 class KafkaFollower(Follower):
     """A group-less consumer assigned every partition of one topic, from the beginning.
@@ -276,6 +335,7 @@ class KafkaFollower(Follower):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
             fetch_max_wait_ms=int(options.get("follow_wait_ms", "200")),
         )
 
@@ -364,8 +424,8 @@ class KafkaTransport(Transport):
             self._partition_counts[topic] = len(parts)
         return self._partition_counts[topic]
 
-    def producer(self) -> Producer:
-        return KafkaProducer(self.bootstrap, self.options)
+    def producer(self, *, transactional_id: str | None = None) -> Producer:
+        return KafkaProducer(self.bootstrap, self.options, transactional_id)
 
     def consumer(
         self,
@@ -374,8 +434,11 @@ class KafkaTransport(Transport):
         listener: RebalanceListener,
         *,
         isolation_level: str = "read_uncommitted",
+        copartitioned: bool = False,
     ) -> Consumer:
-        return KafkaConsumer(self.bootstrap, group, topics, listener, self.options, isolation_level)
+        return KafkaConsumer(
+            self.bootstrap, group, topics, listener, self.options, isolation_level, copartitioned
+        )
 
     def follow(self, topic: str, partitions: int) -> Follower:
         return KafkaFollower(self.bootstrap, topic, partitions, self.options)

@@ -51,6 +51,11 @@ class MemoryBroker:
         self.groups: dict[str, _Group] = {}
         self._round_robin = itertools.count()
         self._waiters: list[asyncio.Future[None]] = []
+        # transactions: records of aborted ones, the first offset each open one wrote per
+        # partition (read-committed readers stop there), and the live producer of each id
+        self.aborted: set[tuple[str, int, int]] = set()
+        self.open_txns: dict[TopicPartition, dict[int, int]] = {}
+        self.txn_producers: dict[str, MemoryProducer] = {}
 
     # -- topics --------------------------------------------------------------------------
 
@@ -93,16 +98,30 @@ class MemoryBroker:
                 topic, partition, offset, key, value, tuple(headers), int(self.clock.time() * 1000)
             )
         )
+        self.wake()
+        return Delivery(topic, partition, offset)
+
+    def wake(self) -> None:
+        """Wake everyone waiting for records (a record landed, or a transaction ended)."""
         if self._waiters:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-        return Delivery(topic, partition, offset)
 
     def records(self, topic: str) -> list[Record]:
         """Every record of a topic, partition by partition (for tests and tools)."""
         return [r for log in self.partitions(topic) for r in log]
+
+    def stable_end(self, tp: TopicPartition) -> int:
+        """The last stable offset: read-committed readers see nothing from here on."""
+        opens = self.open_txns.get(tp)
+        return min(opens.values()) if opens else self.end_offset(tp)
+
+    def visible(self, record: Record, read_committed: bool) -> bool:
+        return not read_committed or (
+            (record.topic, record.partition, record.offset) not in self.aborted
+        )
 
     async def wait_for_records(self, timeout: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -147,15 +166,38 @@ def reset_memory_brokers() -> None:
     _BROKERS.clear()
 
 
+class FencedError(RuntimeError):
+    """A transactional producer replaced by a newer one with the same transactional id."""
+
+
+_producer_ids = itertools.count()
+
+
 class MemoryProducer(Producer):
-    def __init__(self, broker: MemoryBroker) -> None:
+    """Appends at once; a transactional one keeps read-committed readers out until commit."""
+
+    def __init__(self, broker: MemoryBroker, transactional_id: str | None = None) -> None:
         self._broker = broker
+        self._transactional_id = transactional_id
+        self._id = next(_producer_ids)
+        self._in_txn = False
+        self._fenced = False
+        self._written: list[tuple[str, int, int]] = []
+        self._offsets: dict[str, dict[TopicPartition, int]] = {}
 
     async def start(self) -> None:
-        return None
+        tid = self._transactional_id
+        if tid is None:
+            return
+        old = self._broker.txn_producers.get(tid)
+        if old is not None and old is not self:  # like InitProducerId: fence and abort the old
+            old._end(commit=False)
+            old._fenced = True
+        self._broker.txn_producers[tid] = self
 
     async def stop(self) -> None:
-        return None
+        if self._in_txn:
+            self._end(commit=False)
 
     async def send(
         self,
@@ -165,10 +207,58 @@ class MemoryProducer(Producer):
         headers: Headers = (),
         partition: int | None = None,
     ) -> Acked:
-        return Acked(self._broker.append(topic, value, key, headers, partition))
+        if self._transactional_id is not None:
+            self._check_txn()
+        delivery = self._broker.append(topic, value, key, headers, partition)
+        if self._in_txn:
+            tp = TopicPartition(delivery.topic, delivery.partition)
+            self._broker.open_txns.setdefault(tp, {}).setdefault(self._id, delivery.offset)
+            self._written.append((delivery.topic, delivery.partition, delivery.offset))
+        return Acked(delivery)
 
     async def flush(self) -> None:
         return None
+
+    def _check_txn(self) -> None:
+        if self._fenced:
+            raise FencedError(f"producer {self._transactional_id!r} was fenced by a newer one")
+        if not self._in_txn:
+            raise RuntimeError("transactional producer: begin() before sending")
+
+    async def begin(self) -> None:
+        if self._transactional_id is None:
+            raise RuntimeError("not a transactional producer")
+        if self._fenced:
+            raise FencedError(f"producer {self._transactional_id!r} was fenced by a newer one")
+        self._in_txn = True
+
+    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        self._check_txn()
+        self._offsets.setdefault(group, {}).update(offsets)
+
+    async def commit(self) -> None:
+        self._check_txn()
+        self._end(commit=True)
+
+    async def abort(self) -> None:
+        self._check_txn()
+        self._end(commit=False)
+
+    def _end(self, *, commit: bool) -> None:
+        broker = self._broker
+        for topic, partition, _ in self._written:
+            opens = broker.open_txns.get(TopicPartition(topic, partition))
+            if opens is not None:
+                opens.pop(self._id, None)
+        if commit:
+            for group, offsets in self._offsets.items():
+                broker.group(group).committed.update(offsets)
+        else:
+            broker.aborted.update(self._written)
+        self._written = []
+        self._offsets = {}
+        self._in_txn = False
+        broker.wake()
 
 
 _member_ids = itertools.count()
@@ -181,13 +271,16 @@ class MemoryConsumer(Consumer):
         group: str,
         topics: Sequence[str],
         listener: RebalanceListener,
+        read_committed: bool = False,
     ) -> None:
         self._broker = broker
         self._group_name = group
         self.topics = tuple(topics)
         self._listener = listener
+        self._read_committed = read_committed
         self.member_id = next(_member_ids)
         self._owned: set[TopicPartition] = set()
+        self._paused: set[TopicPartition] = set()
         self._positions: dict[TopicPartition, int] = {}
         self._started = False
 
@@ -219,6 +312,7 @@ class MemoryConsumer(Consumer):
                 del group.owner[tp]
             self._positions.pop(tp, None)
         self._owned -= partitions
+        self._paused -= partitions
 
     async def _rebalance(self) -> None:
         group = self._group
@@ -244,17 +338,27 @@ class MemoryConsumer(Consumer):
     def _take(self, max_records: int) -> dict[TopicPartition, list[Record]]:
         out: dict[TopicPartition, list[Record]] = {}
         budget = max_records
-        for tp in sorted(self._owned):
+        broker = self._broker
+        for tp in sorted(self._owned - self._paused):
             if budget <= 0:
                 break
-            log = self._broker.partitions(tp.topic)[tp.partition]
+            log = broker.partitions(tp.topic)[tp.partition]
             pos = self._positions[tp]
-            if pos < len(log):
-                chunk = log[pos : pos + budget]
-                out[tp] = chunk
+            end = self._end(tp)
+            if pos < end:
+                chunk = log[pos : min(end, pos + budget)]
                 self._positions[tp] = pos + len(chunk)
-                budget -= len(chunk)
+                if self._read_committed and broker.aborted:
+                    chunk = [r for r in chunk if broker.visible(r, True)]
+                if chunk:
+                    out[tp] = chunk
+                    budget -= len(chunk)
         return out
+
+    def _end(self, tp: TopicPartition) -> int:
+        if self._read_committed:
+            return self._broker.stable_end(tp)
+        return self._broker.end_offset(tp)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         group = self._group
@@ -264,7 +368,17 @@ class MemoryConsumer(Consumer):
             group.committed[tp] = offset
 
     async def lag(self) -> dict[TopicPartition, int]:
-        return {tp: self._broker.end_offset(tp) - self._positions[tp] for tp in self._owned}
+        return {tp: self._end(tp) - self._positions[tp] for tp in self._owned}
+
+    async def caught_up(self, tp: TopicPartition) -> bool:
+        pos = self._positions.get(tp)
+        return pos is not None and pos >= self._end(tp)
+
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused |= set(partitions) & self._owned
+
+    def resume(self, partitions: Iterable[TopicPartition]) -> None:
+        self._paused -= set(partitions)
 
 
 class MemoryFollower(Follower):
@@ -295,11 +409,13 @@ class MemoryFollower(Follower):
 
     def poll_nowait(self) -> list[Record]:
         out: list[Record] = []
-        for p, log in enumerate(self._broker.partitions(self._topic)):
+        broker = self._broker
+        for p, log in enumerate(broker.partitions(self._topic)):
             pos = self._positions[p]
-            if pos < len(log):
-                out.extend(log[pos:])
-                self._positions[p] = len(log)
+            end = broker.stable_end(TopicPartition(self._topic, p))  # read committed
+            if pos < end:
+                out.extend(r for r in log[pos:end] if broker.visible(r, True))
+                self._positions[p] = end
         return out
 
 
@@ -321,8 +437,8 @@ class MemoryTransport(Transport):
     async def partitions_for(self, topic: str) -> int:
         return len(self.broker.partitions(topic))
 
-    def producer(self) -> Producer:
-        return MemoryProducer(self.broker)
+    def producer(self, *, transactional_id: str | None = None) -> Producer:
+        return MemoryProducer(self.broker, transactional_id)
 
     def consumer(
         self,
@@ -331,8 +447,12 @@ class MemoryTransport(Transport):
         listener: RebalanceListener,
         *,
         isolation_level: str = "read_uncommitted",
+        copartitioned: bool = False,
     ) -> Consumer:
-        return MemoryConsumer(self.broker, group, topics, listener)
+        # partition p of every topic goes to the same member (p modulo the members) anyway
+        return MemoryConsumer(
+            self.broker, group, topics, listener, isolation_level == "read_committed"
+        )
 
     def follow(self, topic: str, partitions: int) -> Follower:
         return MemoryFollower(self.broker, topic)
@@ -341,8 +461,11 @@ class MemoryTransport(Transport):
         self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
     ) -> int:
         count = 0
-        for tp in partitions:
-            for record in list(self.broker.partitions(tp.topic)[tp.partition]):
-                on_record(record)
-                count += 1
+        broker = self.broker
+        for tp in partitions:  # read committed, like the kafka transport's restores
+            log = broker.partitions(tp.topic)[tp.partition]
+            for record in log[: broker.stable_end(tp)]:
+                if broker.visible(record, True):
+                    on_record(record)
+                    count += 1
         return count

@@ -7,20 +7,23 @@ topic, and the partition keeps flowing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from packetflow.core.context import Context
 from packetflow.core.effects import normalize
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
+from packetflow.engine.agent import AgentRuntime, AgentServices
+from packetflow.engine.buffer import BufferedReactor
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import Decoder, Rejected, with_headers
 from packetflow.engine.interpreter import Interpreter, Origin
 from packetflow.engine.metrics import WorkerMetrics
 from packetflow.engine.security import Denial, Guard, audit_record
 from packetflow.engine.state import StateStore
-from packetflow.engine.transport import Producer, Record
+from packetflow.engine.transport import Producer, Record, TopicPartition
 
 if TYPE_CHECKING:
     from packetflow.engine.topology import Topology
@@ -33,7 +36,7 @@ MISSING_HEADER = "pf-missing"
 
 
 class Processor:
-    """Processes batches of records of one topology; owns its state stores."""
+    """Processes batches of records of one topology; owns its state stores and agents."""
 
     def __init__(
         self,
@@ -42,6 +45,10 @@ class Processor:
         clock: Clock,
         metrics: WorkerMetrics,
         guard: Guard,
+        caught_up: Callable[[TopicPartition], Awaitable[bool]] | None = None,
+        owned: Callable[[], set[TopicPartition]] | None = None,
+        pause: Callable[[str], None] | None = None,
+        resume: Callable[[str], None] | None = None,
     ) -> None:
         self.topology = topology
         self.producer = producer
@@ -49,27 +56,73 @@ class Processor:
         self.metrics = metrics
         self.guard = guard
         self.interpreter = Interpreter(topology, producer, clock)
+        physical = topology.physical
         self.stores: dict[str, StateStore] = {
             spec.name: StateStore(
-                spec.state, topology.physical(topology.changelog_topic(spec.name))
+                spec.state, physical(topology.changelog_topic(spec.name)), physical(spec.topic)
             )
-            for spec in topology.reactors.values()
+            for spec in topology.consumers()
             if spec.state is not None
         }
-        self._dead_letter_topic = topology.physical(topology.dead_letter_topic)
-        self._denied_topic = topology.physical(topology.denied_topic)
-        self._audit_topic = topology.physical(topology.audit_topic)
+        self._dead_letter_topic = physical(topology.dead_letter_topic)
+        self._denied_topic = physical(topology.denied_topic)
+        self._audit_topic = physical(topology.audit_topic)
+        self.agents: dict[str, AgentRuntime] = {}
+        for agent_spec in topology.agents.values():
+            source = physical(agent_spec.topic)
+            self.agents[agent_spec.name] = agent_spec.runtime(
+                AgentServices(
+                    topology=topology,
+                    spec=agent_spec,
+                    producer=producer,
+                    interpreter=self.interpreter,
+                    clock=clock,
+                    metrics=metrics,
+                    store=self.stores.get(agent_spec.name),
+                    source_topic=source,
+                    dead_letter=self._agent_dead_letter,
+                    divert=self.divert,
+                    caught_up=_partition_probe(caught_up, source),
+                    owned=_owned_probe(owned, source),
+                )
+            )
+        self.tickers = [rt for rt in self.agents.values() if rt.ticks]
+        self._drops_topic = physical(topology.drops_topic)
+        self.buffered: dict[str, BufferedReactor] = {
+            spec.name: BufferedReactor(
+                spec,
+                spec.backpressure,
+                physical(spec.topic),
+                self._react,
+                self._drop,
+                pause or _ignore,
+                resume or _ignore,
+                clock,
+                metrics,
+            )
+            for spec in topology.reactors.values()
+            if spec.backpressure is not None
+        }
         unsigned = self.guard.allow_unsigned
-        # physical topic -> (decoder, intent type name -> reactors)
-        self._routes: dict[str, tuple[Decoder, dict[str, list[ReactorSpec]]]] = {}
+        # physical topic -> (decoder, intent type name -> (reactors, agents))
+        self._routes: dict[str, tuple[Decoder, dict[str, _Handlers], list[str]]] = {}
         for topic in topology.source_topics():
-            reactors = [s for s in topology.reactors.values() if s.topic == topic]
-            by_type: dict[str, list[ReactorSpec]] = {}
+            by_type: dict[str, _Handlers] = {}
             types: dict[str, type[Intent]] = {}
-            for spec in reactors:
-                for t in spec.intent_types:
-                    by_type.setdefault(t.intent_type, []).append(spec)
-                    types[t.intent_type] = t
+            for spec in topology.reactors.values():
+                if spec.topic == topic:
+                    for t in spec.intent_types:
+                        by_type.setdefault(t.intent_type, ([], []))[0].append(
+                            (spec, self.buffered.get(spec.name))
+                        )
+                        types[t.intent_type] = t
+            for agent in topology.agents.values():
+                if agent.topic == topic:
+                    for t in agent.intent_types:
+                        by_type.setdefault(t.intent_type, ([], []))[1].append(
+                            (agent.name, self.agents[agent.name])
+                        )
+                        types[t.intent_type] = t
             only = next(iter(types.values())) if len(types) == 1 else None
             decoder = Decoder(
                 types,
@@ -77,7 +130,12 @@ class Processor:
                 default_type=only,
                 unsigned_capabilities=unsigned,
             )
-            self._routes[topology.physical(topic)] = (decoder, by_type)
+            inline = [
+                s.name
+                for s in topology.reactors.values()
+                if s.topic == topic and s.backpressure is None
+            ]
+            self._routes[physical(topic)] = (decoder, by_type, inline)
         # partitions run concurrently only when a reactor can actually await something
         self.concurrent = any(s.is_async for s in topology.reactors.values())
 
@@ -85,7 +143,8 @@ class Processor:
         """Process one partition's records in order."""
         if not records:
             return
-        decoder, by_type = self._routes[records[0].topic]
+        began = time.perf_counter()
+        decoder, by_type, inline = self._routes[records[0].topic]
         authorize, audit_allowed = self.guard.authorize, self.guard.audit_allowed
         for record in records:
             try:
@@ -107,8 +166,34 @@ class Processor:
                     continue
                 if audit_allowed:
                     await self._audit_allowed(record, intent_type, context)
-            for spec in by_type[intent_type]:
-                await self._react(spec, record, intent, context)
+            reactors, agents = by_type[intent_type]
+            for spec, buffered in reactors:
+                if buffered is None:
+                    await self._react(spec, record, intent, context)
+                else:
+                    await buffered.offer(record, intent, context)
+            for name, agent in agents:
+                await self._handle(name, agent, record, intent, context)
+        # one latency observation per partition chunk: the whole chunk waited this long
+        ms = (time.perf_counter() - began) * 1000
+        for name in inline:
+            self.metrics.observe_latency(name, ms, len(records))
+
+    async def _handle(
+        self, name: str, agent: AgentRuntime, record: Record, intent: Intent, context: Context
+    ) -> None:
+        try:
+            await agent.handle(record, intent, context)
+        except Exception as exc:  # like a reactor's: the record's failure, not the worker's
+            self.metrics.errors[name] += 1
+            await self.dead_letter(record, "reactor-error", _one_line(exc), reactor=name)
+            return
+        self.metrics.processed[name] += 1
+
+    async def tick(self) -> None:
+        """Let time-driven agents (windows closing, ...) act."""
+        for agent in self.tickers:
+            await agent.tick()
 
     async def _react(
         self, spec: ReactorSpec, record: Record, intent: Intent, context: Context
@@ -132,8 +217,7 @@ class Processor:
             await self.interpreter.start(normalize(effects), Origin(spec.name, context, record.key))
         except Exception as exc:  # the reactor's failure is the record's, not the worker's
             self.metrics.errors[spec.name] += 1
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            await self.dead_letter(record, "reactor-error", message, reactor=spec.name)
+            await self.dead_letter(record, "reactor-error", _one_line(exc), reactor=spec.name)
             return
         if store is not None:
             store.put(record.partition, record.key, new_state)
@@ -154,6 +238,23 @@ class Processor:
             self._dead_letter_topic, record.value, record.key, with_headers(record.headers, extra)
         )
         self.metrics.dead_lettered[reason] += 1
+
+    async def _agent_dead_letter(
+        self, record: Record, reason: str, message: str, reactor: str | None
+    ) -> None:
+        await self.dead_letter(record, reason, message, reactor=reactor)
+
+    async def _drop(self, record: Record, extra: list[tuple[str, str]]) -> None:
+        await self.divert(self._drops_topic, record, extra)
+
+    async def divert(self, topic: str, record: Record, extra: list[tuple[str, str]]) -> None:
+        """Copy ``record`` byte for byte to ``topic`` (physical) with ``extra`` headers."""
+        await self.producer.send(
+            topic,
+            record.value,
+            record.key,
+            with_headers(record.headers, [*extra, (SOURCE_HEADER, _source(record))]),
+        )
 
     async def deny(self, record: Record, intent: Intent, context: Context, denial: Denial) -> None:
         """Send an unauthorised intent to the denied topic with why; record it in the audit."""
@@ -211,6 +312,37 @@ class Processor:
         for store in self.stores.values():
             for partition, key, value in store.take_changes():
                 await self.producer.send(store.changelog_topic, value, key, (), partition)
+
+
+_Handlers = tuple[
+    list[tuple[ReactorSpec, BufferedReactor | None]], list[tuple[str, AgentRuntime]]
+]
+
+
+def _ignore(topic: str) -> None:
+    return None
+
+
+def _one_line(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _partition_probe(
+    caught_up: Callable[[TopicPartition], Awaitable[bool]] | None, topic: str
+) -> Callable[[int], Awaitable[bool]]:
+    async def probe(partition: int) -> bool:
+        return caught_up is not None and await caught_up(TopicPartition(topic, partition))
+
+    return probe
+
+
+def _owned_probe(
+    owned: Callable[[], set[TopicPartition]] | None, topic: str
+) -> Callable[[], set[int]]:
+    def probe() -> set[int]:
+        return set() if owned is None else {tp.partition for tp in owned() if tp.topic == topic}
+
+    return probe
 
 
 def _source(record: Record) -> str:

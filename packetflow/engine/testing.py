@@ -65,6 +65,7 @@ class TestDriver:
             transport,
             clock=self.clock,
             poll_timeout=0.0,
+            tick_interval=0.0,
             security=topology.security.trusting(trusted),
         )
         self.client = Client(transport, topology)
@@ -170,12 +171,19 @@ class TestDriver:
 
     def run_until_idle(self) -> int:
         """Process until no record is left; returns how many were processed."""
-        total = 0
+        return self._run(self._until_idle())
+
+    async def _until_idle(self) -> int:
+        worker, total = self.worker, 0
         while True:
-            n = self._run(self.worker.step(0.0))
-            if n == 0:
-                return total
+            n = await worker.step(0.0)
             total += n
+            if n:
+                continue
+            if not worker.buffers_idle():
+                await asyncio.sleep(0)  # let buffered reactors drain
+            elif await worker.lag() == 0:  # windows closing may have emitted to our topics
+                return total
 
     def advance_time(self, seconds: float) -> None:
         """Move virtual time forward, then process whatever became due."""

@@ -8,18 +8,22 @@ several copies can share one cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from packetflow.core.backpressure import Backpressure
 from packetflow.core.capability import CapabilityHierarchy
 from packetflow.core.context import Context
 from packetflow.core.effects import Delivery
 from packetflow.core.intent import Intent, intent_types_of
 from packetflow.core.reactor import ReactorSpec
+from packetflow.engine.agent import AgentSpec
 from packetflow.engine.codec import DEFAULT_MAX_RECORD_BYTES
+from packetflow.engine.repartition import KeyBy, Repartition
 from packetflow.engine.security import Security
 from packetflow.engine.transport import TopicSpec
 
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
+GUARANTEES = ("at_least_once", "exactly_once")
 
 
 class TopologyError(ValueError):
@@ -62,12 +67,19 @@ class Topology:
         broker: str | None = None,
         security: Security | None = None,
         allow_unsigned: bool | None = None,
+        processing_guarantee: str = "at_least_once",
     ) -> None:
         """``security`` says which keys sign tokens and what is audited (default: tokens only,
         signed by a key in the keys directory); ``allow_unsigned=True`` is the shorthand for
         also accepting plain capabilities, which anyone who can produce to a topic can claim.
+        ``processing_guarantee="exactly_once"`` runs every batch in a Kafka transaction.
         """
         _check_name("topology", name)
+        if processing_guarantee not in GUARANTEES:
+            raise TopologyError(
+                f"processing_guarantee {processing_guarantee!r}: use one of {', '.join(GUARANTEES)}"
+            )
+        self.processing_guarantee = processing_guarantee
         self.name = name
         self.hierarchy = (
             capabilities
@@ -86,8 +98,10 @@ class Topology:
                 raise TopologyError("allow_unsigned= contradicts security=")
             self.security.allow_unsigned = allow_unsigned
         self.reactors: dict[str, ReactorSpec] = {}
+        self.agents: dict[str, AgentSpec] = {}
         self.topics: dict[str, int] = {}
         self.routes: dict[type[Intent], str] = {}
+        self._compacted: set[str] = set()
         self._client: Client | None = None
 
     # -- declaration ---------------------------------------------------------------------
@@ -122,24 +136,37 @@ class Topology:
         name: str | None = None,
         partitions: int | None = None,
         emits: Iterable[type[Intent]] = (),
+        backpressure: Backpressure | None = None,
+        key_by: KeyBy | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function for ``intent`` (a class or union) read from ``topic``.
 
         ``state`` makes it stateful (a pydantic model class, a factory or a JSON value);
-        ``emits`` names the intent types it sends, for descriptions and graphs.
+        ``emits`` names the intent types it sends, for descriptions and graphs;
+        ``backpressure`` runs it behind a bounded buffer with that strategy
+        (``packetflow.streams``); ``key_by`` (a field name or a function of the intent)
+        re-keys its input through an internal repartition topic first.
         """
         types = intent_types_of(intent)
+        if backpressure is not None and self.exactly_once:
+            raise TopologyError(
+                "backpressure strategies run a reactor outside the batch's transaction: "
+                "they cannot be used with processing_guarantee='exactly_once'"
+            )
 
         def register(fn: F) -> F:
-            spec = ReactorSpec.build(fn, types, topic, state, name, tuple(emits))
-            if spec.name in self.reactors:
-                raise TopologyError(f"reactor {spec.name!r} is registered twice")
-            _check_name("reactor", spec.name)
+            spec = ReactorSpec.build(
+                fn, types, topic, state, name, tuple(emits), backpressure=backpressure
+            )
+            self._check_new_name(spec.name)
             declared: dict[str, type[Intent]] = {}
             for t in types:  # check everything before changing anything
                 self._check_type_name(t, declared)
                 declared[t.intent_type] = t
-            self.topic(topic, partitions)
+            if key_by is not None:
+                source = self.rekey(spec.name, topic, types, key_by, partitions)
+                spec = dataclasses.replace(spec, topic=source)
+            self.topic(spec.topic, partitions)
             for t in types:
                 self.routes.setdefault(t, topic)
             self.reactors[spec.name] = spec
@@ -147,13 +174,64 @@ class Topology:
 
         return register
 
+    def rekey(
+        self,
+        name: str,
+        topic: str,
+        types: tuple[type[Intent], ...],
+        key_by: KeyBy,
+        partitions: int | None = None,
+    ) -> str:
+        """Re-key ``topic``'s intents by ``key_by`` for ``name``; returns the topic to read."""
+        target = f"{self.name}.{name}.repartition"
+        self.topic(topic, partitions)
+        self.add_agent(
+            Repartition(f"{name}.rekey", topic, types, key_by, target, partitions), partitions
+        )
+        return target
+
+    def _check_new_name(self, name: str) -> None:
+        _check_name("reactor", name)
+        if name in self.reactors or name in self.agents:
+            raise TopologyError(f"a reactor or agent named {name!r} is registered twice")
+
+    def add_agent(self, spec: AgentSpec, partitions: int | None = None) -> AgentSpec:
+        """Register an agent (a window, a table, ...) made by a substrate."""
+        self._check_new_name(spec.name)
+        declared: dict[str, type[Intent]] = {}
+        for t in spec.intent_types:
+            self._check_type_name(t, declared)
+            declared[t.intent_type] = t
+        self.topic(spec.topic, partitions)
+        for extra in spec.topics():
+            self.topic(extra.name, extra.partitions)
+            if extra.compacted:
+                self._compacted.add(extra.name)
+        for t in spec.intent_types:
+            self.routes.setdefault(t, spec.topic)
+        self.agents[spec.name] = spec
+        return spec
+
+    def consumers(self) -> list[ReactorSpec | AgentSpec]:
+        """Every reactor and agent: what reads the topology's source topics."""
+        return [*self.reactors.values(), *self.agents.values()]
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
+
+    @property
+    def copartitioned(self) -> bool:
+        """Whether the group must give a worker the same partition numbers of every topic."""
+        return any(a.copartitioned for a in self.agents.values())
+
     # -- derived views -------------------------------------------------------------------
 
     @property
     def intent_types(self) -> dict[str, type[Intent]]:
         """Every intent type the topology consumes or routes, by wire type name."""
         out: dict[str, type[Intent]] = {}
-        for spec in self.reactors.values():
+        for spec in self.consumers():
             for t in spec.intent_types:
                 out[t.intent_type] = t
         for t in self.routes:
@@ -197,6 +275,16 @@ class Topology:
         """Compacted; keys ``token:<id>`` and ``holder:<name>``; followed by every worker."""
         return f"{self.name}.revocations"
 
+    @property
+    def late_topic(self) -> str:
+        """Records that arrived after their window closed (and its grace), with why."""
+        return f"{self.name}.late"
+
+    @property
+    def drops_topic(self) -> str:
+        """Intents a backpressure strategy dropped or sampled out, with the strategy."""
+        return f"{self.name}.drops"
+
     def changelog_topic(self, reactor: str) -> str:
         return f"{self.name}.{reactor}.changelog"
 
@@ -204,16 +292,21 @@ class Topology:
         return self.routes.get(intent_type)
 
     def source_topics(self) -> list[str]:
-        return sorted({spec.topic for spec in self.reactors.values()})
+        """Topics read in the consumer group (each partition by one worker)."""
+        topics = {spec.topic for spec in self.consumers()}
+        return sorted(topics)
 
     def topic_specs(self) -> list[TopicSpec]:
         """Every topic a worker needs, with physical names."""
-        specs = [TopicSpec(self.physical(t), n) for t, n in sorted(self.topics.items())]
+        specs = [
+            TopicSpec(self.physical(t), n, compacted=t in self._compacted)
+            for t, n in sorted(self.topics.items())
+        ]
         for name in (self.dead_letter_topic, self.denied_topic, self.audit_topic):
             specs.append(TopicSpec(self.physical(name), self.default_partitions))
         specs.append(TopicSpec(self.physical(self.revocations_topic), 1, compacted=True))
-        for spec in self.reactors.values():
-            if spec.stateful:
+        for spec in self.consumers():
+            if spec.state is not None:
                 specs.append(
                     TopicSpec(
                         self.physical(self.changelog_topic(spec.name)),
@@ -225,7 +318,7 @@ class Topology:
 
     def topic_infos(self) -> list[TopicInfo]:
         infos = {t: TopicInfo(t, n) for t, n in sorted(self.topics.items())}
-        for spec in self.reactors.values():
+        for spec in self.consumers():
             info = infos[spec.topic]
             info.reactors.append(spec.name)
             info.intent_types.extend(t.intent_type for t in spec.intent_types)
@@ -235,9 +328,10 @@ class Topology:
         return list(infos.values())
 
     def emits(self, reactor: str) -> list[str]:
-        """Topics a reactor declared (``emits=``) that it sends to, for graphs."""
+        """Topics a reactor or agent declared (``emits=``) that it sends to, for graphs."""
         out = []
-        for t in self.reactors[reactor].emits:
+        spec = self.reactors.get(reactor) or self.agents[reactor]
+        for t in spec.emits:
             topic = self.routes.get(t)
             if topic is not None and topic not in out:
                 out.append(topic)

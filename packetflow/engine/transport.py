@@ -76,6 +76,24 @@ class Producer(abc.ABC):
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged; raise the first failure."""
 
+    # -- transactions (exactly-once); only producers made with a transactional id --------
+
+    async def begin(self) -> None:
+        """Open a transaction: what is sent until :meth:`commit` becomes visible atomically."""
+        raise NotImplementedError(f"{type(self).__name__} is not transactional")
+
+    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        """Commit ``group``'s consumed ``offsets`` as part of the open transaction."""
+        raise NotImplementedError(f"{type(self).__name__} is not transactional")
+
+    async def commit(self) -> None:
+        """Flush and commit the open transaction."""
+        raise NotImplementedError(f"{type(self).__name__} is not transactional")
+
+    async def abort(self) -> None:
+        """Abort the open transaction: read-committed readers never see what it sent."""
+        raise NotImplementedError(f"{type(self).__name__} is not transactional")
+
 
 class Consumer(abc.ABC):
     # True when commit() is a network round trip worth overlapping with the next batch.
@@ -100,6 +118,17 @@ class Consumer(abc.ABC):
     @abc.abstractmethod
     async def lag(self) -> dict[TopicPartition, int]:
         """Records not yet consumed per assigned partition (end offset - position)."""
+
+    @abc.abstractmethod
+    async def caught_up(self, tp: TopicPartition) -> bool:
+        """True when everything in ``tp`` known to this consumer has been fetched (no network)."""
+
+    @abc.abstractmethod
+    def pause(self, partitions: Iterable[TopicPartition]) -> None:
+        """Fetch nothing more from ``partitions`` until :meth:`resume` (no rebalance)."""
+
+    @abc.abstractmethod
+    def resume(self, partitions: Iterable[TopicPartition]) -> None: ...
 
 
 class Follower(abc.ABC):
@@ -149,7 +178,8 @@ class Transport(abc.ABC):
     async def partitions_for(self, topic: str) -> int: ...
 
     @abc.abstractmethod
-    def producer(self) -> Producer: ...
+    def producer(self, *, transactional_id: str | None = None) -> Producer:
+        """A producer; with ``transactional_id``, a transactional one (exactly-once)."""
 
     @abc.abstractmethod
     def consumer(
@@ -159,7 +189,10 @@ class Transport(abc.ABC):
         listener: RebalanceListener,
         *,
         isolation_level: str = "read_uncommitted",
-    ) -> Consumer: ...
+        copartitioned: bool = False,
+    ) -> Consumer:
+        """A group consumer; ``copartitioned`` gives one member the same partition numbers of
+        every topic (range assignment), which partitioned tables need."""
 
     @abc.abstractmethod
     async def read_partitions(

@@ -6,11 +6,13 @@ Lifecycle (aiokafka style)::
         await worker.run()          # until worker.request_stop() or a signal
 
 Each batch: fetch up to ``max_batch`` records, process every partition's records in order
-(partitions concurrently), queue state changes on the changelogs, wait for the broker to
-acknowledge every produced record, then commit the consumed offsets (on ``kafka://`` that
-commit travels while the next batch is fetched and processed; the one after waits for it).
-On revoke, the batch in flight finishes and its commit lands first; on assign, state is
-restored from the changelog before any record of that partition is processed.
+(partitions concurrently), let time-driven agents act (windows close as time passes), queue
+state changes on the changelogs, wait for the broker to acknowledge every produced record,
+then commit the consumed offsets (on ``kafka://`` that commit travels while the next batch
+is fetched and processed; the one after waits for it). With
+``processing_guarantee="exactly_once"`` all of that is one Kafka transaction, the offsets
+committed inside it. On revoke, the batch in flight finishes and its commit lands first; on
+assign, state is restored from the changelog before any record of that partition is processed.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import uuid
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
+from packetflow.engine.agent import current_agents
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.metrics import WorkerMetrics
 from packetflow.engine.processor import Processor
@@ -55,8 +60,17 @@ class Worker(RebalanceListener):
         poll_timeout: float = 0.2,
         clock: Clock = WALL_CLOCK,
         security: Security | None = None,
+        tick_interval: float = 0.1,
+        instance_id: str | None = None,
     ) -> None:
-        """``security`` replaces the topology's own settings for this worker (TestDriver)."""
+        """``security`` replaces the topology's own settings for this worker (TestDriver).
+
+        ``tick_interval``: how often (on ``clock``) time-driven agents such as windows get to
+        act when no record arrives. ``instance_id`` names this worker among the topology's
+        (default ``$PACKETFLOW_INSTANCE_ID``, else random); under exactly-once it is the
+        transactional id's suffix, so a restarted worker with the same id aborts what its
+        crashed predecessor left open at once.
+        """
         if not topology.reactors:
             raise ValueError(f"topology {topology.name!r} has no reactors to run")
         self.topology = topology
@@ -69,6 +83,10 @@ class Worker(RebalanceListener):
         self.poll_timeout = poll_timeout
         self.clock = clock
         self.security = security or topology.security
+        self.tick_interval = tick_interval
+        self.instance_id = (
+            instance_id or os.environ.get("PACKETFLOW_INSTANCE_ID") or uuid.uuid4().hex[:12]
+        )
         self.metrics = WorkerMetrics()
         self.guard: Guard | None = None
         self._follower: Follower | None = None
@@ -79,6 +97,13 @@ class Worker(RebalanceListener):
         self._lock = asyncio.Lock()
         self._committing: asyncio.Task[None] | None = None
         self._assigned: set[TopicPartition] = set()
+        self._consumed: dict[TopicPartition, int] = {}  # next offset after what was processed
+        self._committed: dict[TopicPartition, int] = {}
+        self._paused_topics: set[str] = set()
+        self._table_followers: list[tuple[Follower, str]] = []  # (follower, agent name)
+        self._followed: list[tuple[str, list[Record]]] = []  # read in the background (kafka)
+        self._table_task: asyncio.Task[None] | None = None
+        self._last_tick: float | None = None
         self._stopping = False
         self._started = False
 
@@ -86,21 +111,39 @@ class Worker(RebalanceListener):
 
     async def start(self) -> None:
         """Connect, create missing topics, join the consumer group."""
+        topology = self.topology
         await self.transport.start()
-        await self.transport.ensure_topics(self.topology.topic_specs())
-        self._producer = self.transport.producer()
+        await self.transport.ensure_topics(topology.topic_specs())
+        self._producer = self.transport.producer(
+            transactional_id=f"{topology.group_id}.{self.instance_id}"
+            if topology.exactly_once
+            else None
+        )
         await self._producer.start()
-        self.guard = Guard(self.topology, self.security, self.clock)
+        self.guard = Guard(topology, self.security, self.clock)
         await self._start_revocations(self.guard)
         self._processor = Processor(
-            self.topology, self._producer, self.clock, self.metrics, self.guard
+            topology,
+            self._producer,
+            self.clock,
+            self.metrics,
+            self.guard,
+            caught_up=self._caught_up,
+            owned=lambda: self._assigned,
+            pause=self._pause_topic,
+            resume=self._resume_topic,
         )
+        await self._start_tables(self._processor)
         self._consumer = self.transport.consumer(
-            self.topology.group_id,
-            [self.topology.physical(t) for t in self.topology.source_topics()],
+            topology.group_id,
+            [topology.physical(t) for t in topology.source_topics()],
             self,
+            isolation_level="read_committed" if topology.exactly_once else "read_uncommitted",
+            copartitioned=topology.copartitioned,
         )
         await self._consumer.start()
+        for buffered in self._processor.buffered.values():
+            buffered.start()
         self._started = True
         log.info("worker for %s started on %s", self.topology.name, self.transport.url)
         self._warn_about_security(self.guard)
@@ -139,6 +182,50 @@ class Worker(RebalanceListener):
                 log.warning("following revocations: %s: %s", type(exc).__name__, exc)
                 await asyncio.sleep(1.0)
 
+    async def _start_tables(self, processor: Processor) -> None:
+        """Read what agents follow (global tables) to its end, then keep following it."""
+        for name, spec in self.topology.agents.items():
+            for topic in spec.followed():
+                physical = self.topology.physical(topic)
+                follower = self.transport.follow(
+                    physical, await self.transport.partitions_for(physical)
+                )
+                await follower.start()
+                self._table_followers.append((follower, name))
+                agent = processor.agents[name]
+                for record in await follower.catch_up():
+                    agent.follow(record)
+        waiting = [f for f, _ in self._table_followers if not f.immediate]
+        if waiting:
+            self._table_task = asyncio.create_task(self._follow_tables())
+
+    async def _follow_tables(self) -> None:
+        """Background task (kafka://): queue followed records for the next step to apply."""
+        while True:
+            for follower, name in self._table_followers:
+                try:
+                    records = await follower.poll(0.2)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # keep following through a broker hiccup
+                    log.warning("following tables: %s: %s", type(exc).__name__, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                if records:
+                    self._followed.append((name, records))
+
+    def _apply_followed(self, processor: Processor) -> None:
+        for follower, name in self._table_followers:
+            if follower.immediate:
+                records = follower.poll_nowait()
+                if records:
+                    self._followed.append((name, records))
+        followed, self._followed = self._followed, []
+        for name, records in followed:
+            agent = processor.agents[name]
+            for record in records:
+                agent.follow(record)
+
     def _warn_about_security(self, guard: Guard) -> None:
         name = self.topology.name
         if guard.allow_unsigned:
@@ -170,7 +257,21 @@ class Worker(RebalanceListener):
             return
         self._started = False
         async with self._lock:
+            processor = self._processor
+            if processor is not None and processor.buffered:
+                for buffered in processor.buffered.values():
+                    await buffered.stop()  # the intent in hand finishes; the rest is re-read
+                if self._consumer is not None:
+                    await self._commit(self._consumer, processor)
             await self._settle_commit()  # the last batch's offsets land before we leave
+        if self._table_task is not None:
+            self._table_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._table_task
+            self._table_task = None
+        for follower, _ in self._table_followers:
+            await follower.stop()
+        self._table_followers = []
         if self._follow_task is not None:
             self._follow_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -224,40 +325,101 @@ class Worker(RebalanceListener):
             # memory://: a revocation written before these records applies to them
             self._apply_revocations(follower.poll_nowait())
             processor.guard.refresh_keys()
-        if not batch:
-            return 0
+        current_agents.set(processor.agents)  # for table lookups inside reactors
         async with self._lock:
+            self._apply_followed(processor)
             batch = {tp: recs for tp, recs in batch.items() if tp in self._assigned and recs}
-            if not batch:
+            tick = self._tick_due(bool(batch))
+            if not batch and not tick and not self._buffered_progress(processor):
                 return 0
             count = sum(len(r) for r in batch.values())
-            if len(batch) == 1 or not processor.concurrent:
-                for records in batch.values():
-                    await processor.process(records)
-            else:
-                await asyncio.gather(*(processor.process(r) for r in batch.values()))
-            await self._commit(consumer, processor, batch)
-            self.metrics.consumed += count
-            self.metrics.batches += 1
+            try:
+                if len(batch) == 1 or not processor.concurrent:
+                    for records in batch.values():
+                        await processor.process(records)
+                elif batch:
+                    await asyncio.gather(*(processor.process(r) for r in batch.values()))
+                for tp, records in batch.items():
+                    self._consumed[tp] = records[-1].offset + 1
+                if tick:
+                    await processor.tick()
+                await self._commit(consumer, processor)
+            except BaseException:
+                if self.topology.exactly_once:
+                    await self._abort(processor)
+                raise
+            if batch:
+                self.metrics.consumed += count
+                self.metrics.batches += 1
             return count
 
-    async def _commit(
-        self,
-        consumer: Consumer,
-        processor: Processor,
-        batch: dict[TopicPartition, list[Record]],
-    ) -> None:
+    def _tick_due(self, had_batch: bool) -> bool:
+        """Whether time-driven agents should act now: after a batch, or every tick_interval."""
+        if not self._processor or not self._processor.tickers:
+            return False
+        now = self.clock.time()
+        if had_batch or self._last_tick is None or now - self._last_tick >= self.tick_interval:
+            self._last_tick = now
+            return True
+        return False
+
+    def _buffered_progress(self, processor: Processor) -> bool:
+        """Whether buffered reactors finished intents whose offsets are not committed yet."""
+        return any(
+            b.safe_offset(tp, self._consumed[tp]) > self._committed.get(tp, -1)
+            for b in processor.buffered.values()
+            for tp in self._consumed
+            if tp.topic == b.source_topic
+        )
+
+    async def _commit(self, consumer: Consumer, processor: Processor) -> None:
+        """Make the batch's effects durable, then commit what is safe (or all in one txn)."""
+        offsets = self._safe_offsets(processor)  # before the flush that covers their effects
         await processor.write_changelogs()
-        await processor.producer.flush()  # every record this batch produced is acknowledged
+        producer = processor.producer
+        if self.topology.exactly_once:
+            if offsets:
+                await producer.send_offsets(offsets, self.topology.group_id)
+            await producer.commit()  # flushes; a no-op when nothing was sent
+            self._committed.update(offsets)
+            self.metrics.commits += 1 if offsets else 0
+            self.metrics.emitted = processor.interpreter.emitted
+            return
+        await producer.flush()  # every record sent so far is acknowledged
         self.metrics.emitted = processor.interpreter.emitted
         await self._settle_commit()  # commits land in order, and their errors surface here
-        offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
+        if not offsets:
+            return
+        self._committed.update(offsets)
         if consumer.commit_in_background:
             # The next batch is fetched and processed while this commit travels: at-least-once
             # holds (its records are acknowledged), and a crash before it lands only repeats it.
             self._committing = asyncio.create_task(self._commit_offsets(consumer, offsets))
         else:
             await self._commit_offsets(consumer, offsets)
+
+    def _safe_offsets(self, processor: Processor) -> dict[TopicPartition, int]:
+        """Offsets to commit: what was processed, held back before what is still buffered."""
+        out = {}
+        buffered = processor.buffered.values()
+        for tp, consumed in self._consumed.items():
+            if tp not in self._assigned:
+                continue
+            safe = consumed
+            for b in buffered:
+                if b.source_topic == tp.topic:
+                    safe = b.safe_offset(tp, safe)
+            if safe > self._committed.get(tp, -1):
+                out[tp] = safe
+        return out
+
+    async def _abort(self, processor: Processor) -> None:
+        with contextlib.suppress(Exception):
+            await processor.producer.abort()
+        log.error(
+            "exactly-once transaction aborted: this worker's state may be ahead of the "
+            "committed changelog, so it stops; a restarted worker resumes from the last commit"
+        )
 
     async def _commit_offsets(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
         await consumer.commit(offsets)
@@ -269,6 +431,20 @@ class Worker(RebalanceListener):
         if task is not None:
             await task
 
+    async def _caught_up(self, tp: TopicPartition) -> bool:
+        consumer = self._consumer
+        return consumer is not None and tp in self._assigned and await consumer.caught_up(tp)
+
+    def _pause_topic(self, topic: str) -> None:
+        self._paused_topics.add(topic)
+        if self._consumer is not None:
+            self._consumer.pause(tp for tp in self._assigned if tp.topic == topic)
+
+    def _resume_topic(self, topic: str) -> None:
+        self._paused_topics.discard(topic)
+        if self._consumer is not None:
+            self._consumer.resume(tp for tp in self._assigned if tp.topic == topic)
+
     def _require(self) -> tuple[Consumer, Processor]:
         if self._consumer is None or self._processor is None:
             raise RuntimeError("worker not started: use 'async with Worker(...)' or await start()")
@@ -278,32 +454,51 @@ class Worker(RebalanceListener):
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:  # the batch in flight has finished by now
+            processor = self._processor
+            if processor is not None and processor.buffered and self._consumer is not None:
+                for buffered in processor.buffered.values():
+                    await buffered.revoke(partitions)  # re-read by the next owner
+                await self._commit(self._consumer, processor)
             await self._settle_commit()  # and its offsets are committed before we let go
             self._assigned -= partitions
-            processor = self._processor
+            for tp in partitions:
+                self._consumed.pop(tp, None)
+                self._committed.pop(tp, None)
             if processor is None:
                 return
-            for tp in partitions:
-                for name, store in processor.stores.items():
-                    if self.topology.physical(self.topology.reactors[name].topic) == tp.topic:
+            for store in processor.stores.values():
+                for tp in partitions:
+                    if tp.topic == store.source_topic:
                         store.close_partition(tp.partition)
+            for name, agent in processor.agents.items():
+                mine = _partitions_of(self.topology.physical(self.topology.agents[name].topic),
+                                      partitions)
+                if mine:
+                    agent.revoked(mine)
         log.info("revoked %s", _fmt(partitions))
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         processor = self._processor
         if processor is not None:
             for name, store in processor.stores.items():
-                topic = self.topology.physical(self.topology.reactors[name].topic)
-                mine = [tp.partition for tp in partitions if tp.topic == topic]
+                mine = _partitions_of(store.source_topic, partitions)
                 if not mine:
                     continue
                 for p in mine:
                     store.open_partition(p)
                 restored = await self.transport.read_partitions(
-                    [TopicPartition(store.changelog_topic, p) for p in mine], store.restore
+                    [TopicPartition(store.changelog_topic, p) for p in sorted(mine)],
+                    store.restore,
                 )
                 self.metrics.restored[name] += restored
+            for name, agent in processor.agents.items():
+                mine = _partitions_of(self.topology.physical(self.topology.agents[name].topic),
+                                      partitions)
+                if mine:
+                    agent.assigned(mine)
         self._assigned |= partitions
+        if self._consumer is not None and self._paused_topics:
+            self._consumer.pause(tp for tp in partitions if tp.topic in self._paused_topics)
         log.info("assigned %s", _fmt(partitions))
 
     # -- inspection ----------------------------------------------------------------------
@@ -313,11 +508,14 @@ class Worker(RebalanceListener):
         return set(self._assigned)
 
     def state(self, reactor: str, key: str | bytes | None) -> Any:
-        """The current state of ``reactor`` for ``key`` on this worker (None if not here)."""
+        """The current state of ``reactor`` (or agent: open windows, a table row) for ``key``
+        on this worker (None if not here)."""
         _, processor = self._require()
+        raw = key.encode() if isinstance(key, str) else key
+        if reactor in processor.agents:
+            return processor.agents[reactor].state(raw)
         if reactor not in processor.stores:
             raise KeyError(f"{reactor!r} is not a stateful reactor of {self.topology.name!r}")
-        raw = key.encode() if isinstance(key, str) else key
         return processor.stores[reactor].find(raw)
 
     def states(self, reactor: str) -> dict[str | None, Any]:
@@ -333,6 +531,28 @@ class Worker(RebalanceListener):
     async def lag(self) -> int:
         consumer, _ = self._require()
         return sum((await consumer.lag()).values())
+
+    async def stream_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per reactor and agent: processed, errors, dropped, buffer depth, consumer lag of
+        its source partitions here, and processing latency (ms from fetch to done)."""
+        consumer, _ = self._require()
+        lag = await consumer.lag()
+        m = self.metrics
+        out: dict[str, dict[str, Any]] = {}
+        for name, spec in [(c.name, c) for c in self.topology.consumers()]:
+            topic = self.topology.physical(spec.topic)
+            histogram = m.latency.get(name)
+            out[name] = {
+                "processed": m.processed[name],
+                "errors": m.errors[name],
+                "dropped": m.dropped[name],
+                "late": m.late[name],
+                "buffer_depth": m.buffered.get(name, 0),
+                "buffer_peak": m.buffered_peak.get(name, 0),
+                "lag": sum(n for tp, n in lag.items() if tp.topic == topic),
+                "latency_ms": histogram.snapshot() if histogram else None,
+            }
+        return out
 
     async def wait_idle(self, timeout: float = 30.0, settle: float = 0.0) -> None:
         """Wait until this worker holds partitions and has consumed everything in them."""
@@ -353,11 +573,29 @@ class Worker(RebalanceListener):
         """No batch in flight, none finished while lag was measured, and nothing left to read."""
         # lag() awaits the broker: a batch can be fetched (moving positions to the end) and
         # even completed meanwhile, so check the lock and the batch count on both sides.
-        if self._lock.locked():
+        if self._lock.locked() or not self.buffers_idle():
             return False
         batches = self.metrics.batches
         lag = await self.lag()
-        return lag == 0 and not self._lock.locked() and self.metrics.batches == batches
+        return (
+            lag == 0
+            and not self._lock.locked()
+            and self.metrics.batches == batches
+            and self.buffers_idle()
+        )
+
+    def buffers_idle(self) -> bool:
+        """Buffered (backpressured) reactors hold nothing, and what they did is committed."""
+        processor = self._processor
+        if processor is None or not processor.buffered:
+            return True
+        return all(b.idle for b in processor.buffered.values()) and not self._buffered_progress(
+            processor
+        )
+
+
+def _partitions_of(topic: str, partitions: Iterable[TopicPartition]) -> set[int]:
+    return {tp.partition for tp in partitions if tp.topic == topic}
 
 
 def _fmt(partitions: Iterable[TopicPartition]) -> str:

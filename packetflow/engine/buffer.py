@@ -1,0 +1,216 @@
+"""A reactor run behind a bounded buffer, apart from the batch loop: its backpressure strategy.
+
+The batch loop hands each authorised intent to :meth:`BufferedReactor.offer`; one task takes
+them in order and runs the reactor. The buffer never holds more than the strategy's
+capacity: blocking strategies pause the reactor's source partitions when it is full (and
+``offer`` waits for room), dropping ones divert an intent to the drops topic. Offsets stay
+uncommitted until the intent's effects are done (:meth:`safe_offset`), so at-least-once
+holds: what is still buffered when the worker stops or loses a partition is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
+
+from packetflow.core.backpressure import Backpressure
+from packetflow.core.context import Context
+from packetflow.core.intent import Intent
+from packetflow.core.reactor import ReactorSpec
+from packetflow.engine.clock import Clock
+from packetflow.engine.metrics import WorkerMetrics
+from packetflow.engine.transport import Record, TopicPartition
+
+STRATEGY_HEADER = "pf-strategy"
+
+
+class _Item(NamedTuple):
+    record: Record
+    intent: Intent
+    context: Context
+    since: float  # perf_counter when offered
+
+
+class BufferedReactor:
+    """One reactor's buffer, its strategy and the task that drains it."""
+
+    def __init__(
+        self,
+        spec: ReactorSpec,
+        strategy: Backpressure,
+        source_topic: str,
+        react: Callable[[ReactorSpec, Record, Intent, Context], Awaitable[None]],
+        drop: Callable[[Record, list[tuple[str, str]]], Awaitable[None]],
+        pause: Callable[[str], None],
+        resume: Callable[[str], None],
+        clock: Clock,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.spec = spec
+        self.strategy = strategy
+        self.source_topic = source_topic  # physical; paused and resumed as a whole
+        self._react = react
+        self._drop = drop
+        self._pause = pause
+        self._resume = resume
+        self._clock = clock
+        self._metrics = metrics
+        self._queue: deque[_Item] = deque()
+        # offsets offered and not yet done, per partition, in offset order (dicts keep it)
+        self._pending: dict[TopicPartition, dict[int, None]] = {}
+        self._paused = False
+        self._changed = asyncio.Event()  # something was taken from, or put into, the buffer
+        self._in_flight: _Item | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._offered = 0  # for sampling
+        self._next_run = 0.0  # throttle: clock time the next intent may run
+        self.done = 0  # intents whose handling finished (advances safe offsets)
+
+    # -- the batch loop's side -----------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name=f"packetflow-{self.spec.name}")
+
+    async def offer(self, record: Record, intent: Intent, context: Context) -> None:
+        """Take an intent in (or drop it, or wait for room, as the strategy says)."""
+        strategy = self.strategy
+        if strategy.strategy == "sample":
+            self._offered += 1
+            # admit exactly `rate` of them, evenly: when floor(n * rate) steps up
+            n, rate = self._offered, strategy.rate or 1.0
+            if int(n * rate) == int((n - 1) * rate):
+                await self._dropped(record, "sample")
+                return
+        if len(self._queue) >= strategy.capacity:
+            if strategy.strategy == "drop_newest":
+                await self._dropped(record, "drop_newest")
+                return
+            if strategy.strategy == "drop_oldest":
+                oldest = self._queue.popleft()
+                self._forget(oldest.record)
+                await self._dropped(oldest.record, "drop_oldest")
+            else:
+                self._block()
+                while len(self._queue) >= strategy.capacity:
+                    self._changed.clear()
+                    await self._changed.wait()
+        tp = TopicPartition(record.topic, record.partition)
+        self._pending.setdefault(tp, {})[record.offset] = None
+        self._queue.append(_Item(record, intent, context, time.perf_counter()))
+        depth = len(self._queue)
+        if depth >= strategy.capacity and not strategy.drops:
+            self._block()  # full now: fetch no more until it drains
+        self._gauge(depth)
+        self._changed.set()
+
+    def safe_offset(self, tp: TopicPartition, consumed: int) -> int:
+        """The next offset of ``tp`` that may be committed: before anything still pending."""
+        pending = self._pending.get(tp)
+        if pending:
+            return min(next(iter(pending)), consumed)
+        return consumed
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        return not self._queue and self._in_flight is None
+
+    async def revoke(self, partitions: set[TopicPartition]) -> None:
+        """Forget what is buffered for ``partitions`` (read again by their next owner)."""
+        self._queue = deque(
+            i for i in self._queue if TopicPartition(i.record.topic, i.record.partition)
+            not in partitions
+        )
+        while self._in_flight is not None and _tp(self._in_flight.record) in partitions:
+            self._changed.clear()
+            await self._changed.wait()
+        for tp in partitions:
+            self._pending.pop(tp, None)
+        self._gauge(len(self._queue))
+        self._changed.set()
+
+    async def stop(self) -> None:
+        """Finish the intent in hand; leave the rest uncommitted for the next run."""
+        if self._task is not None:
+            while self._in_flight is not None:
+                self._changed.clear()
+                await self._changed.wait()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._queue.clear()
+        self._pending.clear()
+        self._gauge(0)
+
+    # -- the draining task ---------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        rate = self.strategy.rate if self.strategy.strategy == "throttle" else None
+        while True:
+            while not self._queue:
+                self._changed.clear()
+                await self._changed.wait()
+            if rate is not None:
+                wait = self._next_run - self._clock.time()
+                if wait > 0:
+                    await self._clock.sleep(wait)
+                self._next_run = max(self._next_run, self._clock.time()) + 1.0 / rate
+                if not self._queue:
+                    continue  # revoked meanwhile
+            item = self._in_flight = self._queue.popleft()
+            try:
+                await self._react(self.spec, item.record, item.intent, item.context)
+            finally:
+                self._in_flight = None
+                self._forget(item.record)
+                self.done += 1
+                self._metrics.observe_latency(
+                    self.spec.name, (time.perf_counter() - item.since) * 1000
+                )
+                depth = len(self._queue)
+                self._gauge(depth)
+                if self._paused and depth <= self.strategy.resume_below:
+                    self._paused = False
+                    self._resume(self.source_topic)
+                self._changed.set()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _block(self) -> None:
+        if not self._paused:
+            self._paused = True
+            self._metrics.pauses[self.spec.name] += 1
+            self._pause(self.source_topic)
+
+    async def _dropped(self, record: Record, how: str) -> None:
+        self._metrics.dropped[self.spec.name] += 1
+        self._metrics.dropped_by[how] += 1
+        if not self.strategy.discard:
+            await self._drop(
+                record,
+                [("pf-reason", "dropped"), (STRATEGY_HEADER, how), ("pf-reactor", self.spec.name)],
+            )
+
+    def _forget(self, record: Record) -> None:
+        pending = self._pending.get(_tp(record))
+        if pending is not None:
+            pending.pop(record.offset, None)
+
+    def _gauge(self, depth: int) -> None:
+        name = self.spec.name
+        self._metrics.buffered[name] = depth
+        if depth > self._metrics.buffered_peak.get(name, 0):
+            self._metrics.buffered_peak[name] = depth
+
+
+def _tp(record: Record) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)

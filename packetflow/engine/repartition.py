@@ -1,0 +1,86 @@
+"""Repartition: re-key a stream through an internal topic, so state for the new key is in one place.
+
+``key_by`` on a reactor (or a window) puts this agent on the original topic: it forwards each
+authorised record, bytes and headers unchanged, to ``<topology>.<name>.repartition`` keyed by
+the new key, and the reactor reads that topic instead. Records with the same new key then
+share a partition, and so a worker and a state store, wherever they started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from packetflow.core.context import Context
+from packetflow.core.intent import Intent
+from packetflow.engine.agent import AgentRuntime, AgentServices, AgentSpec, TopicDecl
+from packetflow.engine.transport import Record
+
+KeyBy = str | Callable[[Intent], Any]
+
+
+def key_function(key_by: KeyBy) -> Callable[[Intent], Any]:
+    """``key_by`` as a function of the intent: a field name or a callable."""
+    if callable(key_by):
+        return key_by
+    field = key_by
+
+    def by_field(intent: Intent) -> Any:
+        try:
+            return getattr(intent, field)
+        except AttributeError:
+            raise AttributeError(
+                f"{type(intent).intent_type} has no field {field!r} to key by"
+            ) from None
+
+    return by_field
+
+
+class Repartition(AgentSpec):
+    """Forwards ``topic``'s intents to ``target`` keyed by ``key_by``."""
+
+    kind = "repartition"
+
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        intent_types: tuple[type[Intent], ...],
+        key_by: KeyBy,
+        target: str,
+        partitions: int | None,
+    ) -> None:
+        self.name = name
+        self.topic = topic
+        self.intent_types = intent_types
+        self.key_by = key_by
+        self.target = target
+        self.partitions = partitions
+        self.description = f"re-keys {topic} by {_describe(key_by)} into {target}"
+
+    def topics(self) -> list[TopicDecl]:
+        return [TopicDecl(self.target, self.partitions)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"key_by": _describe(self.key_by), "to": self.target}
+
+    def runtime(self, services: AgentServices) -> AgentRuntime:
+        return _Repartitioner(services, key_function(self.key_by), self.target)
+
+
+class _Repartitioner(AgentRuntime):
+    def __init__(
+        self, services: AgentServices, key_of: Callable[[Intent], Any], target: str
+    ) -> None:
+        self._producer = services.producer
+        self._key_of = key_of
+        self._target = services.topology.physical(target)
+
+    async def handle(self, record: Record, intent: Intent, context: Context) -> None:
+        key = self._key_of(intent)
+        raw = None if key is None else str(key).encode()
+        await self._producer.send(self._target, record.value, raw, record.headers)
+
+
+def _describe(key_by: KeyBy) -> str:
+    return key_by if isinstance(key_by, str) else getattr(key_by, "__name__", "a function")
