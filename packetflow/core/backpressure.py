@@ -77,9 +77,7 @@ def drop_newest(capacity: int = DEFAULT_CAPACITY, *, discard: bool = False) -> B
     return Backpressure("drop_newest", capacity, discard=discard)
 
 
-def sample(
-    rate: float, capacity: int = DEFAULT_CAPACITY, *, discard: bool = False
-) -> Backpressure:
+def sample(rate: float, capacity: int = DEFAULT_CAPACITY, *, discard: bool = False) -> Backpressure:
     """Admit exactly ``rate`` of the intents (evenly spread), drop the rest; block when full."""
     return Backpressure("sample", capacity, rate=rate, discard=discard)
 

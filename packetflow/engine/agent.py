@@ -56,7 +56,7 @@ class AgentSpec(abc.ABC):
         """Other topics this agent writes to (they are created with the topology's)."""
         return []
 
-    def followed(self) -> list[str]:
+    def followed(self, topology: Topology) -> list[str]:
         """Topics (logical) every worker reads whole, outside the group, into this agent."""
         return []
 

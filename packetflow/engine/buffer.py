@@ -126,8 +126,9 @@ class BufferedReactor:
     async def revoke(self, partitions: set[TopicPartition]) -> None:
         """Forget what is buffered for ``partitions`` (read again by their next owner)."""
         self._queue = deque(
-            i for i in self._queue if TopicPartition(i.record.topic, i.record.partition)
-            not in partitions
+            i
+            for i in self._queue
+            if TopicPartition(i.record.topic, i.record.partition) not in partitions
         )
         while self._in_flight is not None and _tp(self._in_flight.record) in partitions:
             self._changed.clear()

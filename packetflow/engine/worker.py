@@ -71,8 +71,8 @@ class Worker(RebalanceListener):
         transactional id's suffix, so a restarted worker with the same id aborts what its
         crashed predecessor left open at once.
         """
-        if not topology.reactors:
-            raise ValueError(f"topology {topology.name!r} has no reactors to run")
+        if not topology.consumers():
+            raise ValueError(f"topology {topology.name!r} has no reactors or agents to run")
         self.topology = topology
         self.transport = (
             broker
@@ -185,7 +185,7 @@ class Worker(RebalanceListener):
     async def _start_tables(self, processor: Processor) -> None:
         """Read what agents follow (global tables) to its end, then keep following it."""
         for name, spec in self.topology.agents.items():
-            for topic in spec.followed():
+            for topic in spec.followed(self.topology):
                 physical = self.topology.physical(topic)
                 follower = self.transport.follow(
                     physical, await self.transport.partitions_for(physical)

@@ -1,0 +1,396 @@
+"""Windowed aggregation: an agent that folds a topic's intents into event-time windows.
+
+Declared with :func:`packetflow.streams.window`. Per partition it keeps a **watermark**: the
+largest event time seen there, which also follows the worker's clock whenever the partition
+is caught up (nothing left to read), so windows close as time passes even when no record
+arrives. A window closes when the watermark reaches its end plus ``grace``; in ``final``
+mode its result is then handed to the user's function, whose effects (intents) are emitted
+like a reactor's, carrying the context of the window's last contributor. In ``updates``
+mode the function is called on every change instead. Records whose windows have all closed
+go to the topology's late topic with the reason. Open windows and the watermark live in a
+changelog-backed store, so a restarted worker, or the next owner of a partition, carries on
+with the same windows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from packetflow.core.context import Context
+from packetflow.core.effects import Effects, normalize
+from packetflow.core.intent import Intent
+from packetflow.core.reactor import StateSpec
+from packetflow.engine.agent import AgentRuntime, AgentServices, AgentSpec, TopicDecl
+from packetflow.engine.codec import (
+    CAPABILITIES_HEADER,
+    CONTEXT_HEADER,
+    TOKEN_HEADER,
+    decode_context,
+    header,
+)
+from packetflow.engine.interpreter import Origin
+from packetflow.engine.transport import Record
+from packetflow.streams.aggregate import Aggregate
+from packetflow.streams.windows import ACC, COUNT, CTX, END, START, Slot, State, Window
+
+log = logging.getLogger("packetflow.streams")
+
+EMIT_MODES = ("final", "updates")
+TimeOf = str | Callable[[Intent], Any] | None
+_WATERMARK = b"w"  # store key of a partition's watermark; keys of records start with k or n
+_NO_WATERMARK = -(2**62)
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One window of one key: what the user's function receives.
+
+    ``start`` / ``end`` bound the window's event time: ``[start, end)`` for tumbling and
+    hopping windows, ``(start, end]`` for sliding ones, the first and last intent's time for
+    session and count windows. ``value`` is the aggregate's result; ``count`` how many
+    intents it folded; ``final`` whether the window has closed.
+    """
+
+    window: str
+    key: str | None
+    start: datetime
+    end: datetime
+    value: Any
+    count: int
+    final: bool
+
+
+def event_time_function(time: TimeOf) -> Callable[[Intent, Record], int]:
+    """Event time in ms: an intent field (datetime, or seconds since the epoch), a function
+    of the intent returning either, or the record's timestamp."""
+    if time is None:
+        return lambda intent, record: record.timestamp
+    pick: Callable[[Intent], Any]
+    if callable(time):
+        pick = time
+    else:
+        name = time
+
+        def pick(intent: Intent) -> Any:
+            return getattr(intent, name)
+
+    def of(intent: Intent, record: Record) -> int:
+        value = pick(intent)
+        if isinstance(value, datetime):
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            return int(value.timestamp() * 1000)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value * 1000)
+        raise TypeError(f"event time must be a datetime or seconds since the epoch, got {value!r}")
+
+    return of
+
+
+class WindowSpec(AgentSpec):
+    """A declared windowed aggregation (see :func:`packetflow.streams.window`)."""
+
+    kind = "window"
+
+    def __init__(
+        self,
+        name: str,
+        topic: str,
+        intent_types: tuple[type[Intent], ...],
+        fn: Callable[[WindowResult, Context], Effects],
+        window: Window,
+        aggregate: Aggregate,
+        *,
+        time: TimeOf,
+        grace: float,
+        emit: str,
+        late_topic: str,
+        emits: tuple[type[Intent], ...],
+        description: str,
+    ) -> None:
+        if emit not in EMIT_MODES:
+            raise ValueError(f"emit={emit!r}: use 'final' or 'updates'")
+        if window.needs_merge and aggregate.merge is None:
+            raise ValueError(
+                f"{window.kind} windows merge partial aggregates: give the aggregate a merge"
+            )
+        if grace < 0:
+            raise ValueError("grace must be >= 0 seconds")
+        self.name = name
+        self.topic = topic
+        self.intent_types = intent_types
+        self.fn = fn
+        self.window = window
+        self.aggregate = aggregate
+        self.time = time
+        self.grace_ms = int(grace * 1000)
+        self.emit = emit
+        self.late_topic = late_topic
+        self.emits = emits
+        self.description = description
+        self.state = StateSpec(
+            initial=dict,
+            encode=lambda value: orjson.dumps(value, default=_bytes_as_text),
+            decode=orjson.loads,
+            type_name="windows",
+        )
+
+    def topics(self) -> list[TopicDecl]:
+        return [TopicDecl(self.late_topic)]
+
+    def describe(self) -> dict[str, Any]:
+        time = self.time if isinstance(self.time, str) or self.time is None else "a function"
+        return {
+            "window": self.window.describe(),
+            "aggregate": self.aggregate.describe(),
+            "event_time": time or "record timestamp",
+            "grace_s": self.grace_ms / 1000,
+            "emit": self.emit,
+            "late_topic": self.late_topic,
+        }
+
+    def runtime(self, services: AgentServices) -> AgentRuntime:
+        return WindowRuntime(self, services)
+
+
+def _bytes_as_text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    raise TypeError(f"window state holds {type(value).__name__}, which is not JSON")
+
+
+class WindowRuntime(AgentRuntime):
+    """One worker's windows: the store, a watermark and a close-time heap per partition."""
+
+    ticks = True
+
+    def __init__(self, spec: WindowSpec, services: AgentServices) -> None:
+        assert services.store is not None
+        self.spec = spec
+        self.services = services
+        self.store = services.store
+        self.window = spec.window
+        self.agg = spec.aggregate
+        self.grace = spec.grace_ms
+        self.time_of = event_time_function(spec.time)
+        self.value_of = spec.aggregate.value_of()
+        self.updates = spec.emit == "updates"
+        self.late_topic = services.topology.physical(spec.late_topic)
+        self.watermarks: dict[int, int] = {}
+        self.heaps: dict[int, list[tuple[int, bytes, int]]] = {}  # (close_at, key, start)
+
+    # -- records -------------------------------------------------------------------------
+
+    async def handle(self, record: Record, intent: Intent, context: Context) -> None:
+        p = record.partition
+        t = self.time_of(intent, record)
+        watermark = self.watermarks.get(p, _NO_WATERMARK)
+        key = _store_key(record.key)
+        store = self.store
+        state = store.peek(p, key)
+        if state is None:
+            state = self.window.new_state()
+        ctx = (
+            header(record.headers, CONTEXT_HEADER),
+            header(record.headers, CAPABILITIES_HEADER),
+            header(record.headers, TOKEN_HEADER),
+        )
+        added = self.window.add(
+            state, t, self.value_of(intent), ctx, watermark, self.grace, self.agg
+        )
+        if added.late:
+            await self._late(record, t, watermark)
+            return
+        store.put(p, key, state)
+        heap = self.heaps.setdefault(p, [])
+        if self.window.timed:
+            for slot in added.opened:
+                heapq.heappush(heap, (self.window.close_at(slot, self.grace), key, slot[START]))
+        if t > watermark:
+            self._set_watermark(p, t)
+        if self.updates:
+            for slot in added.changed:
+                await self._emit(record.key, state, slot, final=False)
+        for slot in added.full:  # count windows close when full
+            self.window.remove(state, slot, watermark, self.grace)
+            if not self.updates:
+                await self._emit(record.key, state, slot, final=True)
+            self.services.metrics.windows_closed[self.spec.name] += 1
+        if added.full and not state["s"]:
+            store.delete(p, key)
+
+    async def _late(self, record: Record, t: int, watermark: int) -> None:
+        self.services.metrics.late[self.spec.name] += 1
+        await self.services.divert(
+            self.late_topic,
+            record,
+            [
+                ("pf-reason", "late"),
+                (
+                    "pf-error",
+                    f"event time {_iso(t)} falls only in windows already closed "
+                    f"(watermark {_iso(watermark)}, grace {self.grace / 1000:g}s)",
+                ),
+                ("pf-reactor", self.spec.name),
+                ("pf-event-time", str(t)),
+                ("pf-watermark", str(watermark)),
+            ],
+        )
+
+    # -- time passing --------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        if not self.window.timed:
+            return
+        now = int(self.services.clock.time() * 1000)
+        for p in sorted(self.services.owned()):
+            watermark = self.watermarks.get(p, _NO_WATERMARK)
+            if now > watermark and await self.services.caught_up(p):
+                watermark = self.watermarks[p] = now  # kept if it closes anything
+            if await self._close_due(p, watermark):
+                self._set_watermark(p, watermark)
+
+    async def _close_due(self, p: int, watermark: int) -> int:
+        """Close the windows of partition ``p`` due at ``watermark``; returns how many."""
+        heap = self.heaps.get(p)
+        store, window = self.store, self.window
+        closed = 0
+        while heap and heap[0][0] <= watermark:
+            close_at, key, start = heapq.heappop(heap)
+            state = store.peek(p, key)
+            slot = None if state is None else window.find(state, start)
+            if state is None or slot is None or window.close_at(slot, self.grace) != close_at:
+                continue  # closed already, merged into another session, or moved later
+            window.remove(state, slot, watermark, self.grace)
+            if not self.updates:
+                await self._emit(_record_key(key), state, slot, final=True)
+            self.services.metrics.windows_closed[self.spec.name] += 1
+            closed += 1
+            if state["s"]:
+                store.put(p, key, state)
+            else:
+                store.delete(p, key)
+        return closed
+
+    def _set_watermark(self, p: int, value: int) -> int:
+        self.watermarks[p] = value
+        self.store.put(p, _WATERMARK, value)
+        return value
+
+    # -- results -------------------------------------------------------------------------
+
+    def result(self, key: bytes | None, state: State, slot: Slot, *, final: bool) -> WindowResult:
+        acc, count = self.window.result(state, slot, self.agg)
+        return WindowResult(
+            window=self.spec.name,
+            key=None if key is None else key.decode(errors="replace"),
+            start=_dt(slot[START]),
+            end=_dt(slot[END]),
+            value=self.agg.finish(acc),
+            count=count,
+            final=final,
+        )
+
+    async def _emit(self, key: bytes | None, state: State, slot: Slot, *, final: bool) -> None:
+        result = self.result(key, state, slot, final=final)
+        raw_ctx, raw_caps, raw_token = (_raw(v) for v in (slot[CTX] or (None, None, None)))
+        context = decode_context(raw_ctx, raw_caps, raw_token)
+        try:
+            effects = normalize(self.spec.fn(result, context))
+            await self.services.interpreter.start(effects, Origin(self.spec.name, context, key))
+        except Exception as exc:
+            if not final:
+                raise  # an update: the record that caused it is dead-lettered
+            # a window closing by time has no record to dead-letter: keep its result instead
+            self.services.metrics.errors[self.spec.name] += 1
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.warning("window %s: emitting %s failed: %s", self.spec.name, result, message)
+            await self.services.producer.send(
+                self.services.topology.physical(self.services.topology.dead_letter_topic),
+                _result_json(result),
+                key,
+                [
+                    ("pf-reason", b"reactor-error"),
+                    ("pf-error", message[:1000].encode()),
+                    ("pf-reactor", self.spec.name.encode()),
+                    ("content-type", b"application/json"),
+                ],
+            )
+
+    # -- partitions ----------------------------------------------------------------------
+
+    def assigned(self, partitions: set[int]) -> None:
+        window = self.window
+        for p in partitions:
+            heap: list[tuple[int, bytes, int]] = []
+            self.watermarks.pop(p, None)
+            for key, value in self.store.items(p):
+                if key == _WATERMARK:
+                    self.watermarks[p] = int(value)
+                elif window.timed:
+                    for slot in value["s"]:
+                        heap.append((window.close_at(slot, self.grace), key, slot[START]))
+            heapq.heapify(heap)
+            self.heaps[p] = heap
+
+    def revoked(self, partitions: set[int]) -> None:
+        for p in partitions:
+            self.heaps.pop(p, None)
+            self.watermarks.pop(p, None)
+
+    def state(self, key: bytes | None) -> list[WindowResult] | None:
+        """The open windows of ``key``, oldest first (None when it has none here)."""
+        found = self.store.find(_store_key(key))
+        if not found or not found.get("s"):
+            return None
+        slots = sorted(found["s"], key=lambda s: (s[START], s[END]))
+        return [self.result(key, found, slot, final=False) for slot in slots]
+
+    def watermark(self, partition: int) -> datetime | None:
+        value = self.watermarks.get(partition)
+        return None if value is None else _dt(value)
+
+
+def _store_key(key: bytes | None) -> bytes:
+    return b"n" if key is None else b"k" + key
+
+
+def _record_key(key: bytes) -> bytes | None:
+    return None if key == b"n" else key[1:]
+
+
+def _raw(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _iso(ms: int) -> str:
+    return "-" if ms == _NO_WATERMARK else _dt(ms).isoformat()
+
+
+def _result_json(result: WindowResult) -> bytes:
+    return orjson.dumps(
+        {
+            "window": result.window,
+            "key": result.key,
+            "start": result.start,
+            "end": result.end,
+            "value": result.value,
+            "count": result.count,
+        },
+        default=str,
+    )
+
+
+# re-exported for readers of slots
+__all__ = ["ACC", "COUNT", "END", "START", "WindowResult", "WindowRuntime", "WindowSpec"]
