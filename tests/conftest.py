@@ -7,7 +7,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -118,14 +118,14 @@ def broker(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 def spawn(tmp_path: Path, kafka_url: str) -> Iterator[Callable[..., WorkerProcess]]:
-    """``spawn(name, namespace[, url])`` starts a worker process (tests/workerproc.py) logging
-    into ``tmp_path``; all of them are killed at teardown, whatever happened."""
+    """``spawn(name, namespace[, url], module=, args=, env=)`` starts a worker process
+    (tests/workerproc.py) logging into ``tmp_path``; all are killed at teardown."""
     from workerproc import WorkerProcess
 
     started: list[WorkerProcess] = []
 
-    def start(name: str, namespace: str, url: str = kafka_url) -> WorkerProcess:
-        worker = WorkerProcess(name, namespace, url, tmp_path)
+    def start(name: str, namespace: str, url: str = kafka_url, **kw: Any) -> WorkerProcess:
+        worker = WorkerProcess(name, namespace, url, tmp_path, **kw)
         started.append(worker)
         return worker
 

@@ -73,16 +73,26 @@ def cli(
 
 
 class WorkerProcess:
-    """``python -m packetflow worker topologies.orders`` with its log in a file."""
+    """``python -m packetflow worker MODULE`` (default topologies.orders), its log in a file."""
 
-    def __init__(self, name: str, namespace: str, url: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        namespace: str,
+        url: str,
+        log_dir: Path,
+        module: str = "topologies.orders",
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "packetflow", "worker", "topologies.orders",
-             "--broker", url, "--log-level", "info"],
-            cwd=REPO, env=worker_env(namespace), stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "packetflow", "worker", module,
+             "--broker", url, "--log-level", "info", *args],
+            cwd=REPO, env={**worker_env(namespace), **(env or {})}, stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     def log(self) -> str:

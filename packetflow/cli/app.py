@@ -90,6 +90,14 @@ def worker(
     broker: BrokerOpt = None,
     max_batch: Annotated[int, typer.Option(help="Most records fetched per batch")] = 5000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PACKETFLOW_INSTANCE_ID",
+            help="This worker's stable name among the topology's (exactly-once: a restart "
+            "with the same id aborts what the previous run left open)",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker: consume the topology's topics, run its reactors, until SIGINT/SIGTERM."""
     logging.basicConfig(
@@ -107,11 +115,13 @@ def worker(
             "Use --broker kafka://host:port to share work.",
             soft_wrap=True,
         )
-    asyncio.run(_run_worker(topology, url, max_batch))
+    asyncio.run(_run_worker(topology, url, max_batch, instance_id))
 
 
-async def _run_worker(topology: Topology, url: str, max_batch: int) -> None:
-    w = Worker(topology, url, max_batch=max_batch)
+async def _run_worker(
+    topology: Topology, url: str, max_batch: int, instance_id: str | None
+) -> None:
+    w = Worker(topology, url, max_batch=max_batch, instance_id=instance_id)
     try:
         await w.start()
     except Exception as exc:
@@ -120,9 +130,11 @@ async def _run_worker(topology: Topology, url: str, max_batch: int) -> None:
     w.handle_signals()
     log = logging.getLogger("packetflow.worker")
     log.info(
-        "running %s: reactors %s on %s; Ctrl-C to stop",
+        "running %s (%s, instance %s): %s on %s; Ctrl-C to stop",
         topology.name,
-        ", ".join(topology.reactors),
+        topology.processing_guarantee.replace("_", "-"),
+        w.instance_id,
+        ", ".join(c.name for c in topology.consumers()),
         ", ".join(topology.source_topics()),
     )
     reporter = asyncio.create_task(_report(w, log))

@@ -37,8 +37,24 @@ def as_dict(topology: Topology) -> dict[str, Any]:
                 if spec.stateful
                 else None,
                 "description": spec.description,
+                "backpressure": str(spec.backpressure) if spec.backpressure else None,
             }
             for spec in topology.reactors.values()
+        ],
+        "agents": [
+            {
+                "name": agent.name,
+                "kind": agent.kind,
+                "topic": topology.physical(agent.topic),
+                "consumes": [t.intent_type for t in agent.intent_types],
+                "emits_to": [topology.physical(t) for t in topology.emits(agent.name)],
+                "changelog": topology.physical(topology.changelog_topic(agent.name))
+                if agent.state is not None
+                else None,
+                "description": agent.description,
+                **agent.describe(),
+            }
+            for agent in topology.agents.values()
         ],
         "intent_types": [
             {
@@ -58,7 +74,14 @@ def as_dict(topology: Topology) -> dict[str, Any]:
         "denied_topic": topology.physical(topology.denied_topic),
         "audit_topic": topology.physical(topology.audit_topic),
         "revocations_topic": topology.physical(topology.revocations_topic),
+        "late_topic": topology.physical(topology.late_topic)
+        if topology.late_topic in topology.topics
+        else None,
+        "drops_topic": topology.physical(topology.drops_topic)
+        if any(r.backpressure for r in topology.reactors.values())
+        else None,
         "allow_unsigned": topology.security.allow_unsigned,
+        "processing_guarantee": topology.processing_guarantee,
     }
 
 
@@ -68,7 +91,8 @@ def as_json(topology: Topology) -> str:
 
 def as_text(topology: Topology) -> str:
     d = as_dict(topology)
-    lines = [f"topology {d['name']} (consumer group {d['group']})", "", "topics:"]
+    guarantee = d["processing_guarantee"].replace("_", "-")
+    lines = [f"topology {d['name']} (consumer group {d['group']}, {guarantee})", "", "topics:"]
     for t in d["topics"]:
         readers = ", ".join(t["reactors"]) or "-"
         lines.append(f"  {t['name']}  [{t['partitions']} partitions]  read by: {readers}")
@@ -76,6 +100,8 @@ def as_text(topology: Topology) -> str:
     lines.append(f"  {d['denied_topic']}  (denied intents)")
     lines.append(f"  {d['audit_topic']}  (audit trail)")
     lines.append(f"  {d['revocations_topic']}  (revoked tokens and holders, compacted)")
+    if d["drops_topic"]:
+        lines.append(f"  {d['drops_topic']}  (intents dropped by backpressure)")
     lines += ["", "reactors:"]
     for r in d["reactors"]:
         state = f", state {r['state']} -> {r['changelog']}" if r["stateful"] else ", stateless"
@@ -85,6 +111,26 @@ def as_text(topology: Topology) -> str:
         lines.append(f"      consumes: {', '.join(r['consumes'])}")
         if r["emits_to"]:
             lines.append(f"      emits to: {', '.join(r['emits_to'])}")
+        if r["backpressure"]:
+            lines.append(f"      backpressure: {r['backpressure']}")
+    if d["agents"]:
+        lines += ["", "windows, tables and other agents:"]
+    for a in d["agents"]:
+        state = f", state -> {a['changelog']}" if a["changelog"] else ""
+        lines.append(f"  {a['name']}  ({a['kind']}) <- {a['topic']}{state}")
+        if a["description"]:
+            lines.append(f"      {a['description']}")
+        facts = {
+            k: v
+            for k, v in a.items()
+            if k not in ("name", "kind", "topic", "consumes", "emits_to", "changelog",
+                         "description")
+        }  # fmt: skip
+        if facts:
+            lines.append("      " + ", ".join(f"{k}: {v}" for k, v in facts.items()))
+        lines.append(f"      consumes: {', '.join(a['consumes'])}")
+        if a["emits_to"]:
+            lines.append(f"      emits to: {', '.join(a['emits_to'])}")
     lines += ["", "intent types:"]
     for i in d["intent_types"]:
         requires = ", ".join(i["requires"]) or "nothing"
@@ -124,4 +170,17 @@ def as_mermaid(topology: Topology) -> str:
         for out in r["emits_to"]:
             lines.append(f"  {rid} --> {_node('t_', out)}")
         lines.append(f"  {rid} -.->|errors| {_node('t_', d['dead_letter_topic'])}")
+    if d["late_topic"]:
+        lines.append(f'  {_node("t_", d["late_topic"])}[("{d["late_topic"]}")]')
+    for a in d["agents"]:
+        aid = _node("a_", a["name"])
+        label = f"{a['name']}<br/>{a.get('window') or a['kind']}"
+        lines.append(f'  {aid}{{{{"{label}"}}}}')
+        lines.append(f'  {_node("t_", a["topic"])} -->|"{"<br/>".join(a["consumes"])}"| {aid}')
+        if a.get("to"):  # a repartition agent's target topic
+            lines.append(f"  {aid} --> {_node('t_', topology.physical(a['to']))}")
+        for out in a["emits_to"]:
+            lines.append(f"  {aid} --> {_node('t_', out)}")
+        if a["kind"] == "window" and d["late_topic"]:
+            lines.append(f"  {aid} -.->|late| {_node('t_', d['late_topic'])}")
     return "\n".join(lines)

@@ -75,6 +75,8 @@ class KafkaProducer(Producer):
         self._shipped: list[_Batch] = []
         self._partition_counts: dict[str, int] = {}
         self._round_robin = 0
+        self._transactional = transactional_id is not None
+        self._in_txn = False
 
     async def start(self) -> None:
         await self._producer.start()
@@ -91,6 +93,8 @@ class KafkaProducer(Producer):
         headers: Headers = (),
         partition: int | None = None,
     ) -> _Ack:
+        if self._transactional and not self._in_txn:
+            await self.begin()  # a transaction begins with the first record sent in it
         if partition is None:
             partition = await self._partition(topic, key)
         batch = self._open.get((topic, partition))
@@ -114,19 +118,28 @@ class KafkaProducer(Producer):
 
     async def begin(self) -> None:
         await self._producer.begin_transaction()
+        self._in_txn = True
 
     async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+        if not self._in_txn:
+            await self.begin()
         await self._producer.send_offsets_to_transaction(
             {AioTP(tp.topic, tp.partition): o for tp, o in offsets.items()}, group
         )
 
     async def commit(self) -> None:
+        if not self._in_txn:
+            return  # nothing was sent: no transaction to commit
         await self.flush()
+        self._in_txn = False
         await self._producer.commit_transaction()
 
     async def abort(self) -> None:
+        if not self._in_txn:
+            return
         self._open.clear()  # never shipped: nothing to take back
         self._shipped = []
+        self._in_txn = False
         await self._producer.abort_transaction()
 
     async def _ship(self, batch: _Batch) -> None:

@@ -222,27 +222,25 @@ class MemoryProducer(Producer):
     def _check_txn(self) -> None:
         if self._fenced:
             raise FencedError(f"producer {self._transactional_id!r} was fenced by a newer one")
-        if not self._in_txn:
-            raise RuntimeError("transactional producer: begin() before sending")
+        self._in_txn = True  # a transaction begins with the first thing sent in it
 
     async def begin(self) -> None:
         if self._transactional_id is None:
             raise RuntimeError("not a transactional producer")
-        if self._fenced:
-            raise FencedError(f"producer {self._transactional_id!r} was fenced by a newer one")
-        self._in_txn = True
+        self._check_txn()
 
     async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
         self._check_txn()
         self._offsets.setdefault(group, {}).update(offsets)
 
     async def commit(self) -> None:
-        self._check_txn()
-        self._end(commit=True)
+        if self._in_txn:
+            self._check_txn()
+            self._end(commit=True)
 
     async def abort(self) -> None:
-        self._check_txn()
-        self._end(commit=False)
+        if self._in_txn:
+            self._end(commit=False)
 
     def _end(self, *, commit: bool) -> None:
         broker = self._broker

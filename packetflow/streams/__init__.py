@@ -52,6 +52,7 @@ def window(
     aggregate: Aggregate,
     time: TimeOf = None,
     grace: float = 0.0,
+    idle: float = 1.0,
     emit: str = "final",
     key_by: KeyBy | None = None,
     name: str | None = None,
@@ -63,10 +64,12 @@ def window(
     ``every`` is the window kind; ``aggregate`` folds the intents; ``time`` is the event
     time (an intent field holding a datetime or epoch seconds, a function of the intent, or
     None for the record timestamp); ``grace`` how many seconds past a window's end it still
-    takes intents; ``emit`` is ``"final"`` (the decorated function gets each window once,
-    when it closes) or ``"updates"`` (on every change); ``key_by`` re-keys the stream first
-    through a repartition topic. The function takes ``(result: WindowResult, ctx)`` and
-    returns effects, like a reactor.
+    takes intents; ``idle`` how many seconds a caught-up partition waits before its
+    watermark follows the worker's clock (so windows close with no new record); ``emit``
+    is ``"final"`` (the decorated function gets each window once, when it closes) or
+    ``"updates"`` (on every change); ``key_by`` re-keys the stream first through a
+    repartition topic. The function takes ``(result: WindowResult, ctx)`` and returns
+    effects, like a reactor.
     """
     types = intent_types_of(intent)
 
@@ -86,6 +89,7 @@ def window(
                 aggregate,
                 time=time,
                 grace=grace,
+                idle=idle,
                 emit=emit,
                 late_topic=topology.late_topic,
                 emits=tuple(emits),

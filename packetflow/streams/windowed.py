@@ -1,15 +1,16 @@
 """Windowed aggregation: an agent that folds a topic's intents into event-time windows.
 
 Declared with :func:`packetflow.streams.window`. Per partition it keeps a **watermark**: the
-largest event time seen there, which also follows the worker's clock whenever the partition
-is caught up (nothing left to read), so windows close as time passes even when no record
-arrives. A window closes when the watermark reaches its end plus ``grace``; in ``final``
-mode its result is then handed to the user's function, whose effects (intents) are emitted
-like a reactor's, carrying the context of the window's last contributor. In ``updates``
-mode the function is called on every change instead. Records whose windows have all closed
-go to the topology's late topic with the reason. Open windows and the watermark live in a
-changelog-backed store, so a restarted worker, or the next owner of a partition, carries on
-with the same windows.
+largest event time seen there, which also follows the worker's clock once the partition has
+been caught up (nothing left to read) for ``idle`` seconds, so windows close as time passes
+even when no record arrives, while a backlog being read (or a burst with short pauses) is
+judged by its own event time. A window closes when the watermark reaches its end plus
+``grace``; in ``final`` mode its result is then handed to the user's function, whose effects
+(intents) are emitted like a reactor's, carrying the context of the window's last
+contributor. In ``updates`` mode the function is called on every change instead. Records
+whose windows have all closed go to the topology's late topic with the reason. Open windows
+and the watermark live in a changelog-backed store, so a restarted worker, or the next owner
+of a partition, carries on with the same windows.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class WindowSpec(AgentSpec):
         *,
         time: TimeOf,
         grace: float,
+        idle: float,
         emit: str,
         late_topic: str,
         emits: tuple[type[Intent], ...],
@@ -121,8 +123,8 @@ class WindowSpec(AgentSpec):
             raise ValueError(
                 f"{window.kind} windows merge partial aggregates: give the aggregate a merge"
             )
-        if grace < 0:
-            raise ValueError("grace must be >= 0 seconds")
+        if grace < 0 or idle < 0:
+            raise ValueError("grace and idle must be >= 0 seconds")
         self.name = name
         self.topic = topic
         self.intent_types = intent_types
@@ -131,6 +133,7 @@ class WindowSpec(AgentSpec):
         self.aggregate = aggregate
         self.time = time
         self.grace_ms = int(grace * 1000)
+        self.idle_ms = int(idle * 1000)
         self.emit = emit
         self.late_topic = late_topic
         self.emits = emits
@@ -152,6 +155,7 @@ class WindowSpec(AgentSpec):
             "aggregate": self.aggregate.describe(),
             "event_time": time or "record timestamp",
             "grace_s": self.grace_ms / 1000,
+            "idle_s": self.idle_ms / 1000,
             "emit": self.emit,
             "late_topic": self.late_topic,
         }
@@ -183,7 +187,9 @@ class WindowRuntime(AgentRuntime):
         self.value_of = spec.aggregate.value_of()
         self.updates = spec.emit == "updates"
         self.late_topic = services.topology.physical(spec.late_topic)
+        self.idle = spec.idle_ms
         self.watermarks: dict[int, int] = {}
+        self.quiet_since: dict[int, int] = {}  # clock ms since which a partition is caught up
         self.heaps: dict[int, list[tuple[int, bytes, int]]] = {}  # (close_at, key, start)
 
     # -- records -------------------------------------------------------------------------
@@ -191,6 +197,7 @@ class WindowRuntime(AgentRuntime):
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
         p = record.partition
         t = self.time_of(intent, record)
+        self.quiet_since.pop(p, None)
         watermark = self.watermarks.get(p, _NO_WATERMARK)
         key = _store_key(record.key)
         store = self.store
@@ -252,8 +259,12 @@ class WindowRuntime(AgentRuntime):
         now = int(self.services.clock.time() * 1000)
         for p in sorted(self.services.owned()):
             watermark = self.watermarks.get(p, _NO_WATERMARK)
-            if now > watermark and await self.services.caught_up(p):
-                watermark = self.watermarks[p] = now  # kept if it closes anything
+            if await self.services.caught_up(p):
+                quiet = now - self.quiet_since.setdefault(p, now)
+                if quiet >= self.idle and now > watermark:
+                    watermark = self.watermarks[p] = now  # kept if it closes anything
+            else:
+                self.quiet_since.pop(p, None)
             if await self._close_due(p, watermark):
                 self._set_watermark(p, watermark)
 
@@ -344,6 +355,7 @@ class WindowRuntime(AgentRuntime):
         for p in partitions:
             self.heaps.pop(p, None)
             self.watermarks.pop(p, None)
+            self.quiet_since.pop(p, None)
 
     def state(self, key: bytes | None) -> list[WindowResult] | None:
         """The open windows of ``key``, oldest first (None when it has none here)."""
