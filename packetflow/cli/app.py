@@ -362,15 +362,22 @@ def demo(
     module: Annotated[str, typer.Argument(help="Module with a topology and generate_traffic(n)")],
     count: Annotated[int, typer.Option(help="Intents to generate")] = 20_000,
 ) -> None:
-    """Run a topology on the embedded broker with its generated traffic and print a summary."""
+    """Run a topology on the embedded broker with its generated traffic and print a summary.
+
+    A module with its own ``demo(count)`` (e.g. one that simulates on virtual time) runs that.
+    """
     from packetflow.cli.demo import print_summary, run_demo
 
     topology, mod = _load_with_module(module)
-    traffic = getattr(mod, "generate_traffic", None)
-    if traffic is None:
-        raise UserError(f"{module} has no generate_traffic(count) function")
     if count < 1:
         raise UserError("--count must be at least 1")
+    own = getattr(mod, "demo", None)
+    if callable(own):
+        own(count)
+        return
+    traffic = getattr(mod, "generate_traffic", None)
+    if traffic is None:
+        raise UserError(f"{module} has no generate_traffic(count) or demo(count) function")
     result = asyncio.run(run_demo(topology, traffic, count, console=out))
     print_summary(topology, result, out, getattr(mod, "DEMO_STATE", None))
 
