@@ -393,7 +393,7 @@ def test_topology_show_text_lists_everything() -> None:
     result = cli("topology", "show", "topologies.orders")
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert "topology orders (consumer group orders)" in text
+    assert "topology orders (consumer group orders, at-least-once)" in text
     for line in (
         "accounts  [4 partitions]  read by: accounts",
         "ledger  [4 partitions]  read by: statements",
