@@ -92,6 +92,7 @@ class KafkaProducer(Producer):
         key: bytes | None = None,
         headers: Headers = (),
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> _Ack:
         if self._transactional and not self._in_txn:
             await self.begin()  # a transaction begins with the first record sent in it
@@ -100,11 +101,11 @@ class KafkaProducer(Producer):
         batch = self._open.get((topic, partition))
         if batch is None:
             batch = self._open[(topic, partition)] = _Batch(self, topic, partition)
-        offset = batch.append(key, value, headers)
+        offset = batch.append(key, value, headers, timestamp)
         if offset is None:  # full: ship it and start the next one
             await self._ship(batch)
             batch = self._open[(topic, partition)] = _Batch(self, topic, partition)
-            offset = batch.append(key, value, headers)
+            offset = batch.append(key, value, headers, timestamp)
             if offset is None:
                 raise ValueError(f"record for {topic} is larger than max_batch_size")
         return _Ack(batch, offset)
@@ -176,11 +177,13 @@ class _Batch:
         self.builder = producer._producer.create_batch()
         self.future: asyncio.Future[Any] | None = None
 
-    def append(self, key: bytes | None, value: bytes | None, headers: Headers) -> int | None:
+    def append(
+        self, key: bytes | None, value: bytes | None, headers: Headers, timestamp: int | None
+    ) -> int | None:
         """The record's offset within the batch, or None when the batch is full."""
         if type(headers) is not list:  # the C record builder takes lists only
             headers = list(headers)
-        metadata = self.builder.append(timestamp=None, key=key, value=value, headers=headers)
+        metadata = self.builder.append(timestamp=timestamp, key=key, value=value, headers=headers)
         return None if metadata is None else metadata.offset
 
 

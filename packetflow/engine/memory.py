@@ -82,6 +82,7 @@ class MemoryBroker:
         key: bytes | None,
         headers: Headers,
         partition: int | None,
+        timestamp: int | None = None,
     ) -> Delivery:
         parts = self.partitions(topic)
         if partition is None:
@@ -93,11 +94,9 @@ class MemoryBroker:
             raise ValueError(f"topic {topic!r} has no partition {partition}")
         log = parts[partition]
         offset = len(log)
-        log.append(
-            Record(
-                topic, partition, offset, key, value, tuple(headers), int(self.clock.time() * 1000)
-            )
-        )
+        if timestamp is None:
+            timestamp = int(self.clock.time() * 1000)
+        log.append(Record(topic, partition, offset, key, value, tuple(headers), timestamp))
         self.wake()
         return Delivery(topic, partition, offset)
 
@@ -206,10 +205,11 @@ class MemoryProducer(Producer):
         key: bytes | None = None,
         headers: Headers = (),
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> Acked:
         if self._transactional_id is not None:
             self._check_txn()
-        delivery = self._broker.append(topic, value, key, headers, partition)
+        delivery = self._broker.append(topic, value, key, headers, partition, timestamp)
         if self._in_txn:
             tp = TopicPartition(delivery.topic, delivery.partition)
             self._broker.open_txns.setdefault(tp, {}).setdefault(self._id, delivery.offset)

@@ -79,7 +79,10 @@ class _Repartitioner(AgentRuntime):
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
         key = self._key_of(intent)
         raw = None if key is None else str(key).encode()
-        await self._producer.send(self._target, record.value, raw, record.headers)
+        # the record's own timestamp: windows on event time = record time must not see the
+        # time of the re-keying (a backlog re-keyed late would all land in the same window)
+        stamp = record.timestamp if record.timestamp >= 0 else None  # -1: Kafka's "none"
+        await self._producer.send(self._target, record.value, raw, record.headers, timestamp=stamp)
 
 
 def _describe(key_by: KeyBy) -> str:

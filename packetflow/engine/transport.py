@@ -69,8 +69,12 @@ class Producer(abc.ABC):
         key: bytes | None = None,
         headers: Headers = (),
         partition: int | None = None,
+        timestamp: int | None = None,
     ) -> Awaitable[Delivery]:
-        """Queue a record. Await the result for its delivery, or :meth:`flush` to wait for all."""
+        """Queue a record. Await the result for its delivery, or :meth:`flush` to wait for all.
+
+        ``timestamp``: the record's, in ms since the epoch (default: now).
+        """
 
     @abc.abstractmethod
     async def flush(self) -> None:

@@ -37,7 +37,15 @@ from packetflow.streams import aggregate as agg
 from packetflow.streams.aggregate import Aggregate
 from packetflow.streams.table import Table, TableError, TableSpec
 from packetflow.streams.windowed import TimeOf, WindowResult, WindowSpec
-from packetflow.streams.windows import Count, Hopping, Session, Sliding, Tumbling, Window
+from packetflow.streams.windows import (
+    Count,
+    Hopping,
+    Session,
+    Sliding,
+    Tumbling,
+    Window,
+    window_of,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 R = TypeVar("R", bound=Intent)
@@ -72,6 +80,7 @@ def window(
     effects, like a reactor.
     """
     types = intent_types_of(intent)
+    every = window_of(every)  # Tumbling (the class) instead of Tumbling(10): refuse it now
 
     def register(fn: F) -> F:
         agent_name = name or fn.__name__

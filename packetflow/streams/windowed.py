@@ -199,6 +199,10 @@ class WindowRuntime(AgentRuntime):
         t = self.time_of(intent, record)
         self.quiet_since.pop(p, None)
         watermark = self.watermarks.get(p, _NO_WATERMARK)
+        # windows already due close before this record is added, as if a tick came between:
+        # otherwise where a batch boundary falls would change what they hold
+        if self.window.timed and await self._close_due(p, watermark):
+            self._set_watermark(p, watermark)
         key = _store_key(record.key)
         store = self.store
         state = store.peek(p, key)
@@ -226,11 +230,11 @@ class WindowRuntime(AgentRuntime):
             for slot in added.changed:
                 await self._emit(record.key, state, slot, final=False)
         for slot in added.full:  # count windows close when full
-            self.window.remove(state, slot, watermark, self.grace)
             if not self.updates:
                 await self._emit(record.key, state, slot, final=True)
+            self.window.remove(state, slot, watermark, self.grace)
             self.services.metrics.windows_closed[self.spec.name] += 1
-        if added.full and not state["s"]:
+        if added.full and self.window.empty(state):
             store.delete(p, key)
 
     async def _late(self, record: Record, t: int, watermark: int) -> None:
@@ -279,12 +283,12 @@ class WindowRuntime(AgentRuntime):
             slot = None if state is None else window.find(state, start)
             if state is None or slot is None or window.close_at(slot, self.grace) != close_at:
                 continue  # closed already, merged into another session, or moved later
-            window.remove(state, slot, watermark, self.grace)
-            if not self.updates:
+            if not self.updates:  # before remove, which prunes what a sliding result reads
                 await self._emit(_record_key(key), state, slot, final=True)
+            window.remove(state, slot, watermark, self.grace)
             self.services.metrics.windows_closed[self.spec.name] += 1
             closed += 1
-            if state["s"]:
+            if not window.empty(state):
                 store.put(p, key, state)
             else:
                 store.delete(p, key)

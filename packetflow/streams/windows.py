@@ -76,6 +76,10 @@ class Window(abc.ABC):
     def remove(self, state: State, slot: Slot, watermark: int, grace: int) -> None:
         state["s"].remove(slot)
 
+    def empty(self, state: State) -> bool:
+        """Whether the key's state holds nothing any window needs (so it can be deleted)."""
+        return not state["s"]
+
     def find(self, state: State, start: int) -> Slot | None:
         for slot in state["s"]:
             if slot[START] == start:
@@ -181,20 +185,24 @@ class Sliding(Window):
         self, state: State, t: int, value: Any, ctx: Any, watermark: int, grace: int,
         agg: Aggregate,
     ) -> Added:  # fmt: skip
-        if watermark >= t + grace:
-            return Added(late=True)
         size = _ms(self.size, "sliding window size")
+        # the open windows holding t: its own (if already there) and later ones, (t, t + size)
+        holding = [s for s in state["s"] if s[START] < t <= s[END] and watermark < s[END] + grace]
+        opens_own = watermark < t + grace
+        if not opens_own and not holding:
+            return Added(late=True)
         contributions: list[list[Any]] = state["c"]
         own = [t, agg.add(agg.init(), value)]
         contributions.insert(bisect.bisect_right(contributions, t, key=lambda c: c[0]), own)
-        out = Added()
-        slot = self.find(state, t - size)
-        if slot is None:
-            slot = [t - size, t, None, 0, ctx]
-            state["s"].append(slot)
-            out.opened.append(slot)
-        slot[CTX] = ctx
-        out.changed = [s for s in state["s"] if s[START] < t <= s[END]]
+        out = Added(changed=holding)
+        if opens_own:
+            slot = self.find(state, t - size)
+            if slot is None:
+                slot = [t - size, t, None, 0, ctx]
+                state["s"].append(slot)
+                out.opened.append(slot)
+                holding.append(slot)
+            slot[CTX] = ctx
         return out
 
     def result(self, state: State, slot: Slot, agg: Aggregate) -> tuple[Any, int]:
@@ -213,6 +221,9 @@ class Sliding(Window):
         oldest_open = min((s[END] for s in state["s"]), default=watermark - grace)
         cutoff = min(oldest_open, watermark - grace) - size
         state["c"] = [c for c in state["c"] if c[0] > cutoff]
+
+    def empty(self, state: State) -> bool:
+        return not state["s"] and not state["c"]  # later windows may still need contributions
 
     def describe(self) -> str:
         return f"sliding {_ms(self.size, 'size') / 1000:g}s"
