@@ -2,10 +2,12 @@
 
 The batch loop hands each authorised intent to :meth:`BufferedReactor.offer`; one task takes
 them in order and runs the reactor. The buffer never holds more than the strategy's
-capacity: blocking strategies pause the reactor's source partitions when it is full (and
-``offer`` waits for room), dropping ones divert an intent to the drops topic. Offsets stay
-uncommitted until the intent's effects are done (:meth:`safe_offset`), so at-least-once
-holds: what is still buffered when the worker stops or loses a partition is read again.
+capacity: blocking strategies pause the reactor's source partitions when it is full (the
+worker offers no more than :attr:`BufferedReactor.room`, holding the rest of a batch back;
+``offer`` waits for room only as a last resort), dropping ones divert an intent to the
+drops topic. Offsets stay uncommitted until the intent's effects are done
+(:meth:`safe_offset`), so at-least-once holds: what is still buffered when the worker stops
+or loses a partition is read again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from typing import NamedTuple
 
 from packetflow.core.backpressure import Backpressure
@@ -67,6 +70,8 @@ class BufferedReactor:
         self._in_flight: _Item | None = None
         self._task: asyncio.Task[None] | None = None
         self._offered = 0  # for sampling
+        # sample: the fraction admitted, as the ratio of integers the float was written as
+        self._sample = Fraction(strategy.rate or 1.0).limit_denominator(1_000_000)
         self._next_run = 0.0  # throttle: clock time the next intent may run
         self.done = 0  # intents whose handling finished (advances safe offsets)
 
@@ -81,9 +86,10 @@ class BufferedReactor:
         strategy = self.strategy
         if strategy.strategy == "sample":
             self._offered += 1
-            # admit exactly `rate` of them, evenly: when floor(n * rate) steps up
-            n, rate = self._offered, strategy.rate or 1.0
-            if int(n * rate) == int((n - 1) * rate):
+            # admit exactly `rate` of them, evenly: when floor(n * rate) steps up (in integers:
+            # in floats 90 * 0.7 is 62.99..., which would admit the 91st instead of the 90th)
+            n, num, den = self._offered, self._sample.numerator, self._sample.denominator
+            if n * num // den == (n - 1) * num // den:
                 await self._dropped(record, "sample")
                 return
         if len(self._queue) >= strategy.capacity:
@@ -120,11 +126,23 @@ class BufferedReactor:
         return len(self._queue)
 
     @property
+    def room(self) -> int | None:
+        """How many more intents a blocking strategy takes before ``offer`` would wait for
+        room (None: a dropping strategy never waits)."""
+        if self.strategy.drops:
+            return None
+        return max(self.strategy.capacity - len(self._queue), 0)
+
+    @property
     def idle(self) -> bool:
         return not self._queue and self._in_flight is None
 
     async def revoke(self, partitions: set[TopicPartition]) -> None:
-        """Forget what is buffered for ``partitions`` (read again by their next owner)."""
+        """Forget what is buffered for ``partitions`` (read again by their next owner).
+
+        Their offsets stay pending, so the commit made before letting the partitions go
+        stops before them; :meth:`release` forgets them once that commit is made.
+        """
         self._queue = deque(
             i
             for i in self._queue
@@ -133,13 +151,19 @@ class BufferedReactor:
         while self._in_flight is not None and _tp(self._in_flight.record) in partitions:
             self._changed.clear()
             await self._changed.wait()
-        for tp in partitions:
-            self._pending.pop(tp, None)
         self._gauge(len(self._queue))
         self._changed.set()
 
+    def release(self, partitions: set[TopicPartition]) -> None:
+        """Forget the pending offsets of revoked ``partitions`` (their last commit is made)."""
+        for tp in partitions:
+            self._pending.pop(tp, None)
+
     async def stop(self) -> None:
         """Finish the intent in hand; leave the rest uncommitted for the next run."""
+        # Empty the buffer first, or the task would take the next intent as soon as the one
+        # in hand is done. Their offsets stay pending: the last commit stops before them.
+        self._queue.clear()
         if self._task is not None:
             while self._in_flight is not None:
                 self._changed.clear()
@@ -148,8 +172,6 @@ class BufferedReactor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._queue.clear()
-        self._pending.clear()
         self._gauge(0)
 
     # -- the draining task ---------------------------------------------------------------

@@ -304,6 +304,8 @@ class Topology:
         ]
         for name in (self.dead_letter_topic, self.denied_topic, self.audit_topic):
             specs.append(TopicSpec(self.physical(name), self.default_partitions))
+        if any(spec.backpressure is not None for spec in self.reactors.values()):
+            specs.append(TopicSpec(self.physical(self.drops_topic), self.default_partitions))
         specs.append(TopicSpec(self.physical(self.revocations_topic), 1, compacted=True))
         for spec in self.consumers():
             if spec.state is not None:

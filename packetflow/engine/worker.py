@@ -47,6 +47,8 @@ from packetflow.engine.transport import (
 log = logging.getLogger("packetflow.worker")
 security_log = logging.getLogger("packetflow.security")
 
+HELD_POLL = 0.01  # s: how long a fetch waits while records are held back for a full buffer
+
 
 class Worker(RebalanceListener):
     """One process's share of a topology: a group consumer, a producer and state stores."""
@@ -100,6 +102,8 @@ class Worker(RebalanceListener):
         self._consumed: dict[TopicPartition, int] = {}  # next offset after what was processed
         self._committed: dict[TopicPartition, int] = {}
         self._paused_topics: set[str] = set()
+        # records fetched for a full blocking buffer, offered once it has room (partition paused)
+        self._held: dict[TopicPartition, list[Record]] = {}
         self._table_followers: list[tuple[Follower, str]] = []  # (follower, agent name)
         self._followed: list[tuple[str, list[Record]]] = []  # read in the background (kafka)
         self._table_task: asyncio.Task[None] | None = None
@@ -319,7 +323,11 @@ class Worker(RebalanceListener):
     async def step(self, timeout: float = 0.0) -> int:
         """Fetch and fully process one batch; returns how many records it held."""
         consumer, processor = self._require()
-        batch = await consumer.getmany(timeout, self.max_batch)
+        wanted = self.max_batch
+        if self._held:
+            timeout = min(timeout, HELD_POLL)  # held records go in as soon as there is room
+            wanted = max(wanted - sum(map(len, self._held.values())), 1)  # held + fetched: a batch
+        batch = await consumer.getmany(timeout, wanted)
         follower = self._follower
         if follower is not None and follower.immediate:
             # memory://: a revocation written before these records applies to them
@@ -329,6 +337,8 @@ class Worker(RebalanceListener):
         async with self._lock:
             self._apply_followed(processor)
             batch = {tp: recs for tp, recs in batch.items() if tp in self._assigned and recs}
+            if processor.buffered:
+                batch = self._admit(consumer, processor, batch)
             tick = self._tick_due(bool(batch))
             if not batch and not tick and not self._buffered_progress(processor):
                 return 0
@@ -352,6 +362,50 @@ class Worker(RebalanceListener):
                 self.metrics.consumed += count
                 self.metrics.batches += 1
             return count
+
+    def _admit(
+        self, consumer: Consumer, processor: Processor, batch: dict[TopicPartition, list[Record]]
+    ) -> dict[TopicPartition, list[Record]]:
+        """Cut each partition's records to the room its topic's blocking buffers have left.
+
+        The rest is held back, its partition paused, and goes first once there is room: the
+        batch loop never waits for a slow reactor (other topics, commits, a stop or a
+        rebalance would wait with it), and held plus fetched records stay within max_batch.
+        """
+        was_held, held = self._held, {}
+        for tp, records in was_held.items():
+            fetched = batch.get(tp)
+            batch[tp] = records + fetched if fetched else records
+        rooms: dict[str, int] = {}
+        for buffered in processor.buffered.values():
+            room = buffered.room
+            if room is not None:
+                topic = buffered.source_topic
+                rooms[topic] = min(room, rooms.get(topic, room))
+        for topic, room in rooms.items():
+            tps = sorted(tp for tp in batch if tp.topic == topic)
+            give = dict.fromkeys(tps, 0)
+            while room > 0:  # share the room out evenly, each partition's records in order
+                wanting = [tp for tp in tps if give[tp] < len(batch[tp])]
+                if not wanting:
+                    break
+                share = max(room // len(wanting), 1)
+                for tp in wanting:
+                    n = min(share, len(batch[tp]) - give[tp], room)
+                    give[tp] += n
+                    room -= n
+            for tp in tps:
+                records = batch[tp]
+                if give[tp] < len(records):
+                    held[tp] = records[give[tp] :]
+                    batch[tp] = records[: give[tp]]
+        self._held = held
+        if held:
+            consumer.pause(held)
+        drained = [tp for tp in was_held if tp not in held and tp.topic not in self._paused_topics]
+        if drained:
+            consumer.resume(drained)
+        return {tp: records for tp, records in batch.items() if records}
 
     def _tick_due(self, had_batch: bool) -> bool:
         """Whether time-driven agents should act now: after a batch, or every tick_interval."""
@@ -442,8 +496,10 @@ class Worker(RebalanceListener):
 
     def _resume_topic(self, topic: str) -> None:
         self._paused_topics.discard(topic)
-        if self._consumer is not None:
-            self._consumer.resume(tp for tp in self._assigned if tp.topic == topic)
+        if self._consumer is not None:  # partitions holding records stay paused until they went in
+            self._consumer.resume(
+                tp for tp in self._assigned if tp.topic == topic and tp not in self._held
+            )
 
     def _require(self) -> tuple[Consumer, Processor]:
         if self._consumer is None or self._processor is None:
@@ -464,8 +520,11 @@ class Worker(RebalanceListener):
             for tp in partitions:
                 self._consumed.pop(tp, None)
                 self._committed.pop(tp, None)
+                self._held.pop(tp, None)  # never processed, so never committed: re-read
             if processor is None:
                 return
+            for buffered in processor.buffered.values():
+                buffered.release(partitions)  # held back that commit; now forgotten
             for store in processor.stores.values():
                 for tp in partitions:
                     if tp.topic == store.source_topic:
@@ -589,8 +648,10 @@ class Worker(RebalanceListener):
         processor = self._processor
         if processor is None or not processor.buffered:
             return True
-        return all(b.idle for b in processor.buffered.values()) and not self._buffered_progress(
-            processor
+        return (
+            not self._held
+            and all(b.idle for b in processor.buffered.values())
+            and not self._buffered_progress(processor)
         )
 
 
