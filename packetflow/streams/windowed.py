@@ -34,10 +34,9 @@ from packetflow.engine.codec import (
     CONTEXT_HEADER,
     TOKEN_HEADER,
     decode_context,
-    header,
 )
 from packetflow.engine.interpreter import Origin
-from packetflow.engine.transport import Record
+from packetflow.engine.transport import Headers, Record
 from packetflow.streams.aggregate import Aggregate
 from packetflow.streams.windows import ACC, COUNT, CTX, END, START, Slot, State, Window
 
@@ -190,6 +189,7 @@ class WindowRuntime(AgentRuntime):
         self.idle = spec.idle_ms
         self.watermarks: dict[int, int] = {}
         self.quiet_since: dict[int, int] = {}  # clock ms since which a partition is caught up
+        self._unsaved: set[int] = set()  # partitions whose watermark the store does not hold
         self.heaps: dict[int, list[tuple[int, bytes, int]]] = {}  # (close_at, key, start)
 
     # -- records -------------------------------------------------------------------------
@@ -201,18 +201,15 @@ class WindowRuntime(AgentRuntime):
         watermark = self.watermarks.get(p, _NO_WATERMARK)
         # windows already due close before this record is added, as if a tick came between:
         # otherwise where a batch boundary falls would change what they hold
-        if self.window.timed and await self._close_due(p, watermark):
-            self._set_watermark(p, watermark)
+        heap = self.heaps.get(p)
+        if heap and heap[0][0] <= watermark and await self._close_due(p, watermark):
+            self._unsaved.add(p)
         key = _store_key(record.key)
         store = self.store
         state = store.peek(p, key)
         if state is None:
             state = self.window.new_state()
-        ctx = (
-            header(record.headers, CONTEXT_HEADER),
-            header(record.headers, CAPABILITIES_HEADER),
-            header(record.headers, TOKEN_HEADER),
-        )
+        ctx = _context_headers(record.headers)
         added = self.window.add(
             state, t, self.value_of(intent), ctx, watermark, self.grace, self.agg
         )
@@ -220,12 +217,13 @@ class WindowRuntime(AgentRuntime):
             await self._late(record, t, watermark)
             return
         store.put(p, key, state)
-        heap = self.heaps.setdefault(p, [])
-        if self.window.timed:
+        if self.window.timed and added.opened:
+            heap = self.heaps.setdefault(p, [])
             for slot in added.opened:
                 heapq.heappush(heap, (self.window.close_at(slot, self.grace), key, slot[START]))
         if t > watermark:
-            self._set_watermark(p, t)
+            self.watermarks[p] = t
+            self._unsaved.add(p)  # stored once per batch, by the tick that follows it
         if self.updates:
             for slot in added.changed:
                 await self._emit(record.key, state, slot, final=False)
@@ -266,11 +264,17 @@ class WindowRuntime(AgentRuntime):
             if await self.services.caught_up(p):
                 quiet = now - self.quiet_since.setdefault(p, now)
                 if quiet >= self.idle and now > watermark:
-                    watermark = self.watermarks[p] = now  # kept if it closes anything
+                    watermark = self.watermarks[p] = now  # stored if it closes anything
             else:
                 self.quiet_since.pop(p, None)
             if await self._close_due(p, watermark):
-                self._set_watermark(p, watermark)
+                self._unsaved.add(p)
+        # the watermarks go to the changelog with the batch's window changes (the tick runs
+        # after every batch), so a restarted worker judges lateness as this one did
+        for p in self._unsaved:
+            if p in self.watermarks:
+                self.store.put(p, _WATERMARK, self.watermarks[p])
+        self._unsaved.clear()
 
     async def _close_due(self, p: int, watermark: int) -> int:
         """Close the windows of partition ``p`` due at ``watermark``; returns how many."""
@@ -293,11 +297,6 @@ class WindowRuntime(AgentRuntime):
             else:
                 store.delete(p, key)
         return closed
-
-    def _set_watermark(self, p: int, value: int) -> int:
-        self.watermarks[p] = value
-        self.store.put(p, _WATERMARK, value)
-        return value
 
     # -- results -------------------------------------------------------------------------
 
@@ -360,6 +359,7 @@ class WindowRuntime(AgentRuntime):
             self.heaps.pop(p, None)
             self.watermarks.pop(p, None)
             self.quiet_since.pop(p, None)
+            self._unsaved.discard(p)
 
     def state(self, key: bytes | None) -> list[WindowResult] | None:
         """The open windows of ``key``, oldest first (None when it has none here)."""
@@ -372,6 +372,19 @@ class WindowRuntime(AgentRuntime):
     def watermark(self, partition: int) -> datetime | None:
         value = self.watermarks.get(partition)
         return None if value is None else _dt(value)
+
+
+def _context_headers(headers: Headers) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The raw context, capabilities and token headers (one pass; the last of each wins)."""
+    ctx = caps = token = None
+    for name, value in headers:
+        if name == CONTEXT_HEADER:
+            ctx = value
+        elif name == TOKEN_HEADER:
+            token = value
+        elif name == CAPABILITIES_HEADER:
+            caps = value
+    return ctx, caps, token
 
 
 def _store_key(key: bytes | None) -> bytes:
