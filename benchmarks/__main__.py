@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--records N] [--only W1,W2,state] [--contestants ...]``
+"""``python -m benchmarks [--quick] [--records N] [--only W1,W2,W3,state] [--contestants ...]``
 
 Runs raw aiokafka (the ceiling), faust-streaming (the peer) and PacketFlow on the same
 Kafka and the same input, one at a time, prints a table with PASS/FAIL for the targets and
@@ -38,7 +38,7 @@ from benchmarks.config import RunSize
 from benchmarks.harness import Harness
 from benchmarks.results_model import RunResults
 from benchmarks.runner import CONTESTANTS
-from benchmarks.workloads import PENDING, STATE_RUN, WORKLOADS
+from benchmarks.workloads import STATE_RUN, WINDOWED, WORKLOADS
 from packetflow.cli.localkafka import LocalKafkaError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,9 +53,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--records", type=int, help="input records per throughput run")
     parser.add_argument("--state-accounts", type=int, help="accounts in the W2 state run")
     parser.add_argument("--latency-seconds", type=float, help="steady load per latency run")
-    parser.add_argument(
-        "--only", default=f"W1,W2,{STATE_RUN}", help=f"workloads: W1,W2,{STATE_RUN} (W3 later)"
-    )
+    everything = ",".join([*WORKLOADS, STATE_RUN])
+    parser.add_argument("--only", default=everything, help=f"workloads: {everything}")
     parser.add_argument("--contestants", default=",".join(CONTESTANTS), help="raw,faust,packetflow")
     parser.add_argument(
         "--latency-rate",
@@ -85,11 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     only = [w.strip() for w in args.only.split(",") if w.strip()]
     contestants = [c.strip() for c in args.contestants.split(",") if c.strip()]
     for w in only:
-        if w in PENDING:
-            console.print(f"error: {PENDING[w]}")
-            return 2
         if w not in WORKLOADS and w != STATE_RUN:
-            console.print(f"error: unknown workload {w!r} (W1, W2, {STATE_RUN})")
+            console.print(f"error: unknown workload {w!r} ({', '.join([*WORKLOADS, STATE_RUN])})")
             return 2
     unknown = [c for c in contestants if c not in CONTESTANTS]
     if unknown or not contestants:
@@ -178,6 +174,8 @@ async def run(
         f"{config.LATENCY_LOAD:.0%} of each contestant's measured max (or --latency-rate), "
         f"the first {config.LATENCY_WARMUP:g} s not counted in p50/p99"
     )
+    if any(w in WINDOWED for w in only):
+        results.notes.extend(report.window_notes(results, size))
     if size.state_accounts < config.TARGET_STATE_ACCOUNTS and STATE_RUN in only:
         results.notes.append(
             f"the state run used {size.state_accounts:,} accounts, not "

@@ -84,10 +84,15 @@ class Admin:
         await self._offsets.stop()
         await self._admin.close()
 
-    async def create_topics(self, names: Iterable[str], partitions: int = PARTITIONS) -> None:
+    async def create_topics(
+        self, names: Iterable[str], partitions: int = PARTITIONS, *, compact: bool = False
+    ) -> None:
         names = list(names)
+        configs = {"cleanup.policy": "compact"} if compact else {}
         with contextlib.suppress(TopicAlreadyExistsError):
-            await self._admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+            await self._admin.create_topics(
+                [NewTopic(n, partitions, 1, topic_configs=configs) for n in names]
+            )
         for _ in range(100):  # until every partition has a leader
             described = await self._admin.describe_topics(names)
             if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in described):

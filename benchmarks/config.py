@@ -53,16 +53,39 @@ TARGET_STATE_ACCOUNTS = 1_000_000
 LATENCY_LOAD = 0.5  # offered load for the latency run, as a share of measured max
 LATENCY_WARMUP = 2.0  # seconds at the start of each latency run not counted in p50/p99
 
+# -- W3: per-account tumbling windows on event time -----------------------------------------
+
+WINDOW_SECONDS = 10  # tumbling window size
+GRACE_SECONDS = 2  # a window still takes records until the watermark passes end + grace
+# Every deposit carries ``event_time`` (epoch seconds, millisecond precision). The i-th input
+# record's is EVENT_EPOCH + i / EVENTS_PER_SECOND, minus up to DISORDER_MS at random (seeded):
+# fixed, so every run's windows and results are the same whenever it runs, spanning
+# records / EVENTS_PER_SECOND seconds of event time (50,000 records: 6 windows). The
+# disorder stays below the grace period, so no deposit is ever late and every one counts.
+EVENT_EPOCH = 1_704_067_200  # 2024-01-01T00:00:00Z
+EVENTS_PER_SECOND = 1_000
+DISORDER_MS = 1_500
+# End of input, the same for all three: after the deposits, one more deposit per partition
+# (to an account of its own) stamped END_OF_INPUT_TIME. It moves every partition's event-time
+# watermark past every real window's end + grace, so each contestant closes them by its own
+# rule; the marker's own window (in 2100) never closes, so it never yields a result.
+END_OF_INPUT_TIME = 4_102_444_800  # 2100-01-01T00:00:00Z
+# faust closes (expires) windows in a cleanup task this often, on the wall clock (its
+# default is 30 s); see contestants/faust_app.py
+FAUST_CLEANUP_INTERVAL = 1.0
+
 
 @dataclass(frozen=True)
 class RunSize:
     """How much work one benchmark run does."""
 
-    records: int  # input records per throughput run (W1, W2)
+    records: int  # input records per throughput run (W1, W2, W3)
     accounts: int  # distinct accounts in W1/W2 inputs
     latency_seconds: float  # steady load duration per latency run
     state_accounts: int  # distinct accounts (= records) in the W2 state-memory run
     state_contestants: tuple[str, ...] = field(default=("packetflow",))
+    # distinct accounts in the W3 input: ~10 deposits per (account, window) at 1,000
+    window_accounts: int = 1_000
 
     @classmethod
     def quick(cls) -> RunSize:

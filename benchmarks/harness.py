@@ -7,6 +7,19 @@ then a latency run on a fresh process and fresh topics (a separate load generato
 50% of that contestant's measured max at a steady rate; the harness times each output
 against its input's ``sent_us`` as it reads it). Then W2 again with many distinct accounts,
 for worker memory. Topics are named ``bench-<run id>.*`` and deleted as the run goes.
+
+W3 (windows) differs in three ways. Its input ends with one end-of-input marker per partition
+(``config.END_OF_INPUT_TIME``), so every window closes by event time in all three
+contestants; the clock stops when the harness sees one result per (account, window) of the
+input. Faust closes windows on the wall clock and cannot emit that (see
+``contestants/faust_app.py``): its clock stops when its windows table's changelog holds one
+update per input record (every deposit folded into its window), then the harness waits
+``FAUST_CLEANUP_WAIT`` for faust's cleanup to emit what it will, and checks what can be
+checked (``verify.verify_faust_windows``): the table's changelog shows every deposit folded
+once into its window, and every result emitted is a piece of its window. And W3 has no
+latency run: a result exists only once its window closes, so an input waits for its
+window's end plus the grace period (up to 12 s), and faust's for its wall-clock cleanup;
+that measures the window, not the engine, and the latency run times one output per input.
 """
 
 from __future__ import annotations
@@ -26,18 +39,25 @@ from rich.console import Console
 from rich.progress import Progress, TaskID
 
 from benchmarks.broker import Admin, read_topic
-from benchmarks.config import LATENCY_LOAD, LATENCY_WARMUP, PARTITIONS, RunSize
-from benchmarks.contestants.common import ContestantEnv
+from benchmarks.config import (
+    FAUST_CLEANUP_INTERVAL,
+    LATENCY_LOAD,
+    LATENCY_WARMUP,
+    PARTITIONS,
+    RunSize,
+)
+from benchmarks.contestants.common import ContestantEnv, faust_windows_changelog
 from benchmarks.produce import Expected, deposits, produce
 from benchmarks.results_model import Latency, RunResults, Throughput
 from benchmarks.runner import ContestantProcess
-from benchmarks.verify import Verdict, Verifier
-from benchmarks.workloads import STATE_RUN
+from benchmarks.verify import Verdict, Verifier, verify_faust_windows
+from benchmarks.workloads import STATE_RUN, WINDOWED
 
 POLL = 0.01  # seconds between end-offset polls while a throughput run is going
 FIRST_OUTPUT_TIMEOUT = 90.0  # start-up + first batch
 STALL_TIMEOUT = 45.0  # no new output for this long: the contestant is stuck
 DRAIN_TIMEOUT = 30.0  # after the load stops, for the last outputs to arrive
+FAUST_CLEANUP_WAIT = 3 * FAUST_CLEANUP_INTERVAL  # W3: faust's cleanup emits what it will
 
 
 class Failed(Exception):
@@ -84,7 +104,14 @@ class Harness:
     # -- input ---------------------------------------------------------------------------
 
     async def produce_input(
-        self, topic: str, records: int, accounts: int, *, distinct: bool, seed: int
+        self,
+        topic: str,
+        records: int,
+        accounts: int,
+        *,
+        distinct: bool,
+        seed: int,
+        windowed: bool = False,
     ) -> Expected:
         await self.admin.create_topics([topic])
         task = self.progress.add_task(f"producing {topic}", total=records)
@@ -94,9 +121,17 @@ class Harness:
             deposits(records, accounts, seed, distinct=distinct),
             records,
             lambda n: self.progress.update(task, completed=n),
+            seed=seed,
+            windowed=windowed,
         )
         self.progress.remove_task(task)
-        self.say(f"produced {records:,} deposits over {len(expected.balances):,} accounts")
+        windows = (
+            f" into {len(expected.windows):,} windows, then {len(expected.open_windows)} "
+            "end-of-input markers"
+            if windowed
+            else ""
+        )
+        self.say(f"produced {records:,} deposits over {len(expected.balances):,} accounts{windows}")
         return expected
 
     # -- one workload ----------------------------------------------------------------------
@@ -105,13 +140,17 @@ class Harness:
         """Throughput for every contestant on one shared input, then latency for each."""
         size = self.size
         topic = f"{self.prefix}.{workload}.in"
+        windowed = workload in WINDOWED
+        accounts = size.window_accounts if windowed else size.accounts
         expected = await self.produce_input(
-            topic, size.records, size.accounts, distinct=False, seed=int(workload[1:])
+            topic, size.records, accounts, distinct=False, seed=int(workload[1:]), windowed=windowed
         )
         for name in self.contestants:
-            result = await self.throughput(workload, name, topic, expected, size.accounts)
+            result = await self.throughput(workload, name, topic, expected, accounts)
             results.throughput.append(result)
         for name in self.contestants:
+            if windowed:
+                break  # no latency run for windows (see the module's docstring)
             rate = results.rate(workload, name)
             if rate is None:
                 continue  # failed: no max to take half of
@@ -155,14 +194,21 @@ class Harness:
         group = f"{self.prefix}.{label}.{name}"
         sink = f"{group}.out"
         await self.admin.create_topics([sink])
+        # what marks the end: the outputs, or (faust's W3) the windows table's changelog
+        table = faust_windows_changelog(group) if self._faust_table(workload, name) else None
+        watched, count = (table, expected.inputs) if table else (sink, expected.outputs)
+        if table:
+            await self.admin.create_topics([table], compact=True)  # as faust would
         proc = ContestantProcess(
             name, self._env(workload, group, source, sink), self.workdir, self.profile
         )
         result = Throughput(label, name, expected.count, accounts, log=str(proc.log_path))
-        task = self.progress.add_task(f"{label} {name}: throughput", total=expected.count)
+        task = self.progress.add_task(f"{label} {name}: throughput", total=count)
         proc.start()
         try:
-            end = await self._await_outputs(proc, sink, expected.count, task)
+            end = await self._await_outputs(proc, watched, count, task)
+            if table:
+                await asyncio.sleep(FAUST_CLEANUP_WAIT)
             result.peak_rss, result.cpu_seconds = proc.peak_rss(), proc.cpu_seconds()
             start = proc.first_record_time()
             if start is None:
@@ -175,8 +221,10 @@ class Harness:
             code = await proc.stop()
         if not result.detail:
             self.progress.update(task, description=f"{label} {name}: verifying")
-            verdict = await self._verify(workload, sink, expected)
+            verdict = await self._verify(workload, sink, expected, table)
             result.ok, result.detail = verdict.ok, verdict.detail
+            if table:
+                result.caveat = "faust-windows"
         self.progress.remove_task(task)
         if result.ok:
             self.say(
@@ -188,7 +236,20 @@ class Harness:
             self.say(f"[red]{label} {name}: FAIL: {result.detail}[/red]\n{proc.log_tail()}")
         return result
 
-    async def _verify(self, workload: str, sink: str, expected: Expected) -> Verdict:
+    @staticmethod
+    def _faust_table(workload: str, name: str) -> bool:
+        return workload in WINDOWED and name == "faust"
+
+    async def _verify(
+        self, workload: str, sink: str, expected: Expected, table: str | None = None
+    ) -> Verdict:
+        """The output checked; with ``table`` (faust's W3), against the table's changelog."""
+        if table is not None:
+            changelog: list[tuple[bytes | None, bytes | None]] = []
+            outputs: list[tuple[Sequence[tuple[str, bytes]], bytes]] = []
+            await read_topic(self.bootstrap, table, lambda m: changelog.append((m.key, m.value)))
+            await read_topic(self.bootstrap, sink, lambda m: outputs.append((m.headers, m.value)))
+            return verify_faust_windows(changelog, outputs, expected)
         verifier = Verifier(workload, expected)
         await read_topic(self.bootstrap, sink, lambda m: verifier.add(m.headers, m.value))
         return verifier.verdict()

@@ -1,16 +1,26 @@
 """The benchmark's intents, as PacketFlow declares them (the input is encoded with these).
 
-Every workload reads :class:`Deposit` records in PacketFlow's wire format and writes one
-derived intent per input: :class:`DepositAccepted` (W1) or :class:`BalanceChanged` (W2).
-``sent_us`` is the producer's wall clock in microseconds when the input was sent; outputs
-carry it on so the harness can measure end-to-end latency when it sees them.
+Every workload reads :class:`Deposit` records in PacketFlow's wire format. W1 and W2 write
+one derived intent per input: :class:`DepositAccepted` (W1) or :class:`BalanceChanged` (W2).
+``sent_us`` is the producer's wall clock in microseconds when the input was sent; those
+outputs carry it on so the harness can measure end-to-end latency when it sees them. W3
+writes one :class:`WindowTotal` per (account, 10-second window of ``event_time``) when the
+window closes: how many deposits fell into it and what they add up to. ``event_time`` (epoch
+seconds) is set by the input's producer; W1 and W2 carry it without looking at it.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from benchmarks.wire import BALANCE_CHANGED, DEPOSIT, DEPOSIT_ACCEPTED, HELD, PRINCIPAL
+from benchmarks.wire import (
+    BALANCE_CHANGED,
+    DEPOSIT,
+    DEPOSIT_ACCEPTED,
+    HELD,
+    PRINCIPAL,
+    WINDOW_TOTAL,
+)
 from packetflow import Context, Intent
 from packetflow.engine.codec import encode
 
@@ -18,6 +28,7 @@ from packetflow.engine.codec import encode
 class Deposit(Intent, type_name=DEPOSIT, key="account", requires=["deposit:account/{account}"]):
     account: str
     amount: int = Field(gt=0)
+    event_time: float  # seconds since the epoch; before sent_us, which loadgen rewrites last
     sent_us: int
 
 
@@ -34,10 +45,18 @@ class BalanceChanged(Intent, type_name=BALANCE_CHANGED, key="account"):
     sent_us: int
 
 
+class WindowTotal(Intent, type_name=WINDOW_TOTAL, key="account"):
+    account: str
+    start: int  # the window's start, epoch seconds: it covers [start, start + 10)
+    count: int  # deposits in it
+    total: int  # their amounts' sum
+
+
 def encode_deposit(
-    account: str, amount: int, sent_us: int
+    account: str, amount: int, sent_us: int, event_time: float
 ) -> tuple[bytes, list[tuple[str, bytes]]]:
     """One input record's value and headers, exactly as PacketFlow writes them."""
     return encode(
-        Deposit(account=account, amount=amount, sent_us=sent_us), Context.new(PRINCIPAL, HELD)
+        Deposit(account=account, amount=amount, event_time=event_time, sent_us=sent_us),
+        Context.new(PRINCIPAL, HELD),
     )

@@ -5,7 +5,8 @@ producer; the harness subtracts it from the time it sees the matching output. Va
 contexts are pre-encoded with PacketFlow's codec for a pool of deposits (so producing stays
 cheap at high rates); only the ``sent_us`` digits are written at send time, which gives the
 same bytes the codec would. Every 2 ms the records due by then go out as one batch per
-partition (keyed by account, partitioned like any Kafka producer).
+partition (keyed by account, partitioned like any Kafka producer). Used for W1 and W2 only
+(W3 has no latency run): the deposits' ``event_time`` is fixed per pool entry and unused.
 
 Prints one JSON line when done: how many it sent, at what rate, and what they add up to.
 
@@ -25,7 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks.config import PRODUCER
 from benchmarks.intents import encode_deposit
-from benchmarks.produce import Batches, Expected, deposits, partition_of
+from benchmarks.produce import Batches, Expected, deposits, event_times, partition_of
 
 TICK = 0.002
 POOL = 20_000
@@ -40,17 +41,21 @@ class Template:
     headers: list[tuple[str, bytes]]
     account: str
     amount: int
+    event_time: float
 
 
 def templates(count: int, accounts: int, seed: int) -> list[Template]:
     out = []
-    for account, amount in deposits(count, accounts, seed):
-        value, headers = encode_deposit(account, amount, 0)
+    times = event_times(count, seed)
+    for (account, amount), event_time in zip(deposits(count, accounts, seed), times, strict=True):
+        value, headers = encode_deposit(account, amount, 0, event_time)
         cut = value.rindex(MARK) + len(MARK)
         if value[cut:] != b"0}":
             raise RuntimeError(f"unexpected encoding of a Deposit: {value!r}")
         key = account.encode()
-        out.append(Template(key, partition_of(key), value[:cut], headers, account, amount))
+        out.append(
+            Template(key, partition_of(key), value[:cut], headers, account, amount, event_time)
+        )
     return out
 
 

@@ -1,7 +1,11 @@
 """The PacketFlow contestant: the workload as a topology, run by ``packetflow worker``.
 
 ``BENCH_WORKLOAD`` picks the reactor (W1 stateless ``accept``, W2 stateful ``balance``,
-state ``int`` per account in a changelog-backed store); ``BENCH_INPUT`` / ``BENCH_OUTPUT``
+state ``int`` per account in a changelog-backed store) or, for W3, the window
+``per_account``: ``packetflow.streams.window``, per-account 10-second tumbling windows on the
+deposits' ``event_time`` with 2 s of grace, summing ``amount`` (the count comes with the
+result), each window's ``WindowTotal`` emitted once, when the partition's watermark passes
+its end + grace; ``BENCH_INPUT`` / ``BENCH_OUTPUT``
 name the topics and ``BENCH_GROUP`` the topology (so its group, changelog, dead-letter and
 denied topics are unique per run). Decoding, the capability check (``Deposit`` requires
 ``deposit:account/{account}``; inputs hold ``teller:account/*``) and the derived context
@@ -12,10 +16,12 @@ are the engine's.
 
 from __future__ import annotations
 
+from benchmarks.config import GRACE_SECONDS, WINDOW_SECONDS
 from benchmarks.contestants.common import ContestantEnv, FirstRecord
-from benchmarks.intents import BalanceChanged, Deposit, DepositAccepted
+from benchmarks.intents import BalanceChanged, Deposit, DepositAccepted, WindowTotal
 from benchmarks.wire import HIERARCHY
 from packetflow import Context, Topology
+from packetflow.streams import Tumbling, WindowResult, agg, window
 
 env = ContestantEnv.from_env()
 first = FirstRecord(env.marker)
@@ -25,6 +31,7 @@ first = FirstRecord(env.marker)
 topology = Topology(env.group, capabilities=HIERARCHY, allow_unsigned=True)
 topology.route(DepositAccepted, env.output)
 topology.route(BalanceChanged, env.output)
+topology.route(WindowTotal, env.output)
 
 if env.workload == "W1":
 
@@ -54,5 +61,33 @@ elif env.workload == "W2":
             )
         ]
 
+elif env.workload == "W3":
+
+    def amount(deposit: Deposit) -> int:
+        """What the window sums (and where the first record is noted)."""
+        if first.pending:
+            first.mark()
+        return deposit.amount
+
+    @window(
+        topology,
+        Deposit,
+        topic=env.input,
+        every=Tumbling(WINDOW_SECONDS),
+        aggregate=agg.sum(amount),
+        time="event_time",
+        grace=GRACE_SECONDS,
+        emits=[WindowTotal],
+    )
+    def per_account(result: WindowResult, ctx: Context) -> WindowTotal:
+        """W3: each account's deposits per 10 s of event time, once the window closes."""
+        assert result.key is not None
+        return WindowTotal(
+            account=result.key,
+            start=int(result.start.timestamp()),
+            count=result.count,
+            total=result.value,
+        )
+
 else:
-    raise SystemExit(f"pf_topology: unknown BENCH_WORKLOAD {env.workload!r} (W1 or W2)")
+    raise SystemExit(f"pf_topology: unknown BENCH_WORKLOAD {env.workload!r} (W1, W2 or W3)")

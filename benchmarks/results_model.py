@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 class Throughput:
     """A contestant working through a pre-produced input as fast as it can."""
 
-    workload: str  # W1, W2 or W2-state
+    workload: str  # W1, W2, W3 or W2-state
     contestant: str
     records: int
     accounts: int
     ok: bool = False
     detail: str = ""
+    # "faust-windows": faust's W3, timed to its table's last update and checked on its table
+    # (its window results are not one per window; see benchmarks/contestants/faust_app.py)
+    caveat: str = ""
     seconds: float | None = None  # first consumed record -> last output acknowledged
     rate: float | None = None  # records/s
     peak_rss: int | None = None  # bytes (VmHWM)

@@ -8,3 +8,4 @@ REQUIRED_OPERATION = "deposit"  # a Deposit requires deposit:account/<account>
 DEPOSIT = "bench.Deposit"
 DEPOSIT_ACCEPTED = "bench.DepositAccepted"
 BALANCE_CHANGED = "bench.BalanceChanged"
+WINDOW_TOTAL = "bench.WindowTotal"

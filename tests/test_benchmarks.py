@@ -4,22 +4,43 @@ contestants check capabilities and write records the way PacketFlow does. No bro
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
 import orjson
 import pytest
 
-from benchmarks.config import PRODUCER, packetflow_url
+from benchmarks.config import (
+    DISORDER_MS,
+    END_OF_INPUT_TIME,
+    EVENT_EPOCH,
+    GRACE_SECONDS,
+    PARTITIONS,
+    PRODUCER,
+    packetflow_url,
+)
+from benchmarks.contestants import raw
 from benchmarks.contestants.common import (
     CapabilityCheck,
+    ContestantEnv,
     accepted,
     balance_changed,
     output_headers,
     read_input,
+    window_start_ms,
+    window_total,
 )
-from benchmarks.intents import BalanceChanged, DepositAccepted, encode_deposit
+from benchmarks.intents import BalanceChanged, DepositAccepted, WindowTotal, encode_deposit
 from benchmarks.loadgen import templates
-from benchmarks.produce import Expected, deposits
-from benchmarks.verify import verify
-from benchmarks.wire import BALANCE_CHANGED, DEPOSIT_ACCEPTED, HIERARCHY
+from benchmarks.produce import (
+    Expected,
+    deposits,
+    end_marker_accounts,
+    event_times,
+    partition_of,
+)
+from benchmarks.verify import verify, verify_faust_windows
+from benchmarks.wire import BALANCE_CHANGED, DEPOSIT_ACCEPTED, HIERARCHY, WINDOW_TOTAL
 from packetflow import Capability, CapabilityHierarchy
 from packetflow.engine.codec import Decoder
 from packetflow.engine.transport import BrokerURL, Record
@@ -135,7 +156,7 @@ def test_no_capabilities_header_is_not_allowed() -> None:
 
 @pytest.mark.parametrize("workload", ["W1", "W2"])
 def test_hand_written_outputs_are_packetflow_records(workload: str) -> None:
-    value, headers = encode_deposit("acct-1", 42, 123)
+    value, headers = encode_deposit("acct-1", 42, 123, EVENT_EPOCH + 0.5)
     source = read_input(headers, value)
     out_value = (
         accepted(source.deposit) if workload == "W1" else balance_changed(source.deposit, 50)
@@ -157,7 +178,7 @@ def test_hand_written_outputs_are_packetflow_records(workload: str) -> None:
 def test_load_generator_writes_the_bytes_the_codec_would() -> None:
     (template,) = templates(1, 10, seed=1)
     sent_us = 1_732_000_000_123_456
-    value, headers = encode_deposit(template.account, template.amount, sent_us)
+    value, headers = encode_deposit(template.account, template.amount, sent_us, template.event_time)
     assert template.prefix + b"%d}" % sent_us == value
     names = [name for name, _ in headers]
     assert [name for name, _ in template.headers] == names
@@ -176,3 +197,301 @@ def test_packetflow_gets_the_shared_producer_settings() -> None:
     assert options["linger_ms"] == str(PRODUCER["linger_ms"])
     assert options["max_batch_size"] == str(PRODUCER["max_batch_size"])
     assert options["idempotence"] == "true"
+
+
+# -- W3: windows ---------------------------------------------------------------------------
+
+T0 = float(EVENT_EPOCH)  # a window start
+# (account, amount, event time): "a" in two windows, "b" in one, out of order within grace
+W3_INPUT = [
+    ("a", 5, T0 + 1.0),
+    ("b", 7, T0 + 3.5),
+    ("a", 3, T0 + 9.999),
+    ("a", 4, T0 + 10.0),  # the next window: [T0 + 10, T0 + 20)
+    ("b", 2, T0 + 8.0),  # behind the watermark, within grace
+    ("a", 1, T0 + 12.25),
+]
+W3_WINDOWS = {
+    ("a", EVENT_EPOCH): (2, 8),
+    ("b", EVENT_EPOCH): (2, 9),
+    ("a", EVENT_EPOCH + 10): (2, 5),
+}
+
+
+def _w3_expected(rows: list[tuple[str, int, float]] = W3_INPUT) -> Expected:
+    expected = Expected(windowed=True)
+    for account, amount, t in rows:
+        expected.add(account, amount, t)
+    for account in end_marker_accounts():
+        expected.add_marker(account, END_OF_INPUT_TIME)
+    return expected
+
+
+def _w3_output(
+    account: str, start: int, count: int, total: int
+) -> tuple[list[tuple[str, bytes]], bytes]:
+    value = window_total(account, start * 1000, count, total)
+    return [("pf-type", WINDOW_TOTAL.encode())], value
+
+
+def _w3_outputs(
+    windows: dict[tuple[str, int], tuple[int, int]] = W3_WINDOWS,
+) -> list[tuple[list[tuple[str, bytes]], bytes]]:
+    return [_w3_output(a, start, c, t) for (a, start), (c, t) in windows.items()]
+
+
+def test_w3_expected_counts_each_window() -> None:
+    expected = _w3_expected()
+    assert {w: tuple(v) for w, v in expected.windows.items()} == W3_WINDOWS
+    assert expected.count == len(W3_INPUT) and expected.outputs == 3
+    assert expected.inputs == len(W3_INPUT) + PARTITIONS  # the markers
+    assert all(start == END_OF_INPUT_TIME for _, start in expected.open_windows)
+
+
+def test_w3_right_answer_passes() -> None:
+    verdict = verify("W3", _w3_outputs(), _w3_expected())
+    assert verdict.ok, verdict.detail
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({("a", EVENT_EPOCH): (3, 8)}, "wrong count"),
+        ({("a", EVENT_EPOCH): (2, 9)}, "wrong sum"),
+        ({("b", EVENT_EPOCH): (1, 7)}, "wrong count"),  # the out-of-order deposit lost
+        ({("a", EVENT_EPOCH + 10): (2, 4)}, "wrong sum"),
+    ],
+)
+def test_w3_a_wrong_count_or_sum_fails(
+    change: dict[tuple[str, int], tuple[int, int]], why: str
+) -> None:
+    verdict = verify("W3", _w3_outputs({**W3_WINDOWS, **change}), _w3_expected())
+    assert not verdict.ok
+    assert why in verdict.detail
+
+
+def test_w3_a_deposit_in_the_wrong_window_fails() -> None:
+    # the deposit at exactly T0 + 10 counted in the window before: both windows wrong
+    windows = {**W3_WINDOWS, ("a", EVENT_EPOCH): (3, 12), ("a", EVENT_EPOCH + 10): (1, 1)}
+    verdict = verify("W3", _w3_outputs(windows), _w3_expected())
+    assert not verdict.ok
+    assert "2 results have a wrong count" in verdict.detail
+
+
+def test_w3_a_missing_window_fails() -> None:
+    outputs = _w3_outputs()[:-1]
+    verdict = verify("W3", outputs, _w3_expected())
+    assert not verdict.ok
+    assert "1 of 3 windows have no result" in verdict.detail
+
+
+def test_w3_a_window_emitted_twice_fails_even_when_right() -> None:
+    outputs = _w3_outputs()
+    verdict = verify("W3", [*outputs, outputs[0]], _w3_expected())
+    assert not verdict.ok
+    assert "more than one result" in verdict.detail
+
+
+def test_w3_a_window_emitted_in_pieces_fails() -> None:
+    # early firing: the first window of "a" as (1, 5) and then (1, 3)
+    outputs = [_w3_output("a", EVENT_EPOCH, 1, 5), _w3_output("a", EVENT_EPOCH, 1, 3)]
+    outputs += _w3_outputs()[1:]
+    verdict = verify("W3", outputs, _w3_expected())
+    assert not verdict.ok
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [("c", EVENT_EPOCH, 1, 1), ("a", EVENT_EPOCH + 20, 1, 1)],
+    ids=["unknown account", "unknown window"],
+)
+def test_w3_a_result_for_a_window_not_in_the_input_fails(extra: tuple[str, int, int, int]) -> None:
+    verdict = verify("W3", [*_w3_outputs(), _w3_output(*extra)], _w3_expected())
+    assert not verdict.ok
+    assert "not in the input" in verdict.detail
+
+
+def test_w3_the_end_of_input_markers_windows_must_not_close() -> None:
+    marker = end_marker_accounts()[0]
+    outputs = [*_w3_outputs(), _w3_output(marker, END_OF_INPUT_TIME, 1, 1)]
+    verdict = verify("W3", outputs, _w3_expected())
+    assert not verdict.ok
+    assert "not in the input" in verdict.detail
+
+
+def test_w3_a_wrong_output_type_fails() -> None:
+    outputs = _w3_outputs()
+    outputs[0] = ([("pf-type", DEPOSIT_ACCEPTED.encode())], outputs[0][1])
+    assert not verify("W3", outputs, _w3_expected()).ok
+
+
+def test_w3_event_times_are_fixed_span_several_windows_and_are_never_late() -> None:
+    times = list(event_times(50_000, seed=3))
+    assert times == list(event_times(50_000, seed=3))
+    assert len({window_start_ms(t) for t in times}) >= 5
+    assert all(round(t * 1000) == t * 1000 for t in times[:1000])  # whole milliseconds
+    # behind the running maximum by no more than DISORDER_MS < grace: never late
+    assert DISORDER_MS < GRACE_SECONDS * 1000
+    high = times[0]
+    for t in times:
+        assert high - t <= DISORDER_MS / 1000 + 1e-6
+        high = max(high, t)
+
+
+def test_end_of_input_markers_one_per_partition() -> None:
+    accounts = end_marker_accounts()
+    assert [partition_of(a.encode()) for a in accounts] == list(range(PARTITIONS))
+    assert END_OF_INPUT_TIME > EVENT_EPOCH + 10**8  # beyond any input's event times, and now
+
+
+def test_window_start_agrees_with_packetflow_at_the_boundaries() -> None:
+    from packetflow.streams.windowed import event_time_function
+    from packetflow.streams.windows import Tumbling
+
+    size = Tumbling(10).size_ms
+    time_of = event_time_function("event_time")
+    for t in (T0, T0 + 9.999, T0 + 10.0, T0 + 0.001, T0 - 0.001, T0 + 12.345):
+        deposit = read_input(*reversed(encode_deposit("a", 1, 0, t))).deposit
+        ms = time_of(deposit, None)  # type: ignore[arg-type]
+        assert window_start_ms(deposit.event_time) == ms - ms % size
+
+
+# faust: its table splits windows into pieces when it expires them on the wall clock
+
+
+def _changelog(updates: list[tuple[str, int, int, int]]) -> list[tuple[bytes, bytes]]:
+    """faust's windows-table changelog records: ``(account, start, count, sum)`` each."""
+    return [
+        (orjson.dumps([a, [float(start), start + 9.9]]), orjson.dumps([c, s, "{}", None]))
+        for a, start, c, s in updates
+    ]
+
+
+def _marker_updates() -> list[tuple[str, int, int, int]]:
+    return [(a, END_OF_INPUT_TIME, 1, 1) for a in end_marker_accounts()]
+
+
+E0 = EVENT_EPOCH
+# "a"'s first window expired after its first deposit and started afresh: pieces (1, 5), (1, 3)
+FAUST_UPDATES = [
+    ("a", E0, 1, 5),
+    ("b", E0, 1, 7),
+    ("a", E0, 1, 3),
+    ("a", E0 + 10, 1, 4),
+    ("b", E0, 2, 9),
+    ("a", E0 + 10, 2, 5),
+    *_marker_updates(),
+]
+
+
+def test_w3_faust_pieces_that_add_up_pass_and_are_reported() -> None:
+    outputs = [_w3_output("a", E0, 1, 5), _w3_output("b", E0, 2, 9)]
+    verdict = verify_faust_windows(_changelog(FAUST_UPDATES), outputs, _w3_expected())
+    assert verdict.ok, verdict.detail
+    assert "split 1 of them" in verdict.detail
+    assert "1 whole windows, 1 partial" in verdict.detail
+
+
+@pytest.mark.parametrize(
+    ("updates", "why"),
+    [
+        ([u for u in FAUST_UPDATES if u != ("a", E0, 1, 3)], "do not add up"),  # one lost
+        ([*FAUST_UPDATES, ("a", E0 + 10, 1, 1)], "do not add up"),  # one counted twice
+        ([u for u in FAUST_UPDATES if u[0] != "b"], "lacks 1"),
+        ([*FAUST_UPDATES, ("c", E0, 1, 1)], "not in the input"),
+        ([*FAUST_UPDATES[:4], ("b", E0, 3, 9), *FAUST_UPDATES[5:]], "went from"),
+    ],
+)
+def test_w3_faust_a_table_that_does_not_add_up_fails(
+    updates: list[tuple[str, int, int, int]], why: str
+) -> None:
+    verdict = verify_faust_windows(_changelog(updates), [], _w3_expected())
+    assert not verdict.ok
+    assert why in verdict.detail
+
+
+@pytest.mark.parametrize(
+    "result",
+    [("a", E0, 2, 8), ("a", E0, 1, 4), ("b", E0, 3, 10), ("c", E0, 1, 1)],
+    ids=["the whole of a split window", "no piece", "over its window", "no window"],
+)
+def test_w3_faust_a_result_that_is_no_piece_fails(result: tuple[str, int, int, int]) -> None:
+    outputs = [_w3_output(*result)]
+    verdict = verify_faust_windows(_changelog(FAUST_UPDATES), outputs, _w3_expected())
+    assert not verdict.ok
+
+
+def test_w3_faust_a_piece_emitted_twice_fails() -> None:
+    outputs = [_w3_output("a", E0, 1, 5), _w3_output("a", E0, 1, 5)]
+    assert not verify_faust_windows(_changelog(FAUST_UPDATES), outputs, _w3_expected()).ok
+
+
+# the raw contestant's hand-written windows, fed records directly
+
+
+@dataclass
+class _Message:
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+class _Outputs:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, int, bytes, bytes | None, list[tuple[str, bytes]]]] = []
+
+    async def add(
+        self, topic: str, partition: int, key: bytes, value: bytes | None, headers: list
+    ) -> None:
+        self.records.append((topic, partition, key, value, headers))
+
+
+def _message(account: str, amount: int, t: float) -> _Message:
+    value, headers = encode_deposit(account, amount, 0, t)
+    return _Message(account.encode(), value, headers)
+
+
+def _raw_windows(batches: list[list[_Message]]) -> tuple[_Outputs, int]:
+    env = ContestantEnv("W3", "-", "in", "out", "g", "")
+    windows, outputs, late = raw.Windows(), _Outputs(), 0
+    for batch in batches:
+        _, too_late = asyncio.run(
+            raw.window_batch(env, batch, windows, 0, CapabilityCheck(), outputs, "changelog")  # type: ignore[arg-type]
+        )
+        late += too_late
+    return outputs, late
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 6], ids=lambda n: f"batches of {n}")
+def test_raw_windows_close_on_the_watermark_whatever_the_batches(split: int) -> None:
+    messages = [_message(*row) for row in W3_INPUT]
+    messages.append(_message(end_marker_accounts()[0], 1, END_OF_INPUT_TIME))
+    batches = [messages[i : i + split] for i in range(0, len(messages), split)]
+    outputs, late = _raw_windows(batches)
+    results = [(h, v) for topic, _, _, v, h in outputs.records if topic == "out" and v]
+    verdict = verify("W3", results, _w3_expected())
+    assert verdict.ok, verdict.detail
+    assert late == 0
+    decoded = [WindowTotal.model_validate_json(v) for _, v in results]
+    assert {(w.account, w.start) for w in decoded} == set(W3_WINDOWS)
+    for headers, _ in results:
+        assert [name for name, _ in headers][:4] == [
+            "pf-type", "pf-version", "content-type", "pf-context",
+        ]  # fmt: skip
+
+
+def test_raw_windows_stay_open_until_the_watermark_passes_end_plus_grace() -> None:
+    # the watermark at T0 + 11.999: [T0, T0 + 10) closes at T0 + 12, so it is still open
+    outputs, _ = _raw_windows([[_message("a", 5, T0 + 1), _message("b", 1, T0 + 11.999)]])
+    assert not [r for r in outputs.records if r[0] == "out"]
+    outputs, _ = _raw_windows([[_message("a", 5, T0 + 1), _message("b", 1, T0 + 12)]])
+    assert [orjson.loads(r[3] or b"") for r in outputs.records if r[0] == "out"] == [
+        {"account": "a", "start": EVENT_EPOCH, "count": 1, "total": 5}
+    ]
+
+
+def test_raw_counts_a_deposit_late_when_its_window_has_closed() -> None:
+    batch = [_message("a", 5, T0 + 1), _message("a", 1, T0 + 12), _message("b", 2, T0 + 9)]
+    outputs, late = _raw_windows([batch])
+    assert late == 1
+    assert [orjson.loads(r[3] or b"")["count"] for r in outputs.records if r[0] == "out"] == [1]

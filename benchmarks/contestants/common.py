@@ -6,7 +6,8 @@ model, parse the ``pf-context`` header, check that a capability in the ``pf-capa
 header implies ``deposit:account/<account>`` (through the same operation hierarchy), then
 write the derived intent with PacketFlow's headers and an inherited context (new intent id
 and span, same trace, causation = the input, this hop appended; capabilities carried on).
-Nothing here imports PacketFlow.
+A W3 window's result inherits the context of the window's last deposit, as PacketFlow's
+windows do. Nothing here imports PacketFlow.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from benchmarks.config import WINDOW_SECONDS
 from benchmarks.wire import (
     BALANCE_CHANGED,
     DEPOSIT,
     DEPOSIT_ACCEPTED,
     HIERARCHY,
     REQUIRED_OPERATION,
+    WINDOW_TOTAL,
 )
 
 Headers = list[tuple[str, bytes]]
@@ -36,7 +39,7 @@ Headers = list[tuple[str, bytes]]
 class ContestantEnv:
     """A contestant process's settings, passed by the harness as environment variables."""
 
-    workload: str  # W1 or W2
+    workload: str  # W1, W2 or W3
     bootstrap: str  # host:port
     input: str  # input topic
     output: str  # output topic
@@ -89,6 +92,7 @@ class Deposit(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     account: str
     amount: int = Field(gt=0)
+    event_time: float
     sent_us: int
 
 
@@ -105,6 +109,30 @@ class BalanceChanged(BaseModel):
     amount: int
     balance: int
     sent_us: int
+
+
+class WindowTotal(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    account: str
+    start: int
+    count: int
+    total: int
+
+
+WINDOW_MS = WINDOW_SECONDS * 1000
+FAUST_WINDOWS_TABLE = "windows"
+
+
+def faust_windows_changelog(group: str) -> str:
+    """The changelog faust writes for the W3 windows table (its app id is the group)."""
+    return f"{group}-{FAUST_WINDOWS_TABLE}-changelog"
+
+
+def window_start_ms(event_time: float) -> int:
+    """The start (epoch ms) of the tumbling window holding ``event_time`` (epoch seconds),
+    computed as PacketFlow does: whole milliseconds first, then down to the window size."""
+    t = int(event_time * 1000)
+    return t - t % WINDOW_MS
 
 
 # -- capabilities, by hand ----------------------------------------------------------------
@@ -166,7 +194,11 @@ class CapabilityCheck:
 
 # -- the per-record work -------------------------------------------------------------------
 
-_OUT_TYPE = {"W1": DEPOSIT_ACCEPTED.encode(), "W2": BALANCE_CHANGED.encode()}
+_OUT_TYPE = {
+    "W1": DEPOSIT_ACCEPTED.encode(),
+    "W2": BALANCE_CHANGED.encode(),
+    "W3": WINDOW_TOTAL.encode(),
+}
 _VERSION = b"1"
 _JSON = b"application/json"
 
@@ -180,6 +212,7 @@ class Input:
     deposit: Deposit
     context: dict[str, Any]  # pf-context, parsed
     capabilities: bytes | None  # pf-capabilities, as it came
+    context_raw: bytes  # pf-context, as it came (W3 keeps it in its window state)
 
 
 def read_input(headers: Any, value: bytes) -> Input:
@@ -194,7 +227,9 @@ def read_input(headers: Any, value: bytes) -> Input:
             capabilities = raw
     if type_name != _DEPOSIT_TYPE or context_raw is None:
         raise Rejected(f"not a {DEPOSIT} with a context")
-    return Input(Deposit.model_validate_json(value), orjson.loads(context_raw), capabilities)
+    return Input(
+        Deposit.model_validate_json(value), orjson.loads(context_raw), capabilities, context_raw
+    )
 
 
 _DEPOSIT_TYPE = DEPOSIT.encode()
@@ -202,7 +237,13 @@ _DEPOSIT_TYPE = DEPOSIT.encode()
 
 def output_headers(workload: str, source: Input, hop: str) -> Headers:
     """PacketFlow's headers for an intent caused by ``source`` (its capabilities carry on)."""
-    context = source.context
+    return derived_headers(workload, source.context, source.capabilities, hop)
+
+
+def derived_headers(
+    workload: str, context: dict[str, Any], capabilities: bytes | None, hop: str
+) -> Headers:
+    """PacketFlow's headers for an intent caused by the intent with ``context``."""
     derived = dict(context)
     derived["intent_id"] = os.urandom(16).hex()
     derived["span_id"] = os.urandom(8).hex()
@@ -216,8 +257,8 @@ def output_headers(workload: str, source: Input, hop: str) -> Headers:
         ("content-type", _JSON),
         ("pf-context", orjson.dumps(derived)),
     ]
-    if source.capabilities is not None:
-        headers.append(("pf-capabilities", source.capabilities))
+    if capabilities is not None:
+        headers.append(("pf-capabilities", capabilities))
     return headers
 
 
@@ -239,6 +280,15 @@ def balance_changed(deposit: Deposit, balance: int) -> bytes:
             balance=balance,
             sent_us=deposit.sent_us,
         )
+        .model_dump_json()
+        .encode()
+    )
+
+
+def window_total(account: str, start_ms: int, count: int, total: int) -> bytes:
+    """W3's output value: one closed window of one account."""
+    return (
+        WindowTotal(account=account, start=start_ms // 1000, count=count, total=total)
         .model_dump_json()
         .encode()
     )

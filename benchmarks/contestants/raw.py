@@ -7,6 +7,17 @@ their delivery, then commit. At least
 once, like the other two. Its changelog is write-only: with one consumer and a fresh group
 there is nothing to restore.
 
+W3 is dict windowing by hand: per input partition, the open windows by start (epoch ms),
+then by account: ``[count, sum, last deposit's Input]``, and a watermark, the largest event
+time seen on the partition. A deposit whose window has already closed (watermark >= its end +
+grace) would be late: counted and dropped, like PacketFlow's late topic (this input has
+none). After each batch, every window whose end + grace the watermark has reached is closed:
+its ``WindowTotal`` goes out, with the context of its last deposit. The changelog gets one
+record per (account, window) changed or closed in the batch (its state, or a tombstone) and
+the partition's watermark. There is no flush at the end of input: the input's end-of-input
+markers move the watermark past every window (see ``config.END_OF_INPUT_TIME``), so the
+windows close by the same rule as the rest, as in the other two contestants.
+
 Run by the harness: ``python -m benchmarks.contestants.raw`` with ``BENCH_*`` variables.
 """
 
@@ -17,6 +28,7 @@ import contextlib
 import signal
 import sys
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -24,16 +36,19 @@ from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import TopicPartition
 
-from benchmarks.config import CONSUMER, MAX_BATCH, PARTITIONS, PRODUCER
+from benchmarks.config import CONSUMER, GRACE_SECONDS, MAX_BATCH, PARTITIONS, PRODUCER
 from benchmarks.contestants.common import (
+    WINDOW_MS,
     CapabilityCheck,
     ContestantEnv,
     FirstRecord,
+    Input,
     Rejected,
     accepted,
     balance_changed,
     output_headers,
     read_input,
+    window_total,
 )
 
 HOP = "raw"
@@ -93,9 +108,34 @@ async def create_changelog(bootstrap: str, topic: str) -> None:
         await admin.close()
 
 
+GRACE_MS = int(GRACE_SECONDS * 1000)
+NO_WATERMARK = -(2**62)
+WATERMARK_KEY = b"watermark"
+
+
+class Windows:
+    """One input partition's open windows (W3)."""
+
+    __slots__ = ("open", "watermark")
+
+    def __init__(self) -> None:
+        self.open: dict[int, dict[bytes, list]] = {}  # start ms -> key -> [count, sum, Input]
+        self.watermark = NO_WATERMARK
+
+
+def window_state(slot: list) -> bytes:
+    """An open window's changelog value: count, sum and its last deposit's raw context."""
+    source: Input = slot[2]
+    caps = source.capabilities
+    return orjson.dumps(
+        [slot[0], slot[1], source.context_raw.decode(), None if caps is None else caps.decode()]
+    )
+
+
 async def run(env: ContestantEnv) -> None:
-    changelog = f"{env.group}.balances.changelog"
-    stateful = env.workload == "W2"
+    windowed = env.workload == "W3"
+    changelog = f"{env.group}.{'windows' if windowed else 'balances'}.changelog"
+    stateful = env.workload in ("W2", "W3")
     if stateful:
         await create_changelog(env.bootstrap, changelog)
     consumer = AIOKafkaConsumer(
@@ -110,7 +150,8 @@ async def run(env: ContestantEnv) -> None:
     first = FirstRecord(env.marker)
     check = CapabilityCheck()
     balances: dict[bytes, int] = {}
-    rejected = 0
+    partitions: dict[int, Windows] = {}
+    rejected = late = 0
     await producer.start()
     await consumer.start()
     try:
@@ -122,6 +163,15 @@ async def run(env: ContestantEnv) -> None:
                 first.mark()
             outputs = Outputs(producer)
             for tp, messages in batch.items():
+                if windowed:
+                    windows = partitions.get(tp.partition)
+                    if windows is None:
+                        windows = partitions[tp.partition] = Windows()
+                    bad, too_late = await window_batch(
+                        env, messages, windows, tp.partition, check, outputs, changelog
+                    )
+                    rejected, late = rejected + bad, late + too_late
+                    continue
                 changed: dict[bytes, int] = {}
                 for m in messages:
                     try:
@@ -159,6 +209,70 @@ async def run(env: ContestantEnv) -> None:
         await producer.stop()
     if rejected:
         print(f"raw: rejected {rejected} records", file=sys.stderr)
+    if late:
+        print(f"raw: {late} late records (their windows had closed)", file=sys.stderr)
+
+
+async def window_batch(
+    env: ContestantEnv,
+    messages: list,
+    windows: Windows,
+    partition: int,
+    check: CapabilityCheck,
+    outputs: Outputs,
+    changelog: str,
+) -> tuple[int, int]:
+    """W3: fold one partition's records into their windows, then close the windows due.
+    Returns how many records were rejected and how many late (their window had closed)."""
+    opened, watermark = windows.open, windows.watermark
+    changed: dict[tuple[bytes, int], list | None] = {}
+    rejected = late = 0
+    for m in messages:
+        try:
+            source = read_input(m.headers, m.value)
+            deposit = source.deposit
+            if not check.allows(source.capabilities, deposit.account):
+                raise Rejected("missing deposit capability")
+        except (Rejected, ValueError):
+            rejected += 1  # the other contestants dead-letter / deny these
+            continue
+        t = int(deposit.event_time * 1000)
+        start = t - t % WINDOW_MS
+        if watermark >= start + WINDOW_MS + GRACE_MS:
+            late += 1
+            continue
+        keys = opened.get(start)
+        if keys is None:
+            keys = opened[start] = {}
+        slot = keys.get(m.key)
+        if slot is None:
+            keys[m.key] = slot = [1, deposit.amount, source]
+        else:
+            slot[0] += 1
+            slot[1] += deposit.amount
+            slot[2] = source
+        changed[(m.key, start)] = slot
+        if t > watermark:
+            watermark = t
+    due = sorted(start for start in opened if start + WINDOW_MS + GRACE_MS <= watermark)
+    for start in due:
+        for key, slot in opened.pop(start).items():
+            source = slot[2]
+            await outputs.add(
+                env.output,
+                partition_of(key),
+                key,
+                window_total(source.deposit.account, start, slot[0], slot[1]),
+                output_headers(env.workload, source, HOP),
+            )
+            changed[(key, start)] = None
+    for (key, start), slot in changed.items():
+        value = None if slot is None else window_state(slot)
+        await outputs.add(changelog, partition, b"%s@%d" % (key, start), value, [])
+    if watermark != windows.watermark:
+        windows.watermark = watermark
+        await outputs.add(changelog, partition, WATERMARK_KEY, b"%d" % watermark, [])
+    return rejected, late
 
 
 def main() -> None:
