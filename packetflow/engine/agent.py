@@ -101,14 +101,12 @@ class AgentServices:
     """What a worker lends an agent runtime."""
 
     topology: Topology
-    spec: AgentSpec
     producer: Producer
     interpreter: Interpreter
     clock: Clock
     metrics: WorkerMetrics
     store: StateStore | None
     source_topic: str  # physical
-    dead_letter: Callable[[Record, str, str, str | None], Awaitable[None]]
     divert: Callable[[str, Record, list[tuple[str, str]]], Awaitable[None]]
     caught_up: Callable[[int], Awaitable[bool]]
     owned: Callable[[], set[int]]

@@ -101,5 +101,6 @@ class WorkerMetrics:
             "dropped_by": dict(self.dropped_by),
             "buffered": dict(self.buffered),
             "buffered_peak": dict(self.buffered_peak),
+            "pauses": dict(self.pauses),
             "windows_closed": dict(self.windows_closed),
         }

@@ -73,14 +73,12 @@ class Processor:
             self.agents[agent_spec.name] = agent_spec.runtime(
                 AgentServices(
                     topology=topology,
-                    spec=agent_spec,
                     producer=producer,
                     interpreter=self.interpreter,
                     clock=clock,
                     metrics=metrics,
                     store=self.stores.get(agent_spec.name),
                     source_topic=source,
-                    dead_letter=self._agent_dead_letter,
                     divert=self.divert,
                     caught_up=_partition_probe(caught_up, source),
                     owned=_owned_probe(owned, source),
@@ -238,11 +236,6 @@ class Processor:
             self._dead_letter_topic, record.value, record.key, with_headers(record.headers, extra)
         )
         self.metrics.dead_lettered[reason] += 1
-
-    async def _agent_dead_letter(
-        self, record: Record, reason: str, message: str, reactor: str | None
-    ) -> None:
-        await self.dead_letter(record, reason, message, reactor=reactor)
 
     async def _drop(self, record: Record, extra: list[tuple[str, str]]) -> None:
         await self.divert(self._drops_topic, record, extra)

@@ -38,7 +38,7 @@ from packetflow.engine.codec import (
 from packetflow.engine.interpreter import Origin
 from packetflow.engine.transport import Headers, Record
 from packetflow.streams.aggregate import Aggregate
-from packetflow.streams.windows import ACC, COUNT, CTX, END, START, Slot, State, Window
+from packetflow.streams.windows import CTX, END, START, Slot, State, Window
 
 log = logging.getLogger("packetflow.streams")
 
@@ -419,7 +419,3 @@ def _result_json(result: WindowResult) -> bytes:
         },
         default=str,
     )
-
-
-# re-exported for readers of slots
-__all__ = ["ACC", "COUNT", "END", "START", "WindowResult", "WindowRuntime", "WindowSpec"]
