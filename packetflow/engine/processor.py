@@ -1,4 +1,4 @@
-"""The per-record path: decode, check deadline and capabilities, run reactors, queue effects.
+"""The per-record path: decode, check deadline and capabilities, run reactors and agents.
 
 Kept deliberately short because it runs for every record. Anything that cannot proceed is
 written, with its original bytes and headers plus a reason, to the dead-letter or denied
