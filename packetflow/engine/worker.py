@@ -340,7 +340,7 @@ class Worker(RebalanceListener):
             if processor.buffered:
                 batch = self._admit(consumer, processor, batch)
             tick = self._tick_due(bool(batch))
-            if not batch and not tick and not self._buffered_progress(processor):
+            if not batch and not tick and not self._safe_offsets(processor):
                 return 0
             count = sum(len(r) for r in batch.values())
             try:
@@ -417,15 +417,6 @@ class Worker(RebalanceListener):
             return True
         return False
 
-    def _buffered_progress(self, processor: Processor) -> bool:
-        """Whether buffered reactors finished intents whose offsets are not committed yet."""
-        return any(
-            b.safe_offset(tp, self._consumed[tp]) > self._committed.get(tp, -1)
-            for b in processor.buffered.values()
-            for tp in self._consumed
-            if tp.topic == b.source_topic
-        )
-
     async def _commit(self, consumer: Consumer, processor: Processor) -> None:
         """Make the batch's effects durable, then commit what is safe (or all in one txn)."""
         offsets = self._safe_offsets(processor)  # before the flush that covers their effects
@@ -453,7 +444,8 @@ class Worker(RebalanceListener):
             await self._commit_offsets(consumer, offsets)
 
     def _safe_offsets(self, processor: Processor) -> dict[TopicPartition, int]:
-        """Offsets to commit: what was processed, held back before what is still buffered."""
+        """Offsets to commit: what was processed, held back before what is still buffered,
+        where that moved past the last commit (empty: nothing new is safe to commit)."""
         out = {}
         buffered = processor.buffered.values()
         for tp, consumed in self._consumed.items():
@@ -651,7 +643,7 @@ class Worker(RebalanceListener):
         return (
             not self._held
             and all(b.idle for b in processor.buffered.values())
-            and not self._buffered_progress(processor)
+            and not self._safe_offsets(processor)
         )
 
 
