@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
@@ -91,6 +91,27 @@ class Intent(BaseModel):
         return tuple(
             (op, res.format_map(values) if templated else res) for op, res, templated in templates
         )
+
+
+FieldOf = str | Callable[["Intent"], Any]
+
+
+def field_getter(field: FieldOf, purpose: str) -> Callable[[Intent], Any]:
+    """``field`` (a field name, or already a function of the intent) as a function of the
+    intent; a missing field says what it was wanted for (``purpose``)."""
+    if callable(field):
+        return field
+    name = field
+
+    def get(intent: Intent) -> Any:
+        try:
+            return getattr(intent, name)
+        except AttributeError:
+            raise AttributeError(
+                f"{type(intent).intent_type} has no field {name!r} to {purpose}"
+            ) from None
+
+    return get
 
 
 def _placeholders(resource: str) -> list[str]:

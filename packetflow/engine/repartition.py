@@ -12,28 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from packetflow.core.context import Context
-from packetflow.core.intent import Intent
+from packetflow.core.intent import FieldOf, Intent, field_getter
 from packetflow.engine.agent import AgentRuntime, AgentServices, AgentSpec, TopicDecl
 from packetflow.engine.transport import Record
 
-KeyBy = str | Callable[[Intent], Any]
-
-
-def key_function(key_by: KeyBy) -> Callable[[Intent], Any]:
-    """``key_by`` as a function of the intent: a field name or a callable."""
-    if callable(key_by):
-        return key_by
-    field = key_by
-
-    def by_field(intent: Intent) -> Any:
-        try:
-            return getattr(intent, field)
-        except AttributeError:
-            raise AttributeError(
-                f"{type(intent).intent_type} has no field {field!r} to key by"
-            ) from None
-
-    return by_field
+KeyBy = FieldOf
 
 
 class Repartition(AgentSpec):
@@ -65,7 +48,7 @@ class Repartition(AgentSpec):
         return {"key_by": _describe(self.key_by), "to": self.target}
 
     def runtime(self, services: AgentServices) -> AgentRuntime:
-        return _Repartitioner(services, key_function(self.key_by), self.target)
+        return _Repartitioner(services, field_getter(self.key_by, "key by"), self.target)
 
 
 class _Repartitioner(AgentRuntime):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from packetflow.core.intent import Intent
+from packetflow.core.intent import Intent, field_getter
 
 Field = str | Callable[[Intent], Any] | None
 
@@ -34,16 +34,9 @@ class Aggregate:
 
     def value_of(self) -> Callable[[Intent], Any]:
         """The function that picks what :attr:`add` receives from an intent."""
-        field = self.field
-        if field is None:
+        if self.field is None:
             return _identity
-        if callable(field):
-            return field
-
-        def pick(intent: Intent) -> Any:
-            return getattr(intent, field)
-
-        return pick
+        return field_getter(self.field, f"aggregate ({self.name})")
 
     def finish(self, acc: Any) -> Any:
         return acc if self.result is None else self.result(acc)

@@ -26,7 +26,7 @@ import orjson
 
 from packetflow.core.context import Context
 from packetflow.core.effects import Effects, normalize
-from packetflow.core.intent import Intent
+from packetflow.core.intent import Intent, field_getter
 from packetflow.core.reactor import StateSpec
 from packetflow.engine.agent import AgentRuntime, AgentServices, AgentSpec, TopicDecl
 from packetflow.engine.codec import (
@@ -72,14 +72,7 @@ def event_time_function(time: TimeOf) -> Callable[[Intent, Record], int]:
     of the intent returning either, or the record's timestamp."""
     if time is None:
         return lambda intent, record: record.timestamp
-    pick: Callable[[Intent], Any]
-    if callable(time):
-        pick = time
-    else:
-        name = time
-
-        def pick(intent: Intent) -> Any:
-            return getattr(intent, name)
+    pick = field_getter(time, "take the event time from")
 
     def of(intent: Intent, record: Record) -> int:
         value = pick(intent)
