@@ -117,10 +117,25 @@ class MemoryBroker:
         opens = self.open_txns.get(tp)
         return min(opens.values()) if opens else self.end_offset(tp)
 
-    def visible(self, record: Record, read_committed: bool) -> bool:
-        return not read_committed or (
-            (record.topic, record.partition, record.offset) not in self.aborted
-        )
+    def read(
+        self,
+        tp: TopicPartition,
+        start: int,
+        limit: int | None = None,
+        *,
+        read_committed: bool = True,
+    ) -> tuple[list[Record], int]:
+        """Records of ``tp`` from offset ``start`` (at most ``limit`` offsets) and the next
+        position. Read committed stops at the last stable offset and skips aborted records."""
+        log = self.partitions(tp.topic)[tp.partition]
+        end = self.stable_end(tp) if read_committed else len(log)
+        if limit is not None:
+            end = min(end, start + limit)
+        chunk = log[start:end]
+        if read_committed and self.aborted:
+            aborted = self.aborted
+            chunk = [r for r in chunk if (r.topic, r.partition, r.offset) not in aborted]
+        return chunk, max(end, start)
 
     async def wait_for_records(self, timeout: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -340,17 +355,12 @@ class MemoryConsumer(Consumer):
         for tp in sorted(self._owned - self._paused):
             if budget <= 0:
                 break
-            log = broker.partitions(tp.topic)[tp.partition]
-            pos = self._positions[tp]
-            end = self._end(tp)
-            if pos < end:
-                chunk = log[pos : min(end, pos + budget)]
-                self._positions[tp] = pos + len(chunk)
-                if self._read_committed and broker.aborted:
-                    chunk = [r for r in chunk if broker.visible(r, True)]
-                if chunk:
-                    out[tp] = chunk
-                    budget -= len(chunk)
+            chunk, self._positions[tp] = broker.read(
+                tp, self._positions[tp], budget, read_committed=self._read_committed
+            )
+            if chunk:
+                out[tp] = chunk
+                budget -= len(chunk)
         return out
 
     def _end(self, tp: TopicPartition) -> int:
@@ -407,13 +417,9 @@ class MemoryFollower(Follower):
 
     def poll_nowait(self) -> list[Record]:
         out: list[Record] = []
-        broker = self._broker
-        for p, log in enumerate(broker.partitions(self._topic)):
-            pos = self._positions[p]
-            end = broker.stable_end(TopicPartition(self._topic, p))  # read committed
-            if pos < end:
-                out.extend(r for r in log[pos:end] if broker.visible(r, True))
-                self._positions[p] = end
+        for p, pos in enumerate(self._positions):
+            records, self._positions[p] = self._broker.read(TopicPartition(self._topic, p), pos)
+            out.extend(records)
         return out
 
 
@@ -459,11 +465,9 @@ class MemoryTransport(Transport):
         self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
     ) -> int:
         count = 0
-        broker = self.broker
         for tp in partitions:  # read committed, like the kafka transport's restores
-            log = broker.partitions(tp.topic)[tp.partition]
-            for record in log[: broker.stable_end(tp)]:
-                if broker.visible(record, True):
-                    on_record(record)
-                    count += 1
+            records, _ = self.broker.read(tp, 0)
+            for record in records:
+                on_record(record)
+            count += len(records)
         return count
