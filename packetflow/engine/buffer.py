@@ -25,6 +25,7 @@ from packetflow.core.context import Context
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
 from packetflow.engine.clock import Clock
+from packetflow.engine.codec import REACTOR_HEADER, REASON_HEADER
 from packetflow.engine.metrics import WorkerMetrics
 from packetflow.engine.transport import Record, TopicPartition
 
@@ -220,7 +221,11 @@ class BufferedReactor:
         if not self.strategy.discard:
             await self._drop(
                 record,
-                [("pf-reason", "dropped"), (STRATEGY_HEADER, how), ("pf-reactor", self.spec.name)],
+                [
+                    (REASON_HEADER, "dropped"),
+                    (STRATEGY_HEADER, how),
+                    (REACTOR_HEADER, self.spec.name),
+                ],
             )
 
     def _forget(self, record: Record) -> None:

@@ -31,6 +31,13 @@ TOKEN_HEADER = "pf-token"
 CONTENT_TYPE_HEADER = "content-type"
 JSON = b"application/json"
 
+# Why a record was set aside (dead letters, denied, late, dropped): added to its headers.
+REASON_HEADER = "pf-reason"
+ERROR_HEADER = "pf-error"
+SOURCE_HEADER = "pf-source"
+REACTOR_HEADER = "pf-reactor"
+MISSING_HEADER = "pf-missing"
+
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 
 
@@ -241,6 +248,11 @@ class Decoder:
         if cls is None:
             raise Rejected("unknown-type", f"no reactor here takes intent type {name!r}")
         return cls
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as ``Type: message`` on one line (for ``pf-error``)."""
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _summary(exc: ValidationError) -> str:

@@ -18,7 +18,17 @@ from packetflow.core.reactor import ReactorSpec
 from packetflow.engine.agent import AgentRuntime, AgentServices
 from packetflow.engine.buffer import BufferedReactor
 from packetflow.engine.clock import Clock
-from packetflow.engine.codec import Decoder, Rejected, with_headers
+from packetflow.engine.codec import (
+    ERROR_HEADER,
+    MISSING_HEADER,
+    REACTOR_HEADER,
+    REASON_HEADER,
+    SOURCE_HEADER,
+    Decoder,
+    Rejected,
+    one_line,
+    with_headers,
+)
 from packetflow.engine.interpreter import Interpreter, Origin
 from packetflow.engine.metrics import WorkerMetrics
 from packetflow.engine.security import Denial, Guard, audit_record
@@ -28,11 +38,6 @@ from packetflow.engine.transport import Producer, Record, TopicPartition
 if TYPE_CHECKING:
     from packetflow.engine.topology import Topology
 
-REASON_HEADER = "pf-reason"
-ERROR_HEADER = "pf-error"
-SOURCE_HEADER = "pf-source"
-REACTOR_HEADER = "pf-reactor"
-MISSING_HEADER = "pf-missing"
 
 
 class Processor:
@@ -184,7 +189,7 @@ class Processor:
             await agent.handle(record, intent, context)
         except Exception as exc:  # like a reactor's: the record's failure, not the worker's
             self.metrics.errors[name] += 1
-            await self.dead_letter(record, "reactor-error", _one_line(exc), reactor=name)
+            await self.dead_letter(record, "reactor-error", one_line(exc), reactor=name)
             return
         self.metrics.processed[name] += 1
 
@@ -215,7 +220,7 @@ class Processor:
             await self.interpreter.start(normalize(effects), Origin(spec.name, context, record.key))
         except Exception as exc:  # the reactor's failure is the record's, not the worker's
             self.metrics.errors[spec.name] += 1
-            await self.dead_letter(record, "reactor-error", _one_line(exc), reactor=spec.name)
+            await self.dead_letter(record, "reactor-error", one_line(exc), reactor=spec.name)
             return
         if store is not None:
             store.put(record.partition, record.key, new_state)
@@ -314,10 +319,6 @@ _Handlers = tuple[
 
 def _ignore(topic: str) -> None:
     return None
-
-
-def _one_line(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def _partition_probe(

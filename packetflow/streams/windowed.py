@@ -31,9 +31,15 @@ from packetflow.core.reactor import StateSpec
 from packetflow.engine.agent import AgentRuntime, AgentServices, AgentSpec, TopicDecl
 from packetflow.engine.codec import (
     CAPABILITIES_HEADER,
+    CONTENT_TYPE_HEADER,
     CONTEXT_HEADER,
+    ERROR_HEADER,
+    JSON,
+    REACTOR_HEADER,
+    REASON_HEADER,
     TOKEN_HEADER,
     decode_context,
+    one_line,
 )
 from packetflow.engine.interpreter import Origin
 from packetflow.engine.transport import Headers, Record
@@ -234,13 +240,13 @@ class WindowRuntime(AgentRuntime):
             self.late_topic,
             record,
             [
-                ("pf-reason", "late"),
+                (REASON_HEADER, "late"),
                 (
-                    "pf-error",
+                    ERROR_HEADER,
                     f"event time {_iso(t)} falls only in windows already closed "
                     f"(watermark {_iso(watermark)}, grace {self.grace / 1000:g}s)",
                 ),
-                ("pf-reactor", self.spec.name),
+                (REACTOR_HEADER, self.spec.name),
                 ("pf-event-time", str(t)),
                 ("pf-watermark", str(watermark)),
             ],
@@ -317,17 +323,17 @@ class WindowRuntime(AgentRuntime):
                 raise  # an update: the record that caused it is dead-lettered
             # a window closing by time has no record to dead-letter: keep its result instead
             self.services.metrics.errors[self.spec.name] += 1
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            message = one_line(exc)
             log.warning("window %s: emitting %s failed: %s", self.spec.name, result, message)
             await self.services.producer.send(
                 self.services.topology.physical(self.services.topology.dead_letter_topic),
                 _result_json(result),
                 key,
                 [
-                    ("pf-reason", b"reactor-error"),
-                    ("pf-error", message[:1000].encode()),
-                    ("pf-reactor", self.spec.name.encode()),
-                    ("content-type", b"application/json"),
+                    (REASON_HEADER, b"reactor-error"),
+                    (ERROR_HEADER, message[:1000].encode()),
+                    (REACTOR_HEADER, self.spec.name.encode()),
+                    (CONTENT_TYPE_HEADER, JSON),
                 ],
             )
 
