@@ -44,7 +44,7 @@ topology.route(Balance, "balances")
 topology.route(Collected, "windows")
 
 
-@topology.reactor(Add, topic="adds", state=int)
+@topology.reactor(Add, topic="adds", state=int, public=True)
 def balance(add: Add, ctx: Context, total: int) -> tuple[int, Balance]:
     total += add.amount
     return total, Balance(account=add.account, seq=add.seq, balance=total)
@@ -62,6 +62,7 @@ _kind = os.environ.get("PF_TEST_WINDOW", "count")
     time="at",
     grace=0.5,
     idle=0.5,
+    public=True,
 )
 def windows(result: WindowResult, ctx: Context) -> Collected:
     seqs: list[int] = result.value

@@ -122,13 +122,13 @@ def test_backpressure_is_refused_with_exactly_once() -> None:
         topo = Topology(unique("eos"), namespace="", processing_guarantee="exactly_once")
         with pytest.raises(TopologyError, match="exactly_once"):
 
-            @topo.reactor(Item, topic="items", backpressure=strategy)
+            @topo.reactor(Item, topic="items", backpressure=strategy, public=True)
             def handle(intent: Item, ctx: Context) -> None:
                 return None
 
         assert topo.reactors == {}  # nothing half-registered
 
-        @topo.reactor(Item, topic="items")  # the same reactor inline is fine
+        @topo.reactor(Item, topic="items", public=True)  # the same reactor inline is fine
         def inline(intent: Item, ctx: Context) -> None:
             return None
 
@@ -136,7 +136,7 @@ def test_backpressure_is_refused_with_exactly_once() -> None:
     # and every strategy is accepted under at_least_once
     topo = Topology(unique("alo"), namespace="")
     for i, strategy in enumerate(strategies):
-        topo.reactor(Item, topic="items", name=f"r{i}", backpressure=strategy)(inline)
+        topo.reactor(Item, topic="items", name=f"r{i}", backpressure=strategy, public=True)(inline)
     assert [topo.reactors[f"r{i}"].backpressure for i in range(6)] == strategies
 
 
@@ -151,7 +151,7 @@ async def test_blocking_strategy_processes_everything_in_order_within_capacity(
     source = unique("items")
     seen: Seen = []
 
-    @topo.reactor(Item, topic=source, backpressure=strategy)
+    @topo.reactor(Item, topic=source, backpressure=strategy, public=True)
     async def slow(intent: Item, ctx: Context) -> None:
         await asyncio.sleep(0.002)
         seen.append((intent.key, intent.n))
@@ -182,7 +182,7 @@ async def test_a_stopped_worker_leaves_what_it_buffered_to_the_next(broker: str)
     source = unique("items")
     seen: Seen = []
 
-    @topo.reactor(Item, topic=source, backpressure=block(5))
+    @topo.reactor(Item, topic=source, backpressure=block(5), public=True)
     async def slow(intent: Item, ctx: Context) -> None:
         await asyncio.sleep(0.02)
         seen.append((intent.key, intent.n))
@@ -214,7 +214,7 @@ async def test_a_rebalance_hands_buffered_intents_to_the_new_owner(broker: str) 
     seen: Seen = []
     started, gate = asyncio.Event(), asyncio.Event()
 
-    @topo.reactor(Item, topic=source, backpressure=block(50))
+    @topo.reactor(Item, topic=source, backpressure=block(50), public=True)
     async def gated(intent: Item, ctx: Context) -> None:
         started.set()
         await gate.wait()
@@ -274,12 +274,12 @@ async def test_a_full_buffer_stalls_neither_other_topics_nor_a_stop(broker: str)
     pinged = asyncio.Event()
     delay = [0.01]
 
-    @topo.reactor(Item, topic=slow_topic, backpressure=block(5))
+    @topo.reactor(Item, topic=slow_topic, backpressure=block(5), public=True)
     async def slow(intent: Item, ctx: Context) -> None:
         await asyncio.sleep(delay[0])
         seen.append((intent.key, intent.n))
 
-    @topo.reactor(Ping, topic=fast_topic)
+    @topo.reactor(Ping, topic=fast_topic, public=True)
     def fast(intent: Ping, ctx: Context) -> None:
         pinged.set()
 
@@ -329,7 +329,7 @@ async def test_dropping_strategies_drop_exactly_what_they_say(
     seen: list[int] = []
     started, release = asyncio.Event(), asyncio.Event()
 
-    @topo.reactor(Item, topic=source, backpressure=strategy)
+    @topo.reactor(Item, topic=source, backpressure=strategy, public=True)
     async def stuck(intent: Item, ctx: Context) -> None:
         started.set()
         await release.wait()
@@ -377,7 +377,7 @@ async def test_sample_admits_exactly_its_rate_evenly(broker: str, rate: str) -> 
     source = unique("items")
     seen: list[int] = []
 
-    @topo.reactor(Item, topic=source, backpressure=sample(float(rate)))
+    @topo.reactor(Item, topic=source, backpressure=sample(float(rate)), public=True)
     def sampled(intent: Item, ctx: Context) -> None:
         seen.append(intent.n)
 
@@ -408,7 +408,7 @@ def test_throttle_spaces_intents_on_virtual_time() -> None:
     at: list[float] = []
     clock: list[Callable[[], float]] = []
 
-    @topo.reactor(Item, topic=source, backpressure=throttle(20))
+    @topo.reactor(Item, topic=source, backpressure=throttle(20), public=True)
     def paced(intent: Item, ctx: Context) -> None:
         at.append(clock[0]())
 
@@ -437,7 +437,7 @@ async def test_throttle_bounds_the_rate_on_the_wall_clock(broker: str) -> None:
     at: list[float] = []
     seen: Seen = []
 
-    @topo.reactor(Item, topic=source, backpressure=throttle(20, capacity=3))
+    @topo.reactor(Item, topic=source, backpressure=throttle(20, capacity=3), public=True)
     def paced(intent: Item, ctx: Context) -> None:
         at.append(time.monotonic())
         seen.append((intent.key, intent.n))
@@ -467,15 +467,15 @@ async def test_stream_metrics_add_up(broker: str) -> None:
     topo = new_topology("metrics")
     source = unique("items")
 
-    @topo.reactor(Item, topic=source)
+    @topo.reactor(Item, topic=source, public=True)
     def inline(intent: Item, ctx: Context) -> None:
         return None
 
-    @topo.reactor(Item, topic=source, backpressure=block(10))
+    @topo.reactor(Item, topic=source, backpressure=block(10), public=True)
     async def slow(intent: Item, ctx: Context) -> None:
         await asyncio.sleep(0.002)
 
-    @topo.reactor(Item, topic=source, backpressure=sample(0.5))
+    @topo.reactor(Item, topic=source, backpressure=sample(0.5), public=True)
     def halved(intent: Item, ctx: Context) -> None:
         return None
 
@@ -527,7 +527,7 @@ async def slow_run(
     until it fetched ``until`` records), under tracemalloc, and measure it."""
     topo = new_topology("bound")
 
-    @topo.reactor(Item, topic=source, backpressure=strategy)
+    @topo.reactor(Item, topic=source, backpressure=strategy, public=True)
     async def slow(intent: Item, ctx: Context) -> None:
         await asyncio.sleep(0.001)
 
@@ -565,7 +565,7 @@ async def slow_run(
 async def test_a_slow_reactor_never_makes_the_worker_grow_without_bound(kafka_url: str) -> None:
     source = unique("flood")
     feeder = new_topology("bound-feed")
-    feeder.reactor(Item, topic=source, name="feed")(lambda intent, ctx: None)
+    feeder.reactor(Item, topic=source, name="feed", public=True)(lambda intent, ctx: None)
     async with Client(kafka_url, feeder) as client:
         await client.send_many((Item(key=f"k{n % 64}", n=n), None) for n in range(FEED))
 

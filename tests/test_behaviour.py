@@ -78,15 +78,15 @@ async def test_keyed_state_accumulates_per_key(broker: str) -> None:
     topo = new_topology("state")
     source = unique("adds")
 
-    @topo.reactor(Add, topic=source, state=Tally)
+    @topo.reactor(Add, topic=source, state=Tally, public=True)
     def tally(intent: Add, ctx: Context, state: Tally) -> tuple[Tally, None]:
         return Tally(count=state.count + 1, total=state.total + intent.n, last=intent.n), None
 
-    @topo.reactor(Add, topic=source, state=0, name="plain_int")
+    @topo.reactor(Add, topic=source, state=0, name="plain_int", public=True)
     def plain_int(intent: Add, ctx: Context, state: int) -> tuple[int, None]:
         return state + intent.n, None
 
-    @topo.reactor(Add, topic=source, state={"ns": []}, name="plain_dict")
+    @topo.reactor(Add, topic=source, state={"ns": []}, name="plain_dict", public=True)
     def plain_dict(intent: Add, ctx: Context, state: dict) -> tuple[dict, None]:
         return {"ns": [*state["ns"], intent.n]}, None
 
@@ -112,7 +112,7 @@ async def test_state_is_restored_from_the_changelog_by_the_next_worker(broker: s
     topo = new_topology("restore")
     source = unique("adds")
 
-    @topo.reactor(Add, topic=source, state=Tally)
+    @topo.reactor(Add, topic=source, state=Tally, public=True)
     def tally(intent: Add, ctx: Context, state: Tally) -> tuple[Tally, None]:
         return Tally(count=state.count + 1, total=state.total + intent.n), None
 
@@ -157,11 +157,11 @@ async def test_chain_across_two_reactors_reaches_the_end(broker: str) -> None:
     orders, priced, shipped = unique("orders"), unique("priced"), unique("shipped")
     topo.route(Shipped, shipped)
 
-    @topo.reactor(Order, topic=orders, emits=[Priced])
+    @topo.reactor(Order, topic=orders, emits=[Priced], public=True)
     def price(intent: Order, ctx: Context) -> Priced:
         return Priced(order_id=intent.order_id, amount=intent.amount, tax=intent.amount // 10)
 
-    @topo.reactor(Priced, topic=priced, emits=[Shipped])
+    @topo.reactor(Priced, topic=priced, emits=[Shipped], public=True)
     def ship(intent: Priced, ctx: Context) -> Shipped:
         return Shipped(order_id=intent.order_id, charged=intent.amount + intent.tax)
 
@@ -393,7 +393,7 @@ async def test_bad_input_is_dead_lettered_and_the_partition_keeps_flowing(
     source = unique("adds")
 
     # two intent types on the topic, so a record without pf-type cannot be guessed
-    @topo.reactor(Add | Reset, topic=source, state=0)
+    @topo.reactor(Add | Reset, topic=source, state=0, public=True)
     def counter(intent: Add | Reset, ctx: Context, state: int) -> tuple[int, None]:
         match intent:
             case Add(n=n):
@@ -423,19 +423,29 @@ async def test_bad_input_is_dead_lettered_and_the_partition_keeps_flowing(
     assert [k for k, _ in kept[len(headers) :]] == ["pf-reason", "pf-error", "pf-source"]
 
 
-async def test_single_type_topic_needs_no_type_header(broker: str) -> None:
+async def test_a_record_without_a_type_needs_the_topic_to_name_a_default(
+    broker: str,
+) -> None:
     topo = new_topology("single")
-    source = unique("adds")
+    source, strict = unique("adds"), unique("strict")
+    topo.topic(source, default_type=Add)  # the opt-in: records without pf-type are Adds
 
-    @topo.reactor(Add, topic=source, state=0)
+    @topo.reactor(Add, topic=source, state=0, public=True)
     def counter(intent: Add, ctx: Context, state: int) -> tuple[int, None]:
+        return state + intent.n, None
+
+    @topo.reactor(Add, topic=strict, state=0, public=True, name="strict_counter")
+    def strict_counter(intent: Add, ctx: Context, state: int) -> tuple[int, None]:
         return state + intent.n, None
 
     async with running(topo, broker) as run:
         await run.client.send_raw(source, b'{"key": "k", "n": 5}', key=b"k")
-        await run.idle()
+        await run.client.send_raw(strict, b'{"key": "k", "n": 5}', key=b"k")
+        (dead,) = await run.dead_letters(1)
         assert run.state("counter", "k") == 5
-        assert await run.read(topo.dead_letter_topic) == []
+        assert run.state("strict_counter", "k") is None
+    assert dead.header("pf-reason") == "missing-type"
+    assert (dead.header("pf-source") or "").startswith(f"{strict}/")
 
 
 # -- reactor errors ----------------------------------------------------------------------
@@ -446,7 +456,7 @@ async def test_reactor_exception_dead_letters_and_keeps_old_state(broker: str) -
     source, totals = unique("adds"), unique("totals")
     topo.route(Total, totals)
 
-    @topo.reactor(Add, topic=source, state=0)
+    @topo.reactor(Add, topic=source, state=0, public=True)
     def fragile(intent: Add, ctx: Context, state: int) -> tuple[int, Total]:
         if intent.n == 13:
             raise ValueError(f"unlucky {intent.n} after {state}")
@@ -482,7 +492,7 @@ async def test_stateful_reactor_must_return_a_pair(broker: str) -> None:
     topo = new_topology("pair")
     source = unique("adds")
 
-    @topo.reactor(Add, topic=source, state=0)
+    @topo.reactor(Add, topic=source, state=0, public=True)
     def forgetful(intent: Add, ctx: Context, state: int) -> int:
         return state + intent.n
 
@@ -521,7 +531,7 @@ async def test_sequential_emits_in_order_and_returns_deliveries(broker: str) -> 
     topo.route(Second, out)
     results: list[Any] = []
 
-    @topo.reactor(Add, topic=source)
+    @topo.reactor(Add, topic=source, public=True)
     def seq(intent: Add, ctx: Context) -> Any:
         steps = sequential(emit(First(key=intent.key, n=intent.n))) >> emit(
             Second(key=intent.key, n=intent.n)
@@ -563,7 +573,7 @@ async def test_parallel_runs_every_branch(broker: str) -> None:
         calls.append((key, n))
         return f"side-{n}"
 
-    @topo.reactor(Add, topic=source)
+    @topo.reactor(Add, topic=source, public=True)
     def fork(intent: Add, ctx: Context) -> Any:
         both = (
             emit(First(key=intent.key, n=intent.n))
@@ -593,7 +603,7 @@ async def test_conditional_takes_either_branch(broker: str) -> None:
     topo.route(Note, pos)
     checked: list[int] = []
 
-    @topo.reactor(Add, topic=source)
+    @topo.reactor(Add, topic=source, public=True)
     def branch(intent: Add, ctx: Context) -> Any:
         def is_big() -> bool:
             checked.append(intent.n)
@@ -630,7 +640,7 @@ async def test_pipeline_step_sees_the_previous_delivery(broker: str) -> None:
     topo.route(Where, where)
     topo.route(Note, out)
 
-    @topo.reactor(Add, topic=source)
+    @topo.reactor(Add, topic=source, public=True)
     def track(intent: Add, ctx: Context) -> Any:
         return pipeline(
             emit(First(key=intent.key, n=intent.n)),
@@ -660,7 +670,7 @@ async def test_fan_out_sends_the_same_intent_to_every_topic(broker: str) -> None
     topo.topic(one)
     topo.topic(two)
 
-    @topo.reactor(Note, topic=source)
+    @topo.reactor(Note, topic=source, public=True)
     def broadcast(intent: Note, ctx: Context) -> Any:
         return fan_out(Note(key=intent.key, text=intent.text + "!"), one, two)
 
@@ -681,7 +691,7 @@ async def test_call_runs_its_side_effect(broker: str) -> None:
     source = unique("adds")
     seen: list[tuple[str, int]] = []
 
-    @topo.reactor(Add, topic=source, state=0)
+    @topo.reactor(Add, topic=source, state=0, public=True)
     def record(intent: Add, ctx: Context, state: int) -> tuple[int, Any]:
         return state + 1, call(seen.append, (intent.key, state + intent.n))
 
@@ -705,7 +715,7 @@ async def test_retry_runs_until_the_call_succeeds(broker: str) -> None:
             raise ConnectionError("try again")
         return "ok"
 
-    @topo.reactor(Add, topic=source, state=0)
+    @topo.reactor(Add, topic=source, state=0, public=True)
     def charge(intent: Add, ctx: Context, state: int) -> tuple[int, Any]:
         return state + intent.n, retry(call(flaky, intent.n), attempts=5, base_delay=0.01)
 
@@ -728,7 +738,7 @@ async def test_retry_that_never_succeeds_dead_letters_without_committing_state(
         attempts.append(n)
         raise ConnectionError(f"down ({len(attempts)})")
 
-    @topo.reactor(Add, topic=source, state=0)
+    @topo.reactor(Add, topic=source, state=0, public=True)
     def charge(intent: Add, ctx: Context, state: int) -> tuple[int, Any]:
         if intent.n < 0:
             return state + intent.n, retry(call(broken, intent.n), attempts=3, base_delay=0.01)
@@ -762,10 +772,11 @@ class Answer(Intent, type_name="rpc.Answer"):
 
 async def test_reply_goes_to_reply_to_or_dead_letters_without_it(broker: str) -> None:
     topo = new_topology("reply")
-    source, replies = unique("asks"), unique("replies")
-    topo.route(Answer, replies)
+    source = unique("asks")
+    replies = topo.replies_topic  # <topology>.replies: where reply_to may point
+    topo.route(Answer, replies)  # so that the client reading it back knows the type
 
-    @topo.reactor(Ask, topic=source)
+    @topo.reactor(Ask, topic=source, public=True)
     def oracle(intent: Ask, ctx: Context) -> Any:
         return reply(Answer(answer=intent.question[::-1]))
 
@@ -785,7 +796,8 @@ async def test_reply_goes_to_reply_to_or_dead_letters_without_it(broker: str) ->
     assert answer.context.causation_id == ctx.intent_id
     assert answer.context.trace == ("oracle",)
 
-    assert dead.header("pf-reason") == "reactor-error"
+    assert answer.header("pf-mac")  # the engine's own intents are sealed
+    assert dead.header("pf-reason") == "effect-error"
     assert dead.header("pf-reactor") == "oracle"
     assert "no reply_to" in (dead.header("pf-error") or "")
     assert dead.header("pf-source") == f"{source}/{lost.partition}/{lost.offset}"
@@ -800,13 +812,13 @@ async def test_async_reactors(broker: str) -> None:
     topo.route(Total, totals)
     topo.route(Note, totals)
 
-    @topo.reactor(Add, topic=source, state=Tally)
+    @topo.reactor(Add, topic=source, state=Tally, public=True)
     async def slow_tally(intent: Add, ctx: Context, state: Tally) -> tuple[Tally, Total]:
         await asyncio.sleep(0.001)
         new = Tally(count=state.count + 1, total=state.total + intent.n)
         return new, Total(key=intent.key, total=new.total)
 
-    @topo.reactor(Add, topic=source)
+    @topo.reactor(Add, topic=source, public=True)
     async def echo(intent: Add, ctx: Context) -> Any:
         await asyncio.sleep(0)
         return emit(Note(key=intent.key, text=str(intent.n)), topic=totals)

@@ -515,12 +515,12 @@ class TestTopology:
     def test_duplicate_reactor_names_are_rejected(self) -> None:
         topo = Topology("dup-reactors")
 
-        @topo.reactor(Ping, topic="a")
+        @topo.reactor(Ping, topic="a", public=True)
         def handler(intent: Ping, ctx: Context) -> None: ...
 
         with pytest.raises(TopologyError, match="registered twice"):
 
-            @topo.reactor(Cat, topic="b", name="handler")
+            @topo.reactor(Cat, topic="b", name="handler", public=True)
             def other(intent: Cat, ctx: Context) -> None: ...
 
     def test_duplicate_intent_type_names_are_rejected(self) -> None:
@@ -529,12 +529,12 @@ class TestTopology:
 
         topo = Topology("dup-types")
 
-        @topo.reactor(Ping, topic="a")
+        @topo.reactor(Ping, topic="a", public=True)
         def first(intent: Ping, ctx: Context) -> None: ...
 
         with pytest.raises(TopologyError, match="share the type name 'Ping'"):
 
-            @topo.reactor(PingAgain, topic="b")
+            @topo.reactor(PingAgain, topic="b", public=True)
             def second(intent: PingAgain, ctx: Context) -> None: ...
 
         with pytest.raises(TopologyError, match="share the type name 'Ping'"):
@@ -552,7 +552,7 @@ class TestTopology:
         topo = Topology("dup-union")
         with pytest.raises(TopologyError, match=r"pets\.Cat"):
 
-            @topo.reactor(Cat | CatAgain, topic="a")
+            @topo.reactor(Cat | CatAgain, topic="a", public=True)
             def handler(intent: Cat, ctx: Context) -> None: ...
 
         assert topo.reactors == {} and topo.topics == {} and topo.routes == {}
@@ -561,7 +561,7 @@ class TestTopology:
         topo = Topology("reuse")
         topo.route(Ping, "a")
 
-        @topo.reactor(Ping, topic="a")
+        @topo.reactor(Ping, topic="a", public=True)
         def handler(intent: Ping, ctx: Context) -> None: ...
 
         assert topo.topic_for(Ping) == "a"
@@ -576,7 +576,7 @@ class TestTopology:
     def test_topics_groups_and_namespaces(self) -> None:
         topo = Topology("shop", partitions=3, namespace="staging")
 
-        @topo.reactor(Cat, topic="cats", state=Tally, partitions=5)
+        @topo.reactor(Cat, topic="cats", state=Tally, partitions=5, public=True)
         def cats(intent: Cat, ctx: Context, state: Tally) -> tuple[Tally, None]:
             return state, None
 
@@ -587,15 +587,20 @@ class TestTopology:
         assert topo.denied_topic == "shop.denied"
         assert topo.audit_topic == "shop.audit"
         assert topo.revocations_topic == "shop.revocations"
-        specs = {s.name: (s.partitions, s.compacted) for s in topo.topic_specs()}
+        specs = {
+            s.name: (s.partitions, s.compacted, s.max_message_bytes) for s in topo.topic_specs()
+        }
+        room = topo.set_aside_bytes  # set-aside copies of any accepted record fit
+        assert room > topo.max_record_bytes
         assert specs == {
-            "staging.cats": (5, False),
-            "staging.dogs": (3, False),
-            "staging.shop.dead-letters": (3, False),
-            "staging.shop.denied": (3, False),
-            "staging.shop.audit": (3, False),
-            "staging.shop.revocations": (1, True),
-            "staging.shop.cats.changelog": (5, True),
+            "staging.cats": (5, False, None),
+            "staging.dogs": (3, False, None),
+            "staging.shop.dead-letters": (3, False, room),
+            "staging.shop.denied": (3, False, room),
+            "staging.shop.audit": (3, False, None),
+            "staging.shop.replies": (3, False, None),
+            "staging.shop.revocations": (1, True, None),
+            "staging.shop.cats.changelog": (5, True, None),
         }
         assert topo.intent_type("pets.Dog") is Dog
         assert topo.intent_type("Cat") is Cat
@@ -690,9 +695,10 @@ class TestCodec:
         _, _, _, headers = self.good()
         assert self.reject(_record(None, headers)).reason == "empty"
 
-    def test_oversized_counts_value_and_headers(self) -> None:
+    def test_oversized_counts_key_value_and_headers(self) -> None:
         _, _, value, headers = self.good()
-        size = len(value) + sum(len(v) for _, v in headers)
+        key = b"k"  # what _record keys it with
+        size = len(key) + len(value) + sum(len(k) + len(v) for k, v in headers)
         exact = Decoder({"pets.Cat": Cat}, max_record_bytes=size)
         assert exact.decode(_record(value, headers))[0] == Cat(name="tom", lives=7)
         smaller = Decoder({"pets.Cat": Cat}, max_record_bytes=size - 1)

@@ -48,7 +48,7 @@ class ShopTotal(Intent, type_name="tables.ShopTotal", key="shop"):
 def _judge(topo: Topology, limits: object, out: str) -> None:
     topo.route(Verdict, out)
 
-    @topo.reactor(Spend, topic=unique("spends"))
+    @topo.reactor(Spend, topic=unique("spends"), public=True)
     def judge(spend: Spend, ctx: Context) -> Verdict:
         row = limits.get(spend.account)  # type: ignore[attr-defined]
         limit = None if row is None else row.limit
@@ -63,7 +63,7 @@ def _judge(topo: Topology, limits: object, out: str) -> None:
 @pytest.mark.parametrize("scope", ["partitioned", "global"])
 async def test_a_reactor_joins_its_stream_against_a_table(broker: str, scope: str) -> None:
     topo = new_topology("join", allow_unsigned=True)
-    limits = table(topo, LimitSet, topic=unique("limits"), name="limits", scope=scope)
+    limits = table(topo, LimitSet, topic=unique("limits"), name="limits", scope=scope, public=True)
     out = unique("verdicts")
     _judge(topo, limits, out)
     async with running(topo, broker) as run:
@@ -109,7 +109,7 @@ async def test_table_rows_are_capability_checked(broker: str) -> None:
 
 async def test_a_partitioned_table_is_restored_on_the_next_worker(broker: str) -> None:
     topo = new_topology("tablerestore", allow_unsigned=True)
-    limits = table(topo, LimitSet, topic=unique("limits"), name="limits")
+    limits = table(topo, LimitSet, topic=unique("limits"), name="limits", public=True)
     out = unique("verdicts")
     _judge(topo, limits, out)
     async with running(topo, broker) as run:
@@ -124,7 +124,8 @@ async def test_a_partitioned_table_is_restored_on_the_next_worker(broker: str) -
 
 def test_a_table_is_read_inside_a_worker_only() -> None:
     topo = Topology(unique("outside"), allow_unsigned=True)
-    limits = table(topo, LimitSet)  # named after the row: "limitset", on topic "limitset"
+    # named after the row: "limitset", on topic "limitset"
+    limits = table(topo, LimitSet, public=True)
     _judge(topo, limits, "verdicts")
     with TestDriver(topo) as driver:
         driver.send(LimitSet(account="a1", limit=5))
@@ -137,10 +138,10 @@ async def test_a_key_on_another_workers_partition_is_dead_lettered_with_why() ->
     from packetflow import Client, Worker
 
     topo = Topology(unique("copart"), allow_unsigned=True, partitions=4, namespace="")
-    limits = table(topo, LimitSet, topic=unique("limits"))
+    limits = table(topo, LimitSet, topic=unique("limits"), public=True)
     spends = unique("spends")
 
-    @topo.reactor(Spend, topic=spends)
+    @topo.reactor(Spend, topic=spends, public=True)
     def judge(spend: Spend, ctx: Context) -> None:
         limits.get(spend.shop)  # keyed by shop, while the stream is keyed by account
 
@@ -167,7 +168,7 @@ async def test_key_by_moves_keyed_state_to_the_new_key(broker: str) -> None:
     out = unique("shops")
     topo.route(ShopTotal, out)
 
-    @topo.reactor(Spend, topic=unique("spends"), state=int, key_by="shop")
+    @topo.reactor(Spend, topic=unique("spends"), state=int, key_by="shop", public=True)
     def per_shop(spend: Spend, ctx: Context, total: int) -> tuple[int, ShopTotal]:
         return total + spend.amount, ShopTotal(shop=spend.shop, total=total + spend.amount)
 
@@ -188,5 +189,5 @@ async def test_key_by_moves_keyed_state_to_the_new_key(broker: str) -> None:
 def test_two_agents_cannot_share_a_name() -> None:
     topo = Topology(unique("bad"), allow_unsigned=True)
     with pytest.raises(TopologyError, match="twice"):
-        table(topo, LimitSet, name="x")
-        table(topo, LimitSet, name="x")
+        table(topo, LimitSet, name="x", public=True)
+        table(topo, LimitSet, name="x", public=True)

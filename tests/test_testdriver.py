@@ -67,7 +67,7 @@ def build(*, allow_unsigned: bool = True) -> tuple[Topology, list[Any]]:
         new = Entry(value=intent.value, version=state.version + 1)
         return new, Stored(key=intent.key, value=new.value, version=new.version)
 
-    @topo.reactor(Charge, topic="charges", state=0)
+    @topo.reactor(Charge, topic="charges", state=0, public=True)
     def charge(intent: Charge, ctx: Context, state: int) -> tuple[int, Any]:
         def attempt() -> str:
             attempts.append(intent.key)

@@ -358,7 +358,7 @@ def guard(clock: VirtualClock, keys: dict | None = None, **security: object) -> 
 
 def decide(g: Guard, token: str | bytes | None, account: str = "a1") -> str:
     raw = token.encode() if isinstance(token, str) else token
-    ctx = Context.new("someone")
+    ctx = Context.new()  # the principal becomes the token's holder
     denial = g.authorize(Withdraw(account=account).requirements(), raw, b"", ctx, "tok.Withdraw")
     return "allowed" if denial is None else denial.reason
 
@@ -535,10 +535,12 @@ def test_the_token_travels_in_its_own_header() -> None:
     assert header(headers, CAPABILITIES_HEADER) is None  # the token is the whole authority
     decoder = Decoder({"tok.Withdraw": Withdraw})
     record = Record("t", 0, 0, b"a1", value, headers, 0)
-    intent, context, _, raw = decoder.decode_record(record)
+    envelope = decoder.decode_record(record)
+    intent, context, raw = envelope.intent, envelope.context, envelope.token_raw
     assert intent == Withdraw(account="a1")
     assert context.token == token and raw == token.encode()
     assert context.inherit("hop").token == token
     odd = Record("t", 0, 0, b"a1", value, [*headers[:-1], (TOKEN_HEADER, b"\xff\xfe")], 0)
-    _, context, _, raw = decoder.decode_record(odd)
+    envelope = decoder.decode_record(odd)
+    context, raw = envelope.context, envelope.token_raw
     assert context.token is None and raw == b"\xff\xfe"  # left to the guard to refuse

@@ -106,6 +106,7 @@ def declare(
         window(
             topo,
             intent,
+            public=True,
             topic=source,
             every=every,
             aggregate=aggregate,
@@ -190,7 +191,13 @@ def test_tumbling_aggregations_are_exact() -> None:
         intent=Reading,
     )
     window(
-        topo, Reading, topic="readings", every=every, aggregate=agg.collect("celsius"), time="at"
+        topo,
+        Reading,
+        topic="readings",
+        every=every,
+        aggregate=agg.collect("celsius"),
+        time="at",
+        public=True,
     )(capture)  # named after the function: "capture"
 
     with driver_for(topo) as driver:
@@ -444,12 +451,16 @@ def test_an_aggregate_without_merge_is_refused_for_session_and_sliding_windows()
     for every in (Session(5), Sliding(10)):
         topo = new_topology("nomerge")
         with pytest.raises(TopologyError, match=f"window w: {every.kind} windows merge"):
-            window(topo, Tick, topic="ticks", every=every, aggregate=no_merge(), name="w")(report)
+            window(
+                topo, Tick, topic="ticks", every=every, aggregate=no_merge(), name="w", public=True
+            )(report)
         assert "w" not in topo.agents
 
     topo = new_topology("nomerge")
     for i, every in enumerate((Tumbling(10), Hopping(10, 5), Count(3))):
-        window(topo, Tick, topic="ticks", every=every, aggregate=no_merge(), name=f"w{i}")(report)
+        window(
+            topo, Tick, topic="ticks", every=every, aggregate=no_merge(), name=f"w{i}", public=True
+        )(report)
     assert sorted(topo.agents) == ["w0", "w1", "w2"]
 
 
@@ -461,11 +472,19 @@ def test_other_declaration_errors() -> None:
         ({"idle": -1}, "grace and idle must be >= 0"),
     ]:
         with pytest.raises(TopologyError, match=message):
-            window(topo, Tick, topic="ticks", every=Tumbling(1), aggregate=agg.count(), **options)(
-                report
-            )
+            window(
+                topo,
+                Tick,
+                topic="ticks",
+                every=Tumbling(1),
+                aggregate=agg.count(),
+                public=True,
+                **options,
+            )(report)
     with pytest.raises(TypeError, match="not a window kind"):
-        window(topo, Tick, topic="ticks", every=Tumbling, aggregate=agg.count())(report)  # type: ignore[arg-type]
+        window(topo, Tick, topic="ticks", every=Tumbling, aggregate=agg.count(), public=True)(  # type: ignore[arg-type]
+            report
+        )
     assert topo.agents == {}
 
 
@@ -648,7 +667,15 @@ def test_a_window_whose_function_raises_at_close_dead_letters_its_result_and_kee
     topo = new_topology("fragile")
     topo.route(Closed, "closed")
 
-    @window(topo, Tick, topic="ticks", every=Tumbling(10), aggregate=agg.sum("n"), time="at")
+    @window(
+        topo,
+        Tick,
+        topic="ticks",
+        every=Tumbling(10),
+        aggregate=agg.sum("n"),
+        time="at",
+        public=True,
+    )
     def fragile(result: WindowResult, ctx: Context) -> Closed:
         if result.value == 13:
             raise ValueError(f"unlucky {result.value}\nsecond line")
@@ -696,6 +723,7 @@ def test_key_by_windows_per_another_field_through_a_repartition_topic() -> None:
         aggregate=agg.sum("amount"),
         time="at",
         key_by="shop",
+        public=True,
     )
     def per_shop(result: WindowResult, ctx: Context) -> Closed:
         return report(result, ctx)
@@ -973,6 +1001,7 @@ async def test_key_by_keeps_the_record_timestamp_as_event_time(broker: str) -> N
         key_by="shop",
         name="per_shop",
         emits=[Closed],
+        public=True,
     )(report)  # time=None: the record timestamp
     sales = [("a1", "s1", 10), ("a2", "s1", 20), ("a3", "s2", 5)]
     async with Client(broker, topo) as client:  # sent while no worker runs: a backlog

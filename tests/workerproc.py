@@ -30,10 +30,12 @@ from topologies import orders
 REPO = Path(__file__).resolve().parents[1]
 
 # topologies.orders takes signed tokens only: the worker processes (and the CLI) trust the key
-# generated here, through $PACKETFLOW_KEYS; the tests sign their tokens with it.
+# generated here, through $PACKETFLOW_KEYS; the tests sign their tokens with it. The worker
+# secret there seals what the workers emit for each other (TransferCredit, the ledger).
 _KEYS = tempfile.TemporaryDirectory(prefix="pf-test-keys-")
 WORKER_KEYS_DIR = _KEYS.name
 WORKER_KEY = KeyStore(WORKER_KEYS_DIR).generate("tests")
+KeyStore(WORKER_KEYS_DIR).write_secret()  # the workers seal internal intents with it
 
 
 def new_namespace() -> str:

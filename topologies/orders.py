@@ -9,6 +9,8 @@ then emits ``TransferCredit`` keyed by the target account, which credits it on i
 Capabilities arrive only as signed tokens: workers trust the public keys in the keys
 directory (``packetflow caps keygen`` makes one; ``packetflow caps issue --holder teller-1
 --grant 'teller:account/*'`` issues a token to pass to ``packetflow send --token``).
+What reactors emit for other reactors (``TransferCredit``, the ledger) is internal: workers
+seal it with the worker secret (``packetflow caps secret``), so nobody can forge it.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ class Transfer(
     amount: int = Field(gt=0)
 
 
-class TransferCredit(Intent, type_name="orders.TransferCredit", key="target"):
-    """The second leg of a transfer; emitted by the engine on the sender's behalf."""
+class TransferCredit(Intent, type_name="orders.TransferCredit", key="target", internal=True):
+    """The second leg of a transfer, emitted by the accounts reactor: internal, so only a
+    worker can send it (sealed with the worker secret); a forged one is denied."""
 
     transfer_id: str
     source: str
@@ -72,36 +75,38 @@ class AuditBalance(
 
 AccountIntent = Deposit | Withdraw | Transfer | TransferCredit | AuditBalance
 
-# -- intents out (the ledger) ------------------------------------------------------------
+# -- intents out (the ledger; internal: only the accounts reactor writes it) -------------
 
 
-class Deposited(Intent, type_name="orders.Deposited", key="account"):
+class Deposited(Intent, type_name="orders.Deposited", key="account", internal=True):
     account: str
     amount: int
     balance: int
 
 
-class Withdrawn(Intent, type_name="orders.Withdrawn", key="account"):
+class Withdrawn(Intent, type_name="orders.Withdrawn", key="account", internal=True):
     account: str
     amount: int
     balance: int
 
 
-class WithdrawalRejected(Intent, type_name="orders.WithdrawalRejected", key="account"):
+class WithdrawalRejected(
+    Intent, type_name="orders.WithdrawalRejected", key="account", internal=True
+):
     account: str
     amount: int
     balance: int
     reason: str
 
 
-class TransferCompleted(Intent, type_name="orders.TransferCompleted", key="target"):
+class TransferCompleted(Intent, type_name="orders.TransferCompleted", key="target", internal=True):
     transfer_id: str
     source: str
     target: str
     amount: int
 
 
-class BalanceReported(Intent, type_name="orders.BalanceReported", key="account"):
+class BalanceReported(Intent, type_name="orders.BalanceReported", key="account", internal=True):
     account: str
     balance: int
     principal: str | None

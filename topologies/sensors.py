@@ -90,7 +90,7 @@ class DeviceSession(Intent, type_name="sensors.DeviceSession", key="device"):
     readings: int
 
 
-class Overheated(Intent, type_name="sensors.Overheated", key="device"):
+class Overheated(Intent, type_name="sensors.Overheated", key="device", internal=True):
     device: str
     celsius: float
     threshold: float

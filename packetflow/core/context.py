@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from packetflow.core.capability import Capability, CapabilityLike, as_capability
 
@@ -43,7 +43,7 @@ class Context(BaseModel):
     correlation_id: str | None = None
     principal: str | None = None
     capabilities: tuple[Capability, ...] = ()
-    deadline: datetime | None = None
+    deadline: AwareDatetime | None = None  # a time zone is required: naive times are ambiguous
     reply_to: str | None = None
     trace: tuple[str, ...] = ()
     baggage: dict[str, str] = Field(default_factory=dict)

@@ -10,6 +10,11 @@ wire), a schema version, the capabilities a sender must hold, and the field that
 
 ``{field}`` in a required capability's resource is filled from the intent, so a token for
 ``withdraw:account/a1`` covers ``Withdraw(account="a1")`` and nothing else.
+
+An intent that only reactors emit for other reactors (the second leg of a transfer, a ledger
+entry) is declared ``internal=True``: workers authenticate it with a MAC under a secret only
+workers hold, so nobody who can merely produce to a topic can forge one. Numbers are finite
+(``NaN`` and ``Infinity`` are not JSON and are refused).
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from packetflow.core.capability import Capability, CapabilityLike, as_capability
 class Intent(BaseModel):
     """Base class of every intent type."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     intent_type: ClassVar[str] = "Intent"
     intent_version: ClassVar[int] = 1
     required_capabilities: ClassVar[tuple[Capability, ...]] = ()
     key_field: ClassVar[str | None] = None
+    # emitted only by reactors and the engine; accepted only with a worker's MAC (pf-mac)
+    internal: ClassVar[bool] = False
     # (operation, resource template, whether it has {placeholders}), computed once per class
     _requirement_templates: ClassVar[tuple[tuple[str, str, bool], ...]] = ()
 
@@ -43,6 +50,7 @@ class Intent(BaseModel):
         version: int | None = None,
         requires: Iterable[CapabilityLike] | None = None,
         key: str | None = None,
+        internal: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -58,6 +66,8 @@ class Intent(BaseModel):
             )
         if key is not None:
             cls.key_field = key
+        if internal is not None:
+            cls.internal = internal
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

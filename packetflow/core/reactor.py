@@ -79,6 +79,10 @@ class ReactorSpec:
     emits: tuple[type[Intent], ...] = ()
     # run apart from the batch loop behind a bounded buffer (see core.backpressure)
     backpressure: Backpressure | None = None
+    # takes intent types that require nothing and are not internal, from anyone
+    public: bool = False
+    # async reactors: seconds one intent may take (None: the topology's reactor_timeout)
+    timeout: float | None = None
 
     @classmethod
     def build(
@@ -90,6 +94,8 @@ class ReactorSpec:
         name: str | None = None,
         emits: tuple[type[Intent], ...] = (),
         backpressure: Backpressure | None = None,
+        public: bool = False,
+        timeout: float | None = None,
     ) -> ReactorSpec:
         params = [
             p
@@ -113,6 +119,8 @@ class ReactorSpec:
             description=doc[0] if doc else "",
             emits=emits,
             backpressure=backpressure,
+            public=public,
+            timeout=timeout,
         )
 
     @property

@@ -20,6 +20,7 @@ from packetflow.core.reactor import StateSpec
 from packetflow.engine.clock import Clock
 from packetflow.engine.interpreter import Interpreter
 from packetflow.engine.metrics import WorkerMetrics
+from packetflow.engine.seal import Sealer
 from packetflow.engine.state import StateStore
 from packetflow.engine.transport import Producer, Record
 
@@ -35,6 +36,8 @@ class TopicDecl:
     name: str
     partitions: int | None = None
     compacted: bool = False
+    # managed by the engine (a repartition topic, say): no effect may write to it
+    internal: bool = False
 
 
 class AgentSpec(abc.ABC):
@@ -51,6 +54,8 @@ class AgentSpec(abc.ABC):
     copartitioned: bool = False
     # intent types this agent sends (for descriptions and graphs)
     emits: tuple[type[Intent], ...] = ()
+    # takes intent types that require nothing and are not internal, from anyone
+    public: bool = False
 
     def topics(self) -> list[TopicDecl]:
         """Other topics this agent writes to (they are created with the topology's)."""
@@ -110,6 +115,7 @@ class AgentServices:
     divert: Callable[[str, Record, list[tuple[str, str]]], Awaitable[None]]
     caught_up: Callable[[int], Awaitable[bool]]
     owned: Callable[[], set[int]]
+    sealer: Sealer | None = None  # seals internal intents an agent forwards
 
 
 # The agents of the worker whose batch is being processed: how code running inside a

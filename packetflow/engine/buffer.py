@@ -7,7 +7,9 @@ worker offers no more than :attr:`BufferedReactor.room`, holding the rest of a b
 ``offer`` waits for room only as a last resort), dropping ones divert an intent to the
 drops topic. Offsets stay uncommitted until the intent's effects are done
 (:meth:`safe_offset`), so at-least-once holds: what is still buffered when the worker stops
-or loses a partition is read again.
+or loses a partition is read again. Authorisation holds until the reactor runs: as an intent
+leaves the buffer, the token that authorised it is checked again for expiry and revocation
+(``recheck``), and it is denied instead if it no longer holds.
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ class _Item(NamedTuple):
     record: Record
     intent: Intent
     context: Context
+    token_raw: bytes | None  # what authorised it, checked again when it leaves the buffer
     since: float  # perf_counter when offered
+
+
+async def _always_valid(record: Record, intent: Intent, token_raw: bytes | None) -> bool:
+    return True
 
 
 class BufferedReactor:
@@ -53,8 +60,10 @@ class BufferedReactor:
         resume: Callable[[str], None],
         clock: Clock,
         metrics: WorkerMetrics,
+        recheck: Callable[[Record, Intent, bytes | None], Awaitable[bool]] = _always_valid,
     ) -> None:
         self.spec = spec
+        self._recheck = recheck
         self.strategy = strategy
         self.source_topic = source_topic  # physical; paused and resumed as a whole
         self._react = react
@@ -82,7 +91,9 @@ class BufferedReactor:
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name=f"packetflow-{self.spec.name}")
 
-    async def offer(self, record: Record, intent: Intent, context: Context) -> None:
+    async def offer(
+        self, record: Record, intent: Intent, context: Context, token_raw: bytes | None = None
+    ) -> None:
         """Take an intent in (or drop it, or wait for room, as the strategy says)."""
         strategy = self.strategy
         if strategy.strategy == "sample":
@@ -108,7 +119,7 @@ class BufferedReactor:
                     await self._changed.wait()
         tp = TopicPartition(record.topic, record.partition)
         self._pending.setdefault(tp, {})[record.offset] = None
-        self._queue.append(_Item(record, intent, context, time.perf_counter()))
+        self._queue.append(_Item(record, intent, context, token_raw, time.perf_counter()))
         depth = len(self._queue)
         if depth >= strategy.capacity and not strategy.drops:
             self._block()  # full now: fetch no more until it drains
@@ -192,7 +203,8 @@ class BufferedReactor:
                     continue  # revoked meanwhile
             item = self._in_flight = self._queue.popleft()
             try:
-                await self._react(self.spec, item.record, item.intent, item.context)
+                if await self._recheck(item.record, item.intent, item.token_raw):
+                    await self._react(self.spec, item.record, item.intent, item.context)
             finally:
                 self._in_flight = None
                 self._forget(item.record)

@@ -12,8 +12,9 @@ reason code that the engine writes, with the original bytes, to the dead-letter 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import ValidationError
@@ -28,6 +29,7 @@ VERSION_HEADER = "pf-version"
 CONTEXT_HEADER = "pf-context"
 CAPABILITIES_HEADER = "pf-capabilities"
 TOKEN_HEADER = "pf-token"
+MAC_HEADER = "pf-mac"  # a worker's seal on an internal intent (see engine.seal)
 CONTENT_TYPE_HEADER = "content-type"
 JSON = b"application/json"
 
@@ -37,6 +39,10 @@ ERROR_HEADER = "pf-error"
 SOURCE_HEADER = "pf-source"
 REACTOR_HEADER = "pf-reactor"
 MISSING_HEADER = "pf-missing"
+# A set-aside copy too large for its topic is kept truncated, with what it was.
+TRUNCATED_HEADER = "pf-truncated"
+ORIGINAL_SIZE_HEADER = "pf-original-size"
+SHA256_HEADER = "pf-sha256"
 
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 
@@ -164,8 +170,37 @@ def encode_key(key: str | None) -> bytes | None:
     return None if key is None else key.encode()
 
 
+class Envelope(NamedTuple):
+    """A decoded record: the intent, its context, and the raw authority headers."""
+
+    intent: Intent
+    context: Context
+    caps_raw: bytes  # pf-capabilities (b"" when absent)
+    token_raw: bytes | None  # pf-token
+    context_raw: bytes | None  # pf-context, as sent (covered by pf-mac)
+    mac_raw: bytes | None  # pf-mac: a worker's seal, for internal intents
+
+
+# Headers that say what a record is and who sent it: one of each, or the record is refused
+# (with two pf-token headers, which one would a reader believe?).
+_SINGLE_HEADERS = frozenset(
+    (TYPE_HEADER, VERSION_HEADER, CONTEXT_HEADER, TOKEN_HEADER, CAPABILITIES_HEADER, MAC_HEADER)
+)
+# JSON has no NaN or Infinity; these byte patterns are where a non-finite number could hide
+# (a NaN/Infinity token, a huge exponent, a very long digit run): only then is the value
+# parsed strictly as well, so ordinary records pay one regex scan.
+_NON_FINITE_HINT = re.compile(rb"NaN|Infinity|[eE]\+?0*[1-9]\d{2}|\d{300}")
+
+
 class Decoder:
-    """Turns records into (intent, context) for a known set of intent types."""
+    """Turns records into (intent, context) for a known set of intent types.
+
+    The wire rules are strict: one each of the ``pf-`` headers that say what a record is
+    (``malformed-headers``), a value (``empty``), key plus value plus headers within
+    ``max_record_bytes`` (``oversized``), a ``pf-type`` unless the topic declares a default
+    type (``missing-type``), finite numbers only, and a context whose deadline has a time
+    zone (``bad-context``).
+    """
 
     def __init__(
         self,
@@ -183,33 +218,46 @@ class Decoder:
 
     def decode(self, record: Record) -> tuple[Intent, Context]:
         """The intent and its context; raises :class:`Rejected` with the reason."""
-        intent, context, _, _ = self.decode_record(record)
-        return intent, context
+        envelope = self.decode_record(record)
+        return envelope.intent, envelope.context
 
-    def decode_record(self, record: Record) -> tuple[Intent, Context, bytes, bytes | None]:
-        """:meth:`decode`, plus the raw ``pf-capabilities`` and ``pf-token`` headers."""
+    def decode_record(self, record: Record) -> Envelope:
+        """:meth:`decode`, plus the raw authority headers; raises :class:`Rejected`."""
         value = record.value
-        if value is None:
+        if not value:
             raise Rejected("empty", "record has no value")
-        size = len(value)
-        type_name = version = context_raw = caps_raw = token_raw = None
+        key = record.key
+        size = len(value) + (len(key) if key else 0)
+        type_name = version = context_raw = caps_raw = token_raw = mac_raw = None
+        seen: set[str] | None = None
         for name, raw in record.headers:
+            size += len(name)
             if raw is None:
                 continue
             size += len(raw)
-            if name == TYPE_HEADER:
-                type_name = raw
-            elif name == VERSION_HEADER:
-                version = raw
-            elif name == CONTEXT_HEADER:
-                context_raw = raw
-            elif name == TOKEN_HEADER:
-                token_raw = raw
-            elif name == CAPABILITIES_HEADER:
-                caps_raw = raw
+            if name in _SINGLE_HEADERS:
+                if seen is None:
+                    seen = set()
+                elif name in seen:
+                    raise Rejected("malformed-headers", f"record has more than one {name} header")
+                seen.add(name)
+                if name == TYPE_HEADER:
+                    type_name = raw
+                elif name == CONTEXT_HEADER:
+                    context_raw = raw
+                elif name == TOKEN_HEADER:
+                    token_raw = raw
+                elif name == VERSION_HEADER:
+                    version = raw
+                elif name == CAPABILITIES_HEADER:
+                    caps_raw = raw
+                else:
+                    mac_raw = raw
         if size > self.max_record_bytes:
             raise Rejected(
-                "oversized", f"record is {size} bytes, the limit is {self.max_record_bytes}"
+                "oversized",
+                f"record is {size} bytes (key, value and headers), "
+                f"the limit is {self.max_record_bytes}",
             )
         cls = self._intent_class(type_name)
         if version is not None:
@@ -233,7 +281,9 @@ class Decoder:
                 "decode" if any(e["type"] == "json_invalid" for e in exc.errors()) else "validation"
             )
             raise Rejected(kind, f"{cls.intent_type}: {_summary(exc)}") from None
-        return intent, context, caps_raw or b"", token_raw
+        if _NON_FINITE_HINT.search(value):
+            _check_finite(cls, value)
+        return Envelope(intent, context, caps_raw or b"", token_raw, context_raw, mac_raw)
 
     def _intent_class(self, type_name: bytes | None) -> type[Intent]:
         if type_name is None:
@@ -248,6 +298,16 @@ class Decoder:
         if cls is None:
             raise Rejected("unknown-type", f"no reactor here takes intent type {name!r}")
         return cls
+
+
+def _check_finite(cls: type[Intent], value: bytes) -> None:
+    """Refuse a value holding NaN, Infinity or a number too large for a double."""
+    try:
+        orjson.loads(value)  # strict JSON: no NaN/Infinity tokens, no overflow to infinity
+    except orjson.JSONDecodeError as exc:
+        raise Rejected(
+            "decode", f"{cls.intent_type}: not finite JSON ({str(exc).splitlines()[0]})"
+        ) from None
 
 
 def one_line(exc: BaseException) -> str:

@@ -1,17 +1,22 @@
 """Runs effects: turns the data a reactor returned into sends, calls, waits and retries.
 
-Plain emits at the top level of a reactor's result take the fast path: they are queued on
-the producer and their acknowledgements awaited once per batch, before offsets are
-committed. Compositions (sequential, parallel, pipeline, retry, ...) are awaited in place
-with their real semantics, so a ``Sequential`` only starts its second step once the broker
-acknowledged the first.
+A reactor's result is handled in two steps, so that a record that fails never lets its
+effects escape. :meth:`Interpreter.prepare` checks and encodes every plain send at the top
+level (emits, replies, fan-outs): the topic must be one the topology declares and not one the
+engine manages (``forbidden-topic``), a reply must go to a reply topic (``bad-reply-to``),
+each record must fit its topic (``output-too-large``), and internal intents are sealed.
+Only when the whole result is good are the compositions run (``sequential``, ``parallel``,
+``pipeline``, ``retry``, ... awaited in place with their real semantics, so a
+``Sequential`` only starts its second step once the broker acknowledged the first) and the
+prepared records queued on the producer, their acknowledgements awaited once per batch.
+What a composition already did before it failed (a call, an acknowledged send) stays done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from packetflow.core.context import Context
@@ -30,15 +35,20 @@ from packetflow.core.effects import (
 )
 from packetflow.core.intent import Intent
 from packetflow.engine.clock import Clock
-from packetflow.engine.codec import encode, encode_key
-from packetflow.engine.transport import Producer
+from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, encode
+from packetflow.engine.seal import Sealer
+from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES, Producer, record_bytes
 
 if TYPE_CHECKING:
     from packetflow.engine.topology import Topology
 
 
 class EffectError(RuntimeError):
-    """An effect that cannot be carried out as written (no topic, no reply_to, ...)."""
+    """An effect that cannot be carried out as written; ``reason`` is the ``pf-reason``."""
+
+    def __init__(self, message: str, reason: str = "effect-error") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Origin(NamedTuple):
@@ -49,40 +59,98 @@ class Origin(NamedTuple):
     key: bytes | None
 
 
+class Outgoing(NamedTuple):
+    """A record checked and encoded, ready for the producer."""
+
+    topic: str  # physical
+    value: bytes
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+class Prepared(NamedTuple):
+    """A reactor's result made ready: plain sends encoded, compositions still to run."""
+
+    outgoing: list[Outgoing]
+    compositions: list[Effect]
+
+
 class Interpreter:
-    def __init__(self, topology: Topology, producer: Producer, clock: Clock) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        producer: Producer,
+        clock: Clock,
+        *,
+        sealer: Sealer | None = None,
+        limits: Mapping[str, int] | None = None,
+    ) -> None:
         self.topology = topology
         self.producer = producer
         self.clock = clock
+        self.sealer = sealer
         self.emitted = 0
+        # physical topic -> the largest record it takes (max.message.bytes)
+        self.limits = dict(limits or {})
+        physical = topology.physical
+        internal = topology.internal_topics()
+        self._writable = {physical(t) for t in topology.topics if t not in internal}
+        self._internal = {physical(t) for t in internal}
+        self._reply_targets = topology.reply_targets()
         self._topics: dict[tuple[type[Intent], str | None], str] = {}
 
-    async def start(self, effects: list[Effect], origin: Origin) -> None:
-        """Carry out a reactor's top-level effects (plain emits are acknowledged per batch)."""
+    # -- a reactor's result --------------------------------------------------------------
+
+    def prepare(self, effects: Iterable[Effect], origin: Origin) -> Prepared:
+        """Check and encode the plain sends; raises :class:`EffectError` before anything
+        is sent when one cannot be carried out."""
+        outgoing: list[Outgoing] = []
+        compositions: list[Effect] = []
         for effect in effects:
             if type(effect) is Emit and effect.context is None:  # the common case, kept short
                 intent = effect.intent
-                value, headers = encode(intent, origin.context.inherit(origin.reactor))
                 key = effect.key if effect.key is not None else intent.partition_key()
-                await self.producer.send(
-                    self._topic_for(intent, effect.topic),
-                    value,
-                    None if key is None else key.encode(),
-                    headers,
-                )  # acknowledged by the batch's flush
-                self.emitted += 1
+                outgoing.append(
+                    self._record(
+                        self._topic_for(intent, effect.topic),
+                        intent,
+                        origin.context.inherit(origin.reactor),
+                        None if key is None else key.encode(),
+                        False,
+                    )
+                )
             elif isinstance(effect, (Emit, Reply, FanOut)):
-                await self._send(effect, origin)
+                outgoing.extend(self._records(effect, origin))
             else:
-                await self.run(effect, origin)
+                compositions.append(effect)
+        return Prepared(outgoing, compositions)
+
+    async def finish(self, prepared: Prepared, origin: Origin) -> None:
+        """Run the compositions in order, then queue the prepared records (acknowledged by
+        the batch's flush)."""
+        for effect in prepared.compositions:
+            await self.run(effect, origin)
+        await self.send(prepared.outgoing)
+
+    async def send(self, outgoing: list[Outgoing]) -> None:
+        send = self.producer.send
+        for topic, value, key, headers in outgoing:
+            await send(topic, value, key, headers)
+        self.emitted += len(outgoing)
+
+    async def start(self, effects: Iterable[Effect], origin: Origin) -> None:
+        """:meth:`prepare` then :meth:`finish`: all of a result, or nothing of its sends."""
+        await self.finish(self.prepare(effects, origin), origin)
+
+    # -- compositions --------------------------------------------------------------------
 
     async def run(self, effect: Effect, origin: Origin) -> Any:
         """Carry out ``effect`` completely and return its result."""
         if isinstance(effect, (Emit, Reply)):
-            (fut,) = await self._send(effect, origin)
+            (fut,) = await self._send_now(effect, origin)
             return await fut
         if isinstance(effect, FanOut):
-            return list(await asyncio.gather(*await self._send(effect, origin)))
+            return list(await asyncio.gather(*await self._send_now(effect, origin)))
         if isinstance(effect, Call):
             result = effect.fn(*effect.args)
             if inspect.isawaitable(result):
@@ -119,34 +187,83 @@ class Interpreter:
                     raise
                 await self.clock.sleep(delay)
 
-    async def _send(
+    async def _send_now(
         self, effect: Emit | Reply | FanOut, origin: Origin
     ) -> list[Awaitable[Delivery]]:
+        records = self._records(effect, origin)
+        futures = [await self.producer.send(o.topic, o.value, o.key, o.headers) for o in records]
+        self.emitted += len(futures)
+        return futures
+
+    # -- checking and encoding -----------------------------------------------------------
+
+    def _records(self, effect: Emit | Reply | FanOut, origin: Origin) -> list[Outgoing]:
         intent = effect.intent
+        key: str | None = None
         if isinstance(effect, Emit):
             topics = [self._topic_for(intent, effect.topic)]
             key = effect.key
             context = effect.context or origin.context.inherit(origin.reactor)
         elif isinstance(effect, Reply):
-            reply_to = origin.context.reply_to
-            if reply_to is None:
-                raise EffectError(
-                    f"{origin.reactor} replied but the request's context has no reply_to"
-                )
-            topics = [reply_to]  # already a physical name: the requester chose it
-            key = None
+            topics = [self._reply_topic(origin)]
             context = origin.context.inherit(origin.reactor)
         else:
             topics = [self._topic_for(intent, t) for t in effect.topics]
             key = effect.key
             context = origin.context.inherit(origin.reactor)
-        value, headers = encode(intent, context)
-        raw_key = encode_key(key if key is not None else intent.partition_key())
+        if key is None:
+            key = intent.partition_key()
+        raw_key = None if key is None else key.encode()
         if raw_key is None and isinstance(effect, Reply):
             raw_key = origin.key
-        futures = [await self.producer.send(topic, value, raw_key, headers) for topic in topics]
-        self.emitted += len(futures)
-        return futures
+        sealed = isinstance(effect, Reply)  # the engine's own intents are always sealed
+        return [self._record(topic, intent, context, raw_key, sealed) for topic in topics]
+
+    def _record(
+        self, topic: str, intent: Intent, context: Context, key: bytes | None, sealed: bool
+    ) -> Outgoing:
+        value, headers = encode(intent, context)
+        cls = type(intent)
+        if sealed or cls.internal:
+            sealer = self.sealer
+            if sealer is None:
+                raise EffectError(
+                    f"{cls.intent_type} is internal but this worker has no worker secret to "
+                    "seal it (packetflow caps secret)"
+                )
+            context_raw = token_raw = None
+            for name, raw in headers:
+                if name == CONTEXT_HEADER:
+                    context_raw = raw
+                elif name == TOKEN_HEADER:
+                    token_raw = raw
+            headers.append(
+                (
+                    MAC_HEADER,
+                    sealer.seal(
+                        topic, key, cls.intent_type.encode(), value, context_raw, token_raw
+                    ),
+                )
+            )
+        size = record_bytes(key, value, headers)
+        limit = self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES)
+        if size > limit:
+            raise EffectError(
+                f"{cls.intent_type} for {topic} is {size} bytes, more than the topic takes "
+                f"({limit}, max.message.bytes)",
+                "output-too-large",
+            )
+        return Outgoing(topic, value, key, headers)
+
+    def _reply_topic(self, origin: Origin) -> str:
+        reply_to = origin.context.reply_to
+        if reply_to is None:
+            raise EffectError(
+                f"{origin.reactor} replied but the request's context has no reply_to"
+            )
+        if reply_to not in self._reply_targets:  # checked on the way in too
+            raise EffectError(f"reply_to {reply_to!r} is not a reply topic", "bad-reply-to")
+        return reply_to
 
     def _topic_for(self, intent: Intent, topic: str | None) -> str:
         cached = self._topics.get((type(intent), topic))
@@ -158,5 +275,17 @@ class Interpreter:
                 f"no topic for intent type {type(intent).intent_type!r}: pass topic= to emit "
                 "or declare topology.route(...)"
             )
-        physical = self._topics[(type(intent), topic)] = self.topology.physical(logical)
+        physical = self.topology.physical(logical)
+        if physical in self._internal:
+            raise EffectError(
+                f"{logical!r} is a topic the engine manages: no effect may write to it",
+                "forbidden-topic",
+            )
+        if physical not in self._writable:
+            raise EffectError(
+                f"{logical!r} is not a topic of {self.topology.name!r}: declare it with "
+                "topology.topic() or topology.route()",
+                "forbidden-topic",
+            )
+        self._topics[(type(intent), topic)] = physical
         return physical

@@ -4,26 +4,54 @@ URL options (query string): ``client_id``, ``replication_factor`` (default 1; ra
 real cluster), ``linger_ms`` (default 5), ``acks`` (default ``all``),
 ``transaction_timeout_ms`` (default 30000: how long a crashed exactly-once worker's open
 transaction can hold back read-committed readers when no worker with its instance id
-restarts to abort it).
+restarts to abort it), ``session_timeout_ms`` (default 10000: how long the group waits for
+a worker that stopped answering), ``heartbeat_interval_ms``, ``max_poll_interval_ms``.
+
+Security (what a cluster run with TLS and ACLs needs): ``security_protocol``
+(``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``), ``ssl_cafile``,
+``ssl_certfile`` and ``ssl_keyfile`` (client certificate), ``ssl_check_hostname``
+(default ``true``), ``sasl_mechanism`` (``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``);
+the SASL user is the URL's ``user@``, its password the URL's ``user:password@`` or
+``$PACKETFLOW_KAFKA_PASSWORD`` (better: it keeps the password out of process listings).
+
+Every aiokafka failure surfaces as :class:`~packetflow.engine.transport.BrokerError`, which
+the worker retries; aiokafka's own logging of an outage is rate-limited (``engine.outage``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Generator, Iterable, Sequence
+import logging
+import os
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.errors import TopicAlreadyExistsError
-from aiokafka.structs import ConsumerRecord
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    ProducerFenced,
+    TopicAlreadyExistsError,
+)
+from aiokafka.helpers import create_ssl_context
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.types import Array, Int16, Int32, Schema, String
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from aiokafka.structs import TopicPartition as AioTP
 
 from packetflow.core.effects import Delivery
 from packetflow.engine.transport import (
+    BROKER_MAX_MESSAGE_BYTES,
+    BrokerError,
+    BrokerURL,
+    BrokerURLError,
+    Committed,
     Consumer,
     Follower,
     Headers,
@@ -35,6 +63,55 @@ from packetflow.engine.transport import (
     Transport,
     partition_for_key,
 )
+
+log = logging.getLogger("packetflow.kafka")
+PASSWORD_ENV = "PACKETFLOW_KAFKA_PASSWORD"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def client_options(url: BrokerURL | None, options: Mapping[str, str]) -> dict[str, Any]:
+    """What every aiokafka client of this transport is given: client id and security."""
+    out: dict[str, Any] = {"client_id": options.get("client_id", "packetflow")}
+    protocol = options.get("security_protocol", "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise BrokerURLError(
+            f"security_protocol={protocol}: use one of {', '.join(SECURITY_PROTOCOLS)}"
+        )
+    out["security_protocol"] = protocol
+    if protocol in ("SSL", "SASL_SSL"):
+        context = create_ssl_context(
+            cafile=options.get("ssl_cafile"),
+            certfile=options.get("ssl_certfile"),
+            keyfile=options.get("ssl_keyfile"),
+        )
+        context.check_hostname = options.get("ssl_check_hostname", "true").lower() != "false"
+        out["ssl_context"] = context
+    if protocol.startswith("SASL_"):
+        mechanism = options.get("sasl_mechanism", "PLAIN").upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise BrokerURLError(
+                f"sasl_mechanism={mechanism}: use one of {', '.join(SASL_MECHANISMS)}"
+            )
+        username = (url.username if url else None) or options.get("sasl_username")
+        password = (url.password if url else None) or os.environ.get(PASSWORD_ENV)
+        if not username or password is None:
+            raise BrokerURLError(
+                f"{protocol} needs a user and a password: kafka://USER@host:port with the "
+                f"password in ${PASSWORD_ENV} (or kafka://USER:PASSWORD@host:port)"
+            )
+        out.update(
+            sasl_mechanism=mechanism, sasl_plain_username=username, sasl_plain_password=password
+        )
+    return out
+
+
+def _broker_error(exc: BaseException, what: str) -> BrokerError:
+    fatal = isinstance(exc, (ProducerFenced, InvalidProducerEpoch))
+    detail = str(exc) or type(exc).__name__
+    if type(exc).__name__ not in detail:
+        detail = f"{type(exc).__name__}: {detail}"
+    return BrokerError(f"{what}: {detail}", fatal=fatal)
 
 
 def _tp(tp: AioTP | TopicPartition) -> TopicPartition:
@@ -55,22 +132,33 @@ class KafkaProducer(Producer):
     """
 
     def __init__(
-        self, bootstrap: str, options: dict[str, str], transactional_id: str | None = None
+        self,
+        bootstrap: str,
+        options: dict[str, str],
+        transactional_id: str | None = None,
+        *,
+        client: dict[str, Any],
+        limits: Mapping[str, int],
     ) -> None:
         extra: dict[str, Any] = {}
         if transactional_id is not None:
             extra["transactional_id"] = transactional_id
             extra["transaction_timeout_ms"] = int(options.get("transaction_timeout_ms", "30000"))
+        self._batch_size = int(options.get("max_batch_size", str(256 * 1024)))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
-            client_id=options.get("client_id", "packetflow"),
             acks=_acks(options.get("acks", "all")),
             linger_ms=int(options.get("linger_ms", "5")),
-            max_batch_size=int(options.get("max_batch_size", str(256 * 1024))),
+            max_batch_size=self._batch_size,
+            # what a set-aside copy of the largest accepted record needs (send() path only)
+            max_request_size=max([BROKER_MAX_MESSAGE_BYTES, *limits.values()]) + 1024,
             enable_idempotence=options.get("idempotence", "true") == "true"
             or transactional_id is not None,
+            **client,
             **extra,
         )
+        # a batch never holds more than its topic takes (max.message.bytes)
+        self._limits = limits
         self._open: dict[tuple[str, int], _Batch] = {}
         self._shipped: list[_Batch] = []
         self._partition_counts: dict[str, int] = {}
@@ -79,11 +167,18 @@ class KafkaProducer(Producer):
         self._in_txn = False
 
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            raise _broker_error(exc, "starting the producer") from exc
 
     async def stop(self) -> None:
-        await self.flush()
-        await self._producer.stop()
+        try:
+            await self.flush()
+        finally:
+            await self._producer.stop()
 
     async def send(
         self,
@@ -94,54 +189,87 @@ class KafkaProducer(Producer):
         partition: int | None = None,
         timestamp: int | None = None,
     ) -> _Ack:
-        if self._transactional and not self._in_txn:
-            await self.begin()  # a transaction begins with the first record sent in it
-        if partition is None:
-            partition = await self._partition(topic, key)
-        batch = self._open.get((topic, partition))
-        if batch is None:
-            batch = self._open[(topic, partition)] = _Batch(self, topic, partition)
-        offset = batch.append(key, value, headers, timestamp)
-        if offset is None:  # full: ship it and start the next one
-            await self._ship(batch)
-            batch = self._open[(topic, partition)] = _Batch(self, topic, partition)
+        try:
+            if self._transactional and not self._in_txn:
+                await self.begin()  # a transaction begins with the first record sent in it
+            if partition is None:
+                partition = await self._partition(topic, key)
+            batch = self._open.get((topic, partition))
+            if batch is None:
+                batch = self._open[(topic, partition)] = self._new_batch(topic, partition)
             offset = batch.append(key, value, headers, timestamp)
-            if offset is None:
-                raise ValueError(f"record for {topic} is larger than max_batch_size")
+            if offset is None:  # full: ship it and start the next one
+                await self._ship(batch)
+                batch = self._open[(topic, partition)] = self._new_batch(topic, partition)
+                offset = batch.append(key, value, headers, timestamp)
+                if offset is None:
+                    raise ValueError(f"record for {topic} is larger than max_batch_size")
+        except KafkaError as exc:
+            raise _broker_error(exc, f"sending to {topic}") from exc
         return _Ack(batch, offset)
 
     async def flush(self) -> None:
-        for batch in list(self._open.values()):
-            await self._ship(batch)
-        shipped, self._shipped = self._shipped, []
-        for batch in shipped:
-            await batch.future  # type: ignore[misc]  # raises the broker's refusal
+        try:
+            for batch in list(self._open.values()):
+                await self._ship(batch)
+            shipped, self._shipped = self._shipped, []
+            for batch in shipped:
+                await batch.future  # type: ignore[misc]  # raises the broker's refusal
+        except KafkaError as exc:
+            raise _broker_error(exc, "waiting for the broker to acknowledge") from exc
+
+    def discard(self) -> None:
+        """Forget records not yet shipped (a failed batch is being rewound)."""
+        self._open.clear()
+        self._shipped = []
 
     async def begin(self) -> None:
         await self._producer.begin_transaction()
         self._in_txn = True
 
-    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
-        if not self._in_txn:
-            await self.begin()
-        await self._producer.send_offsets_to_transaction(
-            {AioTP(tp.topic, tp.partition): o for tp, o in offsets.items()}, group
-        )
+    async def send_offsets(
+        self,
+        offsets: dict[TopicPartition, int],
+        group: str,
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
+        meta = metadata or {}
+        try:
+            if not self._in_txn:
+                await self.begin()
+            await self._producer.send_offsets_to_transaction(
+                {
+                    AioTP(tp.topic, tp.partition): OffsetAndMetadata(o, meta.get(tp, ""))
+                    for tp, o in offsets.items()
+                },
+                group,
+            )
+        except KafkaError as exc:
+            raise _broker_error(exc, "committing offsets in the transaction") from exc
 
     async def commit(self) -> None:
         if not self._in_txn:
             return  # nothing was sent: no transaction to commit
         await self.flush()
         self._in_txn = False
-        await self._producer.commit_transaction()
+        try:
+            await self._producer.commit_transaction()
+        except KafkaError as exc:
+            raise _broker_error(exc, "committing the transaction") from exc
 
     async def abort(self) -> None:
         if not self._in_txn:
             return
-        self._open.clear()  # never shipped: nothing to take back
-        self._shipped = []
+        self.discard()  # never shipped: nothing to take back
         self._in_txn = False
-        await self._producer.abort_transaction()
+        try:
+            await self._producer.abort_transaction()
+        except KafkaError as exc:
+            raise _broker_error(exc, "aborting the transaction") from exc
+
+    def _new_batch(self, topic: str, partition: int) -> _Batch:
+        size = min(self._batch_size, self._limits.get(topic, BROKER_MAX_MESSAGE_BYTES) - 100)
+        return _Batch(self, topic, partition, size)
 
     async def _ship(self, batch: _Batch) -> None:
         if batch.future is not None:
@@ -170,11 +298,12 @@ class _Batch:
 
     __slots__ = ("builder", "future", "partition", "producer", "topic")
 
-    def __init__(self, producer: KafkaProducer, topic: str, partition: int) -> None:
+    def __init__(self, producer: KafkaProducer, topic: str, partition: int, size: int) -> None:
         self.producer = producer
         self.topic = topic
         self.partition = partition
-        self.builder = producer._producer.create_batch()
+        # like AIOKafkaProducer.create_batch(), but no larger than the topic takes
+        self.builder = BatchBuilder(size, 0, is_transactional=producer._transactional)
         self.future: asyncio.Future[Any] | None = None
 
     def append(
@@ -246,8 +375,13 @@ class KafkaConsumer(Consumer):
         options: dict[str, str],
         isolation_level: str,
         copartitioned: bool = False,
+        *,
+        client: dict[str, Any],
+        instance_id: str | None = None,
     ) -> None:
         self._topics = list(topics)
+        self._group = group
+        self._instance_id = instance_id
         self._listener = _Listener(listener)
         self._read_committed = isolation_level == "read_committed"
         self._consumer = AIOKafkaConsumer(
@@ -256,7 +390,7 @@ class KafkaConsumer(Consumer):
             ),
             bootstrap_servers=bootstrap,
             group_id=group,
-            client_id=options.get("client_id", "packetflow"),
+            group_instance_id=instance_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level=isolation_level,
@@ -264,19 +398,44 @@ class KafkaConsumer(Consumer):
             session_timeout_ms=int(options.get("session_timeout_ms", "10000")),
             heartbeat_interval_ms=int(options.get("heartbeat_interval_ms", "3000")),
             max_poll_interval_ms=int(options.get("max_poll_interval_ms", "300000")),
+            **client,
         )
 
     async def start(self) -> None:
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            raise _broker_error(exc, "joining the consumer group") from exc
         self._consumer.subscribe(self._topics, listener=self._listener)
 
     async def stop(self) -> None:
         # Leaves the group without calling on_partitions_revoked; the worker has committed
-        # its last batch before it gets here.
+        # its last batch before it gets here. aiokafka sends no LeaveGroup for a static
+        # member (it expects it back soon): say so ourselves, or its partitions would wait
+        # out the session timeout before anyone else may take them.
+        if self._instance_id is not None:
+            await self._leave_as_static_member()
         await self._consumer.stop()
 
+    async def _leave_as_static_member(self) -> None:
+        coordinator = self._consumer._coordinator
+        if coordinator is None or coordinator.coordinator_id is None:
+            return
+        request = _LeaveGroupV3(self._group, coordinator.member_id, self._instance_id or "")
+        try:
+            await asyncio.wait_for(coordinator._send_req(request), 5.0)
+        except Exception as exc:  # best effort: the session timeout still frees the partitions
+            log.warning("static member %s could not leave the group: %s", self._instance_id, exc)
+
     async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[Record]]:
-        raw = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        try:
+            raw = await self._consumer.getmany(
+                timeout_ms=int(timeout * 1000), max_records=max_records
+            )
+        except KafkaError as exc:
+            raise _broker_error(exc, "fetching") from exc
         while any(_tp(tp) not in self._listener.ready for tp in raw):
             assigned = self._consumer.assignment()
             raw = {tp: msgs for tp, msgs in raw.items() if tp in assigned}  # revoked: drop
@@ -290,11 +449,58 @@ class KafkaConsumer(Consumer):
             for tp, msgs in raw.items()
         }
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if offsets:
+    async def commit(
+        self,
+        offsets: dict[TopicPartition, int],
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
+        if not offsets:
+            return
+        meta = metadata or {}
+        try:
             await self._consumer.commit(
-                {AioTP(tp.topic, tp.partition): o for tp, o in offsets.items()}
+                {
+                    AioTP(tp.topic, tp.partition): OffsetAndMetadata(o, meta.get(tp, ""))
+                    for tp, o in offsets.items()
+                }
             )
+        except KafkaError as exc:
+            raise _broker_error(exc, "committing offsets") from exc
+
+    async def committed(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, Committed]:
+        tps = [AioTP(tp.topic, tp.partition) for tp in partitions]
+        if not tps:
+            return {}
+        coordinator = self._consumer._coordinator
+        try:
+            found = await coordinator.fetch_committed_offsets(tps)
+        except KafkaError as exc:
+            raise _broker_error(exc, "reading committed offsets") from exc
+        out = {}
+        for tp in tps:
+            entry = found.get(tp)
+            offset = entry.offset if entry is not None and entry.offset >= 0 else None
+            out[_tp(tp)] = Committed(offset, (entry.metadata or "") if entry else "")
+        return out
+
+    async def beginning(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        tps = [AioTP(tp.topic, tp.partition) for tp in partitions]
+        if not tps:
+            return {}
+        try:
+            found = await self._consumer.beginning_offsets(tps)
+        except KafkaError as exc:
+            raise _broker_error(exc, "reading the beginning offsets") from exc
+        return {_tp(tp): offset for tp, offset in found.items()}
+
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        assigned = self._consumer.assignment()
+        for tp, offset in offsets.items():
+            atp = AioTP(tp.topic, tp.partition)
+            if atp in assigned:
+                self._consumer.seek(atp, offset)
 
     async def lag(self) -> dict[TopicPartition, int]:
         assigned = list(self._consumer.assignment())
@@ -335,6 +541,46 @@ class KafkaConsumer(Consumer):
         return [t for t in (AioTP(tp.topic, tp.partition) for tp in partitions) if t in assigned]
 
 
+# LeaveGroup v3 (KIP-345): a static member leaves by its group instance id. aiokafka has
+# only v0/v1, which a static member must not use.
+class _LeaveGroupResponseV3(Response):
+    API_KEY = 13
+    API_VERSION = 3
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        ("error_code", Int16),
+        (
+            "members",
+            Array(
+                ("member_id", String("utf-8")),
+                ("group_instance_id", String("utf-8")),
+                ("error_code", Int16),
+            ),
+        ),
+    )
+
+
+class _LeaveGroupRequestV3(RequestStruct):
+    API_KEY = 13
+    API_VERSION = 3
+    RESPONSE_TYPE = _LeaveGroupResponseV3
+    SCHEMA = Schema(
+        ("group", String("utf-8")),
+        ("members", Array(("member_id", String("utf-8")), ("group_instance_id", String("utf-8")))),
+    )
+
+
+class _LeaveGroupV3(Request[_LeaveGroupRequestV3]):
+    API_KEY = 13
+
+    def __init__(self, group: str, member_id: str, instance_id: str) -> None:
+        self._group = group
+        self._member = (member_id, instance_id)
+
+    def build(self, request_struct_class: type[_LeaveGroupRequestV3]) -> _LeaveGroupRequestV3:
+        return request_struct_class(self._group, [self._member])
+
+
 class KafkaFollower(Follower):
     """A group-less consumer assigned every partition of one topic, from the beginning.
 
@@ -342,12 +588,19 @@ class KafkaFollower(Follower):
     record waits on the broker before the follower sees it.
     """
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, options: dict[str, str]):
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        partitions: int,
+        options: dict[str, str],
+        client: dict[str, Any],
+    ):
         self._topic = topic
         self._tps = [AioTP(topic, p) for p in range(partitions)]
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
-            client_id=options.get("client_id", "packetflow"),
+            **client,
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -356,9 +609,14 @@ class KafkaFollower(Follower):
         )
 
     async def start(self) -> None:
-        await self._consumer.start()
-        self._consumer.assign(self._tps)
-        await self._consumer.seek_to_beginning(*self._tps)
+        try:
+            await self._consumer.start()
+            self._consumer.assign(self._tps)
+            await self._consumer.seek_to_beginning(*self._tps)
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            raise _broker_error(exc, f"following {self._topic}") from exc
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -378,18 +636,31 @@ class KafkaFollower(Follower):
 
 
 class KafkaTransport(Transport):
-    def __init__(self, url: str, bootstrap: str, options: dict[str, str] | None = None) -> None:
-        self.url = url
+    def __init__(
+        self,
+        url: str,
+        bootstrap: str,
+        options: dict[str, str] | None = None,
+        parsed: BrokerURL | None = None,
+    ) -> None:
+        parsed = parsed or BrokerURL.parse(url)
+        self.url = parsed.safe  # never the password
         self.bootstrap = bootstrap
         self.options = dict(options or {})
+        self._client = client_options(parsed, self.options)
         self._admin: AIOKafkaAdminClient | None = None
         self._partition_counts: dict[str, int] = {}
+        self._limits: dict[str, int] = {}
 
     async def start(self) -> None:
-        self._admin = AIOKafkaAdminClient(
-            bootstrap_servers=self.bootstrap, client_id=self.options.get("client_id", "packetflow")
-        )
-        await self._admin.start()
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self._client)
+        try:
+            await admin.start()
+        except KafkaError as exc:
+            with contextlib.suppress(Exception):
+                await admin.close()
+            raise _broker_error(exc, f"connecting to {self.url}") from exc
+        self._admin = admin
 
     async def stop(self) -> None:
         if self._admin is not None:
@@ -402,27 +673,31 @@ class KafkaTransport(Transport):
             raise RuntimeError("transport not started")
         return self._admin
 
+    async def ping(self) -> None:
+        try:
+            await asyncio.wait_for(self.admin.describe_cluster(), 5.0)
+        except (KafkaError, TimeoutError) as exc:
+            raise _broker_error(exc, f"{self.url} does not answer") from exc
+
     async def ensure_topics(self, specs: Iterable[TopicSpec]) -> None:
         wanted = {s.name: s for s in specs}
         if not wanted:
             return
-        existing = set(await self.admin.list_topics())
-        missing = [s for name, s in wanted.items() if name not in existing]
-        if not missing:
-            return
-        replication = int(self.options.get("replication_factor", "1"))
-        new = [
-            NewTopic(
-                s.name,
-                s.partitions,
-                replication,
-                topic_configs={"cleanup.policy": "compact"} if s.compacted else {},
-            )
-            for s in missing
-        ]
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await self.admin.create_topics(new)
-        await self._await_metadata([s.name for s in missing])
+        try:
+            existing = set(await self.admin.list_topics())
+            missing = [s for name, s in wanted.items() if name not in existing]
+            if not missing:
+                return
+            replication = int(self.options.get("replication_factor", "1"))
+            new = [
+                NewTopic(s.name, s.partitions, replication, topic_configs=_topic_configs(s))
+                for s in missing
+            ]
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await self.admin.create_topics(new)
+            await self._await_metadata([s.name for s in missing])
+        except KafkaError as exc:
+            raise _broker_error(exc, "creating topics") from exc
 
     async def _await_metadata(self, topics: list[str]) -> None:
         for _ in range(100):
@@ -431,9 +706,40 @@ class KafkaTransport(Transport):
                 return
             await asyncio.sleep(0.1)
 
+    async def record_limits(self, topics: Iterable[str]) -> dict[str, int]:
+        wanted = [t for t in dict.fromkeys(topics) if t not in self._limits]
+        for _ in range(50):  # a topic just created may take a moment to be described
+            if not wanted:
+                break
+            try:
+                responses = await self.admin.describe_configs(
+                    [
+                        ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None})
+                        for t in wanted
+                    ]
+                )
+            except KafkaError as exc:
+                raise _broker_error(exc, "reading topic configs") from exc
+            for response in responses:
+                for resource in response.to_object()["resources"]:
+                    if resource["error_code"]:
+                        continue
+                    for entry in resource["config_entries"]:
+                        if entry["config_names"] == "max.message.bytes":
+                            self._limits[resource["resource_name"]] = int(entry["config_value"])
+            wanted = [t for t in wanted if t not in self._limits]
+            if wanted:
+                await asyncio.sleep(0.1)
+        for topic in wanted:  # not described: assume the broker's default
+            self._limits[topic] = BROKER_MAX_MESSAGE_BYTES
+        return {t: self._limits[t] for t in topics}
+
     async def partitions_for(self, topic: str) -> int:
         if topic not in self._partition_counts:
-            described = await self.admin.describe_topics([topic])
+            try:
+                described = await self.admin.describe_topics([topic])
+            except KafkaError as exc:
+                raise _broker_error(exc, f"describing {topic}") from exc
             parts = described[0].get("partitions") or []
             if not parts:
                 raise LookupError(f"topic {topic!r} does not exist on {self.url}")
@@ -441,7 +747,13 @@ class KafkaTransport(Transport):
         return self._partition_counts[topic]
 
     def producer(self, *, transactional_id: str | None = None) -> Producer:
-        return KafkaProducer(self.bootstrap, self.options, transactional_id)
+        return KafkaProducer(
+            self.bootstrap,
+            self.options,
+            transactional_id,
+            client=self._client,
+            limits=self._limits,
+        )
 
     def consumer(
         self,
@@ -451,13 +763,22 @@ class KafkaTransport(Transport):
         *,
         isolation_level: str = "read_uncommitted",
         copartitioned: bool = False,
+        instance_id: str | None = None,
     ) -> Consumer:
         return KafkaConsumer(
-            self.bootstrap, group, topics, listener, self.options, isolation_level, copartitioned
+            self.bootstrap,
+            group,
+            topics,
+            listener,
+            self.options,
+            isolation_level,
+            copartitioned,
+            client=self._client,
+            instance_id=instance_id,
         )
 
     def follow(self, topic: str, partitions: int) -> Follower:
-        return KafkaFollower(self.bootstrap, topic, partitions, self.options)
+        return KafkaFollower(self.bootstrap, topic, partitions, self.options, self._client)
 
     async def read_partitions(
         self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
@@ -470,10 +791,11 @@ class KafkaTransport(Transport):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            **self._client,
         )
-        await consumer.start()
         count = 0
         try:
+            await consumer.start()
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
             remaining = {tp for tp in tps if ends[tp] > 0}
@@ -488,6 +810,15 @@ class KafkaTransport(Transport):
                 for tp in list(remaining):
                     if await consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
+        except KafkaError as exc:
+            raise _broker_error(exc, "reading partitions") from exc
         finally:
             await consumer.stop()
         return count
+
+
+def _topic_configs(spec: TopicSpec) -> dict[str, str]:
+    configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+    if spec.max_message_bytes is not None:
+        configs["max.message.bytes"] = str(spec.max_message_bytes)
+    return configs

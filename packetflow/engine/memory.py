@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from packetflow.core.effects import Delivery
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.transport import (
+    BROKER_MAX_MESSAGE_BYTES,
     Acked,
+    BrokerError,
+    Committed,
     Consumer,
     Follower,
     Headers,
@@ -28,6 +31,7 @@ from packetflow.engine.transport import (
     TopicSpec,
     Transport,
     partition_for_key,
+    record_bytes,
 )
 
 DEFAULT_PARTITIONS = 4
@@ -38,6 +42,7 @@ class _Group:
     members: list[MemoryConsumer] = field(default_factory=list)
     owner: dict[TopicPartition, MemoryConsumer] = field(default_factory=dict)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
+    metadata: dict[TopicPartition, str] = field(default_factory=dict)
 
 
 class MemoryBroker:
@@ -48,6 +53,7 @@ class MemoryBroker:
         self.default_partitions = default_partitions
         self.topics: dict[str, list[list[Record]]] = {}
         self.compacted: set[str] = set()
+        self.limits: dict[str, int] = {}  # max.message.bytes, where not the broker's default
         self.groups: dict[str, _Group] = {}
         self._round_robin = itertools.count()
         self._waiters: list[asyncio.Future[None]] = []
@@ -60,12 +66,22 @@ class MemoryBroker:
     # -- topics --------------------------------------------------------------------------
 
     def create_topic(
-        self, name: str, partitions: int | None = None, compacted: bool = False
+        self,
+        name: str,
+        partitions: int | None = None,
+        compacted: bool = False,
+        max_message_bytes: int | None = None,
     ) -> None:
         if name not in self.topics:
             self.topics[name] = [[] for _ in range(partitions or self.default_partitions)]
+            if max_message_bytes is not None:
+                self.limits[name] = max_message_bytes
         if compacted:
             self.compacted.add(name)
+
+    def limit(self, topic: str) -> int:
+        """The largest record ``topic`` takes, like Kafka's ``max.message.bytes``."""
+        return self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES)
 
     def partitions(self, topic: str) -> list[list[Record]]:
         if topic not in self.topics:
@@ -92,6 +108,12 @@ class MemoryBroker:
                 partition = partition_for_key(key, len(parts))
         elif not 0 <= partition < len(parts):
             raise ValueError(f"topic {topic!r} has no partition {partition}")
+        size = record_bytes(key, value, headers)
+        if size > self.limit(topic):  # what Kafka refuses with MessageSizeTooLargeError
+            raise BrokerError(
+                f"{topic} refused a record of {size} bytes (max.message.bytes "
+                f"{self.limit(topic)})"
+            )
         log = parts[partition]
         offset = len(log)
         if timestamp is None:
@@ -180,8 +202,11 @@ def reset_memory_brokers() -> None:
     _BROKERS.clear()
 
 
-class FencedError(RuntimeError):
+class FencedError(BrokerError):
     """A transactional producer replaced by a newer one with the same transactional id."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, fatal=True)
 
 
 _producer_ids = itertools.count()
@@ -197,7 +222,7 @@ class MemoryProducer(Producer):
         self._in_txn = False
         self._fenced = False
         self._written: list[tuple[str, int, int]] = []
-        self._offsets: dict[str, dict[TopicPartition, int]] = {}
+        self._offsets: dict[str, dict[TopicPartition, tuple[int, str]]] = {}
 
     async def start(self) -> None:
         tid = self._transactional_id
@@ -244,9 +269,17 @@ class MemoryProducer(Producer):
             raise RuntimeError("not a transactional producer")
         self._check_txn()
 
-    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+    async def send_offsets(
+        self,
+        offsets: dict[TopicPartition, int],
+        group: str,
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
         self._check_txn()
-        self._offsets.setdefault(group, {}).update(offsets)
+        meta = metadata or {}
+        self._offsets.setdefault(group, {}).update(
+            {tp: (offset, meta.get(tp, "")) for tp, offset in offsets.items()}
+        )
 
     async def commit(self) -> None:
         if self._in_txn:
@@ -264,8 +297,11 @@ class MemoryProducer(Producer):
             if opens is not None:
                 opens.pop(self._id, None)
         if commit:
-            for group, offsets in self._offsets.items():
-                broker.group(group).committed.update(offsets)
+            for name, offsets in self._offsets.items():
+                group = broker.group(name)
+                for tp, (offset, meta) in offsets.items():
+                    group.committed[tp] = offset
+                    group.metadata[tp] = meta
         else:
             broker.aborted.update(self._written)
         self._written = []
@@ -368,12 +404,35 @@ class MemoryConsumer(Consumer):
             return self._broker.stable_end(tp)
         return self._broker.end_offset(tp)
 
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+    async def commit(
+        self,
+        offsets: dict[TopicPartition, int],
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
         group = self._group
+        meta = metadata or {}
         for tp, offset in offsets.items():
             if group.owner.get(tp) is not self:
-                raise RuntimeError(f"commit for {tp} which this consumer no longer owns")
+                raise BrokerError(f"commit for {tp} which this consumer no longer owns")
             group.committed[tp] = offset
+            group.metadata[tp] = meta.get(tp, "")
+
+    async def committed(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, Committed]:
+        group = self._group
+        return {
+            tp: Committed(group.committed.get(tp), group.metadata.get(tp, ""))
+            for tp in partitions
+        }
+
+    async def beginning(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        return dict.fromkeys(partitions, 0)
+
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            if tp in self._owned:
+                self._positions[tp] = offset
 
     async def lag(self) -> dict[TopicPartition, int]:
         return {tp: self._end(tp) - self._positions[tp] for tp in self._owned}
@@ -424,6 +483,8 @@ class MemoryFollower(Follower):
 
 
 class MemoryTransport(Transport):
+    in_process = True
+
     def __init__(self, url: str, name: str = "default", broker: MemoryBroker | None = None):
         self.url = url
         self.broker = broker or memory_broker(name)
@@ -436,7 +497,12 @@ class MemoryTransport(Transport):
 
     async def ensure_topics(self, specs: Iterable[TopicSpec]) -> None:
         for spec in specs:
-            self.broker.create_topic(spec.name, spec.partitions, spec.compacted)
+            self.broker.create_topic(
+                spec.name, spec.partitions, spec.compacted, spec.max_message_bytes
+            )
+
+    async def record_limits(self, topics: Iterable[str]) -> dict[str, int]:
+        return {topic: self.broker.limit(topic) for topic in topics}
 
     async def partitions_for(self, topic: str) -> int:
         return len(self.broker.partitions(topic))
@@ -452,8 +518,10 @@ class MemoryTransport(Transport):
         *,
         isolation_level: str = "read_uncommitted",
         copartitioned: bool = False,
+        instance_id: str | None = None,
     ) -> Consumer:
-        # partition p of every topic goes to the same member (p modulo the members) anyway
+        # partition p of every topic goes to the same member (p modulo the members) anyway;
+        # members are static already (they keep their partitions until they stop)
         return MemoryConsumer(
             self.broker, group, topics, listener, isolation_level == "read_committed"
         )

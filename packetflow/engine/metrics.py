@@ -74,6 +74,9 @@ class WorkerMetrics:
     buffered_peak: dict[str, int] = field(default_factory=dict)  # per reactor: most at once
     pauses: Counter[str] = field(default_factory=Counter)  # per reactor: times it paused input
     windows_closed: Counter[str] = field(default_factory=Counter)  # per window
+    truncated: int = 0  # set-aside copies too large for their topic, kept truncated
+    crash_loops: int = 0  # records set aside after workers died on them
+    broker_retries: int = 0  # batches retried after the broker failed them
     # per reactor or agent: ms from the worker fetching a record to its handling finished
     latency: dict[str, Histogram] = field(default_factory=dict)
 
@@ -103,4 +106,7 @@ class WorkerMetrics:
             "buffered_peak": dict(self.buffered_peak),
             "pauses": dict(self.pauses),
             "windows_closed": dict(self.windows_closed),
+            "truncated": self.truncated,
+            "crash_loops": self.crash_loops,
+            "broker_retries": self.broker_retries,
         }

@@ -1,14 +1,39 @@
-"""The per-record path: decode, check deadline and capabilities, run reactors and agents.
+"""The per-record path: decode, check deadline and authority, run reactors and agents.
 
-Kept deliberately short because it runs for every record. Anything that cannot proceed is
-written, with its original bytes and headers plus a reason, to the dead-letter or denied
-topic, and the partition keeps flowing.
+Kept deliberately short because it runs for every record. No single record can stop a
+partition: every failure about a record, at any stage, ends with that record set aside with
+a reason (the dead-letter or denied topic, original bytes and headers) and the partition
+flowing on. A failed record's effects never escape: a reactor's new state is encoded and its
+plain outputs checked before anything is sent, and nothing is sent or stored when that
+fails. Only failures that are not about a record (the broker, see
+:class:`~packetflow.engine.transport.BrokerError`) leave this module, for the worker to
+retry. Which failure goes where:
+
+============================================  =========================================
+stage                                         outcome (``pf-reason``)
+============================================  =========================================
+headers, size, type, version, context, JSON   dead letter (``empty``, ``oversized``, ...)
+deadline passed                               dead letter ``deadline``
+token, principal, seal, reply-to              denied + audited (``insufficient``, ...)
+reactor or agent raised, bad result shape     dead letter ``reactor-error``
+async reactor over its time limit             dead letter ``reactor-timeout``
+effect cannot be carried out                  dead letter ``effect-error``,
+                                              ``forbidden-topic``, ``bad-reply-to``,
+                                              ``output-too-large``
+new state does not encode or is too large     dead letter ``state-error``
+the engine's own per-record code raised       dead letter ``internal-error``
+set-aside copy larger than its topic takes    kept truncated (``pf-truncated``)
+broker unreachable or refusing                :class:`BrokerError`: the worker retries
+============================================  =========================================
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from packetflow.core.context import Context
@@ -21,23 +46,34 @@ from packetflow.engine.clock import Clock
 from packetflow.engine.codec import (
     ERROR_HEADER,
     MISSING_HEADER,
+    ORIGINAL_SIZE_HEADER,
     REACTOR_HEADER,
     REASON_HEADER,
+    SHA256_HEADER,
     SOURCE_HEADER,
+    TRUNCATED_HEADER,
     Decoder,
+    Envelope,
     Rejected,
     one_line,
-    with_headers,
 )
-from packetflow.engine.interpreter import Interpreter, Origin
+from packetflow.engine.interpreter import EffectError, Interpreter, Origin
 from packetflow.engine.metrics import WorkerMetrics
-from packetflow.engine.security import Denial, Guard, audit_record
-from packetflow.engine.state import StateStore
-from packetflow.engine.transport import Producer, Record, TopicPartition
+from packetflow.engine.security import BAD_REPLY_TO, Denial, Guard, audit_record
+from packetflow.engine.state import StateError, StateStore
+from packetflow.engine.transport import (
+    BROKER_MAX_MESSAGE_BYTES,
+    BrokerError,
+    Producer,
+    Record,
+    TopicPartition,
+    record_bytes,
+)
 
 if TYPE_CHECKING:
     from packetflow.engine.topology import Topology
 
+log = logging.getLogger("packetflow.worker")
 
 
 class Processor:
@@ -54,24 +90,33 @@ class Processor:
         owned: Callable[[], set[TopicPartition]] | None = None,
         pause: Callable[[str], None] | None = None,
         resume: Callable[[str], None] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> None:
         self.topology = topology
         self.producer = producer
         self.clock = clock
         self.metrics = metrics
         self.guard = guard
-        self.interpreter = Interpreter(topology, producer, clock)
+        # physical topic -> the largest record it takes (max.message.bytes)
+        self.limits = dict(limits or {})
+        self.interpreter = Interpreter(
+            topology, producer, clock, sealer=guard.sealer, limits=self.limits
+        )
         physical = topology.physical
-        self.stores: dict[str, StateStore] = {
-            spec.name: StateStore(
-                spec.state, physical(topology.changelog_topic(spec.name)), physical(spec.topic)
-            )
-            for spec in topology.consumers()
-            if spec.state is not None
-        }
+        self.stores: dict[str, StateStore] = {}
+        for spec in topology.consumers():
+            if spec.state is not None:
+                changelog = physical(topology.changelog_topic(spec.name))
+                self.stores[spec.name] = StateStore(
+                    spec.state,
+                    changelog,
+                    physical(spec.topic),
+                    limit=self.limits.get(changelog, BROKER_MAX_MESSAGE_BYTES),
+                )
         self._dead_letter_topic = physical(topology.dead_letter_topic)
         self._denied_topic = physical(topology.denied_topic)
         self._audit_topic = physical(topology.audit_topic)
+        self._reply_targets = topology.reply_targets()
         self.agents: dict[str, AgentRuntime] = {}
         for agent_spec in topology.agents.values():
             source = physical(agent_spec.topic)
@@ -87,6 +132,7 @@ class Processor:
                     divert=self.divert,
                     caught_up=_partition_probe(caught_up, source),
                     owned=_owned_probe(owned, source),
+                    sealer=guard.sealer,
                 )
             )
         self.tickers = [rt for rt in self.agents.values() if rt.ticks]
@@ -102,6 +148,7 @@ class Processor:
                 resume or _ignore,
                 clock,
                 metrics,
+                recheck=self._recheck,
             )
             for spec in topology.reactors.values()
             if spec.backpressure is not None
@@ -126,11 +173,10 @@ class Processor:
                             (agent.name, self.agents[agent.name])
                         )
                         types[t.intent_type] = t
-            only = next(iter(types.values())) if len(types) == 1 else None
             decoder = Decoder(
                 types,
                 max_record_bytes=topology.max_record_bytes,
-                default_type=only,
+                default_type=topology.default_types.get(topic),
                 unsigned_capabilities=unsigned,
             )
             inline = [
@@ -148,48 +194,100 @@ class Processor:
             return
         began = time.perf_counter()
         decoder, by_type, inline = self._routes[records[0].topic]
-        authorize, audit_allowed = self.guard.authorize, self.guard.audit_allowed
         for record in records:
             try:
-                intent, context, caps_raw, token_raw = decoder.decode_record(record)
-            except Rejected as rejected:
-                await self.dead_letter(record, rejected.reason, rejected.message)
-                continue
-            if context.deadline is not None and context.expired(self.clock.now()):
-                await self.dead_letter(
-                    record, "deadline", f"deadline {context.deadline.isoformat()} has passed"
-                )
-                continue
-            intent_type = type(intent).intent_type
-            required = intent.requirements()
-            if required:
-                denial = authorize(required, token_raw, caps_raw, context, intent_type)
-                if denial is not None:
-                    await self.deny(record, intent, context, denial)
-                    continue
-                if audit_allowed:
-                    await self._audit_allowed(record, intent_type, context)
-            reactors, agents = by_type[intent_type]
-            for spec, buffered in reactors:
-                if buffered is None:
-                    await self._react(spec, record, intent, context)
-                else:
-                    await buffered.offer(record, intent, context)
-            for name, agent in agents:
-                await self._handle(name, agent, record, intent, context)
+                await self._one(record, decoder, by_type)
+            except BrokerError:
+                raise  # not about this record: the worker retries the batch
+            except Exception as exc:  # a fault in the engine's own path: still not fatal
+                log.exception("record %s: unexpected failure", _source(record))
+                await self.dead_letter(record, "internal-error", one_line(exc))
         # one latency observation per partition chunk: the whole chunk waited this long
         ms = (time.perf_counter() - began) * 1000
         for name in inline:
             self.metrics.observe_latency(name, ms, len(records))
+
+    async def _one(
+        self, record: Record, decoder: Decoder, by_type: dict[str, _Handlers]
+    ) -> None:
+        try:
+            envelope = decoder.decode_record(record)
+        except Rejected as rejected:
+            await self.dead_letter(record, rejected.reason, rejected.message)
+            return
+        intent, context = envelope.intent, envelope.context
+        if context.deadline is not None and context.expired(self.clock.now()):
+            await self.dead_letter(
+                record, "deadline", f"deadline {context.deadline.isoformat()} has passed"
+            )
+            return
+        cls = type(intent)
+        intent_type = cls.intent_type
+        denial = self._authorize(record, envelope, intent, context)
+        if denial is not None:
+            await self.deny(record, intent, context, denial)
+            return
+        if self.guard.audit_allowed and cls.required_capabilities:
+            await self._audit_allowed(record, intent_type, context)
+        reactors, agents = by_type[intent_type]
+        for spec, buffered in reactors:
+            if buffered is None:
+                await self._react(spec, record, intent, context)
+            else:
+                await buffered.offer(record, intent, context, envelope.token_raw)
+        for name, agent in agents:
+            await self._handle(name, agent, record, intent, context)
+
+    def _authorize(
+        self, record: Record, envelope: Envelope, intent: Intent, context: Context
+    ) -> Denial | None:
+        """None when the record may reach its reactors (its context then holds the
+        granted capabilities and the verified principal)."""
+        cls = type(intent)
+        intent_type = cls.intent_type
+        reply_to = context.reply_to
+        if reply_to is not None and reply_to not in self._reply_targets:
+            return Denial(
+                BAD_REPLY_TO,
+                f"reply_to {reply_to!r} is not a reply topic of {self.topology.name!r}",
+            )
+        guard = self.guard
+        if cls.internal:
+            assert record.value is not None  # the decoder refuses empty records
+            denial = guard.check_seal(
+                record.topic,
+                record.key,
+                intent_type,
+                record.value,
+                envelope.context_raw,
+                envelope.token_raw,
+                envelope.mac_raw,
+            )
+            if denial is not None:
+                return denial
+        required = intent.requirements()
+        if required:
+            denial = guard.authorize(
+                required, envelope.token_raw, envelope.caps_raw, context, intent_type
+            )
+            if denial is not None:
+                return denial
+        elif not cls.internal:
+            # public: nobody vouched for whoever the context names
+            context.__dict__["principal"] = None
+        return None
 
     async def _handle(
         self, name: str, agent: AgentRuntime, record: Record, intent: Intent, context: Context
     ) -> None:
         try:
             await agent.handle(record, intent, context)
+        except BrokerError:
+            raise
         except Exception as exc:  # like a reactor's: the record's failure, not the worker's
             self.metrics.errors[name] += 1
-            await self.dead_letter(record, "reactor-error", one_line(exc), reactor=name)
+            reason = exc.reason if isinstance(exc, (EffectError, StateError)) else "reactor-error"
+            await self.dead_letter(record, reason, one_line(exc), reactor=name)
             return
         self.metrics.processed[name] += 1
 
@@ -202,73 +300,123 @@ class Processor:
         self, spec: ReactorSpec, record: Record, intent: Intent, context: Context
     ) -> None:
         store = self.stores.get(spec.name)
+        interpreter = self.interpreter
+        origin = Origin(spec.name, context, record.key)
         try:
             if store is not None:
                 result: Any = spec.fn(intent, context, store.get(record.partition, record.key))
                 if spec.is_async:
-                    result = await result
+                    result = await self._in_time(spec, result)
                 if not (isinstance(result, tuple) and len(result) == 2):
                     raise TypeError(
                         "stateful reactor must return (new_state, effects), "
                         f"got {type(result).__name__}"
                     )
                 new_state, effects = result
+                prepared = interpreter.prepare(normalize(effects), origin)
+                encoded = store.encode(new_state, record.key)  # before anything is sent
             else:
                 effects = spec.fn(intent, context)
                 if spec.is_async:
-                    effects = await effects
-            await self.interpreter.start(normalize(effects), Origin(spec.name, context, record.key))
+                    effects = await self._in_time(spec, effects)
+                prepared = interpreter.prepare(normalize(effects), origin)
+            for effect in prepared.compositions:
+                await interpreter.run(effect, origin)
+        except BrokerError:
+            raise
         except Exception as exc:  # the reactor's failure is the record's, not the worker's
             self.metrics.errors[spec.name] += 1
-            await self.dead_letter(record, "reactor-error", one_line(exc), reactor=spec.name)
+            reason = getattr(exc, "reason", None)
+            if not isinstance(exc, (EffectError, StateError, _Timeout)):
+                reason = "reactor-error"
+            await self.dead_letter(record, str(reason), one_line(exc), reactor=spec.name)
             return
+        await interpreter.send(prepared.outgoing)
         if store is not None:
-            store.put(record.partition, record.key, new_state)
+            store.put_encoded(record.partition, record.key, new_state, encoded)
         self.metrics.processed[spec.name] += 1
+
+    async def _in_time(self, spec: ReactorSpec, awaitable: Awaitable[Any]) -> Any:
+        limit = spec.timeout or self.topology.reactor_timeout
+        try:
+            return await asyncio.wait_for(awaitable, limit)
+        except TimeoutError:
+            raise _Timeout(f"{spec.name} took longer than {limit:g}s") from None
+
+    async def _recheck(self, record: Record, intent: Intent, token_raw: bytes | None) -> bool:
+        """As a buffered intent leaves its buffer: is its token still valid? (denied if not)"""
+        denial = self.guard.still_valid(token_raw)
+        if denial is None:
+            return True
+        await self.deny(record, intent, None, denial)
+        return False
+
+    # -- setting aside -------------------------------------------------------------------
 
     async def dead_letter(
         self, record: Record, reason: str, message: str, *, reactor: str | None = None
     ) -> None:
         """Keep ``record`` byte for byte on the dead-letter topic, with why."""
-        extra = [
-            (REASON_HEADER, reason),
-            (ERROR_HEADER, message[:1000]),
-            (SOURCE_HEADER, _source(record)),
-        ]
+        extra = [(REASON_HEADER, reason), (ERROR_HEADER, message)]
         if reactor:
             extra.append((REACTOR_HEADER, reactor))
-        await self.producer.send(
-            self._dead_letter_topic, record.value, record.key, with_headers(record.headers, extra)
-        )
+        await self.divert(self._dead_letter_topic, record, extra)
         self.metrics.dead_lettered[reason] += 1
 
     async def _drop(self, record: Record, extra: list[tuple[str, str]]) -> None:
         await self.divert(self._drops_topic, record, extra)
 
     async def divert(self, topic: str, record: Record, extra: list[tuple[str, str]]) -> None:
-        """Copy ``record`` byte for byte to ``topic`` (physical) with ``extra`` headers."""
-        await self.producer.send(
-            topic,
-            record.value,
-            record.key,
-            with_headers(record.headers, [*extra, (SOURCE_HEADER, _source(record))]),
-        )
+        """Copy ``record`` byte for byte to ``topic`` (physical) with ``extra`` headers and
+        its source; a copy larger than the topic takes is kept truncated, with its size and
+        SHA-256, rather than lost."""
+        headers = [*record.headers, *_encoded([*extra, (SOURCE_HEADER, _source(record))])]
+        value = record.value
+        limit = self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES)
+        if record_bytes(record.key, value, headers) > limit:
+            value, headers = self._truncated(record, headers, limit)
+        await self.producer.send(topic, value, record.key, headers)
 
-    async def deny(self, record: Record, intent: Intent, context: Context, denial: Denial) -> None:
+    def _truncated(
+        self, record: Record, headers: list[tuple[str, bytes]], limit: int
+    ) -> tuple[bytes, list[tuple[str, bytes]]]:
+        original = record.value or b""
+        self.metrics.truncated += 1
+        marks = _encoded(
+            [
+                (TRUNCATED_HEADER, "true"),
+                (ORIGINAL_SIZE_HEADER, str(len(original))),
+                (SHA256_HEADER, hashlib.sha256(original).hexdigest()),
+            ]
+        )
+        kept = [*headers, *marks]
+        room = limit - record_bytes(record.key, b"", kept)
+        if room < 0:  # the headers alone are too large: keep the engine's, drop the sender's
+            kept = [h for h in kept if h[0].startswith("pf-") and h not in record.headers]
+            room = max(limit - record_bytes(record.key, b"", kept), 0)
+        log.warning(
+            "set-aside copy of %s is too large for its topic: kept %d of %d bytes (truncated)",
+            _source(record),
+            min(room, len(original)),
+            len(original),
+        )
+        return original[:room], kept
+
+    async def deny(
+        self, record: Record, intent: Intent, context: Context | None, denial: Denial
+    ) -> None:
         """Send an unauthorised intent to the denied topic with why; record it in the audit."""
         source = _source(record)
-        extra = [(REASON_HEADER, denial.reason), (ERROR_HEADER, denial.message[:1000])]
+        extra = [(REASON_HEADER, denial.reason), (ERROR_HEADER, denial.message)]
         if denial.missing:
             extra.append((MISSING_HEADER, ", ".join(denial.missing)))
-        extra.append((SOURCE_HEADER, source))
-        await self.producer.send(
-            self._denied_topic, record.value, record.key, with_headers(record.headers, extra)
-        )
+        await self.divert(self._denied_topic, record, extra)
         intent_type = type(intent).intent_type
         self.metrics.denied[intent_type] += 1
         self.metrics.denied_reasons[denial.reason] += 1
         claims = denial.claims
         holder = claims.holder if claims else None
+        principal = context.principal if context else None
         await self.producer.send(
             self._audit_topic,
             audit_record(
@@ -278,13 +426,13 @@ class Processor:
                 reason=denial.reason,
                 error=denial.message[:1000],
                 intent_type=intent_type,
-                principal=context.principal,
+                principal=principal,
                 holder=holder,
                 token_id=claims.token_id if claims else None,
                 missing=list(denial.missing) or None,
                 source=source,
             ),
-            (holder or context.principal or "anonymous").encode(),
+            (holder or principal or "anonymous").encode(),
         )
 
     async def _audit_allowed(self, record: Record, intent_type: str, context: Context) -> None:
@@ -312,6 +460,10 @@ class Processor:
                 await self.producer.send(store.changelog_topic, value, key, (), partition)
 
 
+class _Timeout(Exception):
+    reason = "reactor-timeout"
+
+
 _Handlers = tuple[
     list[tuple[ReactorSpec, BufferedReactor | None]], list[tuple[str, AgentRuntime]]
 ]
@@ -319,6 +471,13 @@ _Handlers = tuple[
 
 def _ignore(topic: str) -> None:
     return None
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
+    """Set-aside headers as UTF-8, each value cut to at most 1,000 bytes."""
+    return [
+        (name, value.encode()[:1000].decode(errors="ignore").encode()) for name, value in headers
+    ]
 
 
 def _partition_probe(

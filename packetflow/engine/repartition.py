@@ -3,7 +3,9 @@
 ``key_by`` on a reactor (or a window) puts this agent on the original topic: it forwards each
 authorised record, bytes and headers unchanged, to ``<topology>.<name>.repartition`` keyed by
 the new key, and the reactor reads that topic instead. Records with the same new key then
-share a partition, and so a worker and a state store, wherever they started.
+share a partition, and so a worker and a state store, wherever they started. The reactor
+checks them again like any record; an internal intent is sealed anew for its new topic and
+key (its seal covers both).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from packetflow.core.context import Context
 from packetflow.core.intent import FieldOf, Intent, field_getter
 from packetflow.engine.agent import AgentRuntime, AgentServices, AgentSpec, TopicDecl
+from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, header
 from packetflow.engine.transport import Record
 
 KeyBy = FieldOf
@@ -32,8 +35,10 @@ class Repartition(AgentSpec):
         key_by: KeyBy,
         target: str,
         partitions: int | None,
+        public: bool = False,
     ) -> None:
         self.name = name
+        self.public = public
         self.topic = topic
         self.intent_types = intent_types
         self.key_by = key_by
@@ -42,7 +47,7 @@ class Repartition(AgentSpec):
         self.description = f"re-keys {topic} by {_describe(key_by)} into {target}"
 
     def topics(self) -> list[TopicDecl]:
-        return [TopicDecl(self.target, self.partitions)]
+        return [TopicDecl(self.target, self.partitions, internal=True)]
 
     def describe(self) -> dict[str, Any]:
         return {"key_by": _describe(self.key_by), "to": self.target}
@@ -56,16 +61,36 @@ class _Repartitioner(AgentRuntime):
         self, services: AgentServices, key_of: Callable[[Intent], Any], target: str
     ) -> None:
         self._producer = services.producer
+        self._sealer = services.sealer
         self._key_of = key_of
         self._target = services.topology.physical(target)
 
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
         key = self._key_of(intent)
         raw = None if key is None else str(key).encode()
+        headers = record.headers
+        if type(intent).internal:
+            headers = self._resealed(record, intent, raw)
         # the record's own timestamp: windows on event time = record time must not see the
         # time of the re-keying (a backlog re-keyed late would all land in the same window)
         stamp = record.timestamp if record.timestamp >= 0 else None  # -1: Kafka's "none"
-        await self._producer.send(self._target, record.value, raw, record.headers, timestamp=stamp)
+        await self._producer.send(self._target, record.value, raw, headers, timestamp=stamp)
+
+    def _resealed(
+        self, record: Record, intent: Intent, key: bytes | None
+    ) -> list[tuple[str, bytes]]:
+        if self._sealer is None:
+            raise RuntimeError("this worker holds no worker secret to seal what it re-keys")
+        kept = [(n, v) for n, v in record.headers if n != MAC_HEADER]
+        mac = self._sealer.seal(
+            self._target,
+            key,
+            type(intent).intent_type.encode(),
+            record.value or b"",
+            header(kept, CONTEXT_HEADER),
+            header(kept, TOKEN_HEADER),
+        )
+        return [*kept, (MAC_HEADER, mac)]
 
 
 def _describe(key_by: KeyBy) -> str:

@@ -11,6 +11,10 @@ decides whether the record's ``pf-token`` (or, only where the topology opted in,
   (no token id of the chain, and no holder of the chain since the token was issued, is on
   the revocations topic), and every required capability implied by a granted one.
 
+The principal a reactor sees is the verified holder of the token (``principal-mismatch``
+when the context names someone else). Internal intents are authorised by a worker's seal
+instead (``packetflow.engine.seal``); the guard holds the worker secrets for both sides.
+
 Revocations live on the compacted topic ``<topology>.revocations`` (key ``token:<id>`` or
 ``holder:<name>``); every worker follows it from the beginning with a group-less consumer.
 The audit topic ``<topology>.audit`` records issues, delegations, revocations and denials.
@@ -50,6 +54,15 @@ from packetflow.core.tokens import (
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import TOKEN_HEADER
 from packetflow.engine.paths import packetflow_home
+from packetflow.engine.seal import (
+    PREVIOUS_SECRET_FILE,
+    PROCESS_SECRET,
+    SECRET_FILE,
+    Sealer,
+    SealError,
+    new_secret,
+    parse_secret,
+)
 from packetflow.engine.transport import Record
 
 if TYPE_CHECKING:
@@ -60,6 +73,9 @@ log = logging.getLogger("packetflow.security")
 __all__ = ["TOKEN_HEADER", "Denial", "Guard", "KeyStore", "Security"]
 
 INSUFFICIENT = "insufficient"
+PRINCIPAL_MISMATCH = "principal-mismatch"
+UNSIGNED_INTERNAL = "unsigned-internal"
+BAD_REPLY_TO = "bad-reply-to"
 _CACHE_LIMIT = 10_000
 
 
@@ -147,6 +163,38 @@ class KeyStore:
     def kids(self) -> list[str]:
         return sorted(p.stem for p in self.path.glob("*.pub")) if self.path.is_dir() else []
 
+    # -- the worker secret (seals internal intents; see engine.seal) ------------------------
+
+    @property
+    def secret_path(self) -> Path:
+        return self.path / SECRET_FILE
+
+    def write_secret(self, *, rotate: bool = False) -> Path:
+        """Create ``worker.secret`` (0600). ``rotate`` keeps the old one as
+        ``worker.secret.previous``, which still verifies while workers are updated."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        current = self.secret_path
+        if current.exists():
+            if not rotate:
+                raise FileExistsError(f"{current} exists (pass --rotate to replace it)")
+            os.replace(current, self.path / PREVIOUS_SECRET_FILE)
+        fd = os.open(current, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_secret() + "\n")
+        return current
+
+    def secrets(self) -> list[bytes]:
+        """The worker secrets in the directory: the current one first, then the previous."""
+        out = []
+        for name in (SECRET_FILE, PREVIOUS_SECRET_FILE):
+            path = self.path / name
+            if path.is_file():
+                try:
+                    out.append(parse_secret(path.read_text()))
+                except (OSError, SealError) as exc:
+                    raise SealError(f"{path}: {exc}") from None
+        return out
+
 
 # -- a topology's security settings ------------------------------------------------------
 
@@ -162,6 +210,9 @@ class Security:
     ``allow_unsigned``: also accept plain ``pf-capabilities`` headers, which anyone who can
     produce to a topic can write (tests and embedded demos only; workers warn at start).
     ``audit_allowed``: also write every allowed intent to the audit topic.
+    ``worker_secret``: the secret (64 hex characters, or bytes) that seals internal intents;
+    None (the default) reads ``worker.secret`` (and ``worker.secret.previous``) from
+    ``keys_dir``; workers on ``memory://`` without one share a per-process secret.
     """
 
     trusted_keys: Mapping[str, PublicKeyLike] | Iterable[KeyPair] | None = None
@@ -169,6 +220,7 @@ class Security:
     allow_unsigned: bool = False
     audit_allowed: bool = False
     key_refresh: float = 10.0
+    worker_secret: str | bytes | None = None
 
     @property
     def keys_from_dir(self) -> bool:
@@ -178,6 +230,16 @@ class Security:
         if self.trusted_keys is None:
             return KeyStore(self.keys_dir).public_keys()
         return public_keys(self.trusted_keys)
+
+    def sealer(self, *, in_process: bool = False) -> Sealer | None:
+        """Who seals and verifies internal intents here (None: no secret anywhere)."""
+        if self.worker_secret is not None:
+            raw = self.worker_secret
+            return Sealer([parse_secret(raw) if isinstance(raw, str) else raw])
+        secrets = KeyStore(self.keys_dir).secrets()
+        if secrets:
+            return Sealer(secrets)
+        return Sealer([PROCESS_SECRET]) if in_process else None
 
     def trusting(self, keys: Mapping[str, Ed25519PublicKey]) -> Security:
         """A copy that trusts exactly its explicit keys (none when dir-based) plus ``keys``."""
@@ -201,11 +263,22 @@ class Denial:
 class _Entry:
     """What the guard knows about one distinct ``pf-token`` value."""
 
-    __slots__ = ("denial", "expires", "gen", "grants", "missing", "not_before", "revoked", "token")
+    __slots__ = (
+        "denial",
+        "expires",
+        "gen",
+        "grants",
+        "holder",
+        "missing",
+        "not_before",
+        "revoked",
+        "token",
+    )
 
     def __init__(self, token: VerifiedToken | None, denial: Denial | None) -> None:
         self.token = token
         self.denial = denial
+        self.holder: str | None = token.holder if token else None
         self.grants: tuple[Capability, ...] = token.grants if token else ()
         self.not_before = token.not_before if token else 0
         self.expires = token.expires if token else 0
@@ -227,9 +300,16 @@ class Revocation:
 class Guard:
     """One worker's authorisation of records for one topology (see the module docstring)."""
 
-    def __init__(self, topology: Topology, security: Security, clock: Clock) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        security: Security,
+        clock: Clock,
+        sealer: Sealer | None = None,
+    ) -> None:
         self.topology = topology
         self.security = security
+        self.sealer = sealer
         self.hierarchy: CapabilityHierarchy = topology.hierarchy
         self.clock = clock
         self.allow_unsigned = security.allow_unsigned
@@ -275,6 +355,11 @@ class Guard:
             entry.gen = self._gen
         if entry.revoked is not None:
             return entry.revoked
+        principal = context.principal
+        if principal != entry.holder:
+            if principal is not None:
+                return self._impostor(entry, principal, intent_type)
+            context.__dict__["principal"] = entry.holder  # the principal is the token's
         missing = entry.missing.get(required)
         if missing is None:
             missing = self._missing(entry.grants, required)
@@ -287,6 +372,59 @@ class Guard:
             return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing, claims)
         context.__dict__["capabilities"] = entry.grants
         return None
+
+    def _impostor(self, entry: _Entry, principal: str, intent_type: str) -> Denial:
+        claims = entry.token.claims if entry.token else None
+        token_id = claims.token_id if claims else "?"
+        return Denial(
+            PRINCIPAL_MISMATCH,
+            f"the context names {principal!r} but token {token_id} is held by "
+            f"{entry.holder!r} ({intent_type}): the principal is the token's holder",
+            (),
+            claims,
+        )
+
+    def check_seal(
+        self,
+        topic: str,
+        key: bytes | None,
+        type_name: str,
+        value: bytes,
+        context_raw: bytes | None,
+        token_raw: bytes | None,
+        mac_raw: bytes | None,
+    ) -> Denial | None:
+        """None when an internal intent carries a valid worker seal (see engine.seal)."""
+        sealer = self.sealer
+        why = (
+            "this worker holds no worker secret"
+            if sealer is None
+            else sealer.verify(
+                mac_raw, topic, key, type_name.encode(), value, context_raw, token_raw
+            )
+        )
+        if why is None:
+            return None
+        return Denial(
+            UNSIGNED_INTERNAL,
+            f"{type_name} is internal (only workers emit it) but {why}",
+        )
+
+    def still_valid(self, token_raw: bytes | None) -> Denial | None:
+        """Check again, as an intent leaves a backpressure buffer, that the token that
+        authorised it is still in time and unrevoked (None: still valid)."""
+        if token_raw is None:
+            return None
+        entry = self._entries.get(token_raw)
+        if entry is None or entry.token is None:
+            return None  # not verified here: it was not what authorised the intent
+        now = self.clock.time()
+        if not entry.not_before <= now < entry.expires:
+            return self._time_denial(entry, now)
+        if entry.gen != self._gen:
+            entry.revoked = self._revocation(entry)
+            entry.gen = self._gen
+        return entry.revoked
 
     def _authorize_unsigned(
         self,

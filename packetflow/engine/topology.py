@@ -25,7 +25,7 @@ from packetflow.engine.agent import AgentSpec
 from packetflow.engine.codec import DEFAULT_MAX_RECORD_BYTES
 from packetflow.engine.repartition import KeyBy, Repartition
 from packetflow.engine.security import Security
-from packetflow.engine.transport import TopicSpec
+from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES, TopicSpec
 
 if TYPE_CHECKING:
     from packetflow.engine.client import Client
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
 GUARANTEES = ("at_least_once", "exactly_once")
+# What the engine may add to a set-aside copy: reason, error, source, reactor, missing, ...
+SET_ASIDE_HEADROOM = 64 * 1024
 
 
 class TopologyError(ValueError):
@@ -68,18 +70,31 @@ class Topology:
         security: Security | None = None,
         allow_unsigned: bool | None = None,
         processing_guarantee: str = "at_least_once",
+        reply_topics: Iterable[str] = (),
+        reactor_timeout: float = 60.0,
+        crash_loop_limit: int = 3,
     ) -> None:
         """``security`` says which keys sign tokens and what is audited (default: tokens only,
         signed by a key in the keys directory); ``allow_unsigned=True`` is the shorthand for
         also accepting plain capabilities, which anyone who can produce to a topic can claim.
         ``processing_guarantee="exactly_once"`` runs every batch in a Kafka transaction.
+        ``reply_topics``: topics besides ``<name>.replies`` a request's ``reply_to`` may name.
+        ``reactor_timeout``: seconds an async reactor may take for one intent before the
+        intent is set aside (``reactor-timeout``). ``crash_loop_limit``: after this many
+        worker deaths on the same record, the record is set aside (``crash-loop``).
         """
         _check_name("topology", name)
         if processing_guarantee not in GUARANTEES:
             raise TopologyError(
                 f"processing_guarantee {processing_guarantee!r}: use one of {', '.join(GUARANTEES)}"
             )
+        if reactor_timeout <= 0:
+            raise TopologyError("reactor_timeout must be > 0 seconds")
+        if crash_loop_limit < 2:
+            raise TopologyError("crash_loop_limit must be >= 2 (one death may be a coincidence)")
         self.processing_guarantee = processing_guarantee
+        self.reactor_timeout = reactor_timeout
+        self.crash_loop_limit = crash_loop_limit
         self.name = name
         self.hierarchy = (
             capabilities
@@ -101,16 +116,37 @@ class Topology:
         self.agents: dict[str, AgentSpec] = {}
         self.topics: dict[str, int] = {}
         self.routes: dict[type[Intent], str] = {}
+        # topics whose records may come without pf-type: taken as this type (opt-in per topic)
+        self.default_types: dict[str, type[Intent]] = {}
         self._compacted: set[str] = set()
+        self._internal: set[str] = set()  # engine-managed topics no effect may write to
+        self.reply_topics: tuple[str, ...] = tuple(reply_topics)
+        for reply_topic in self.reply_topics:
+            _check_name("topic", reply_topic)
         self._client: Client | None = None
 
     # -- declaration ---------------------------------------------------------------------
 
-    def topic(self, name: str, partitions: int | None = None) -> str:
-        """Declare a topic (created by workers at start); returns its name."""
+    def topic(
+        self,
+        name: str,
+        partitions: int | None = None,
+        *,
+        default_type: type[Intent] | None = None,
+    ) -> str:
+        """Declare a topic (created by workers at start); returns its name.
+
+        ``default_type``: records arriving without a ``pf-type`` header are taken as this
+        type (for producers that cannot set headers); without it such records are refused.
+        """
         _check_name("topic", name)
         count = partitions or self.topics.get(name) or self.default_partitions
         self.topics[name] = count
+        if default_type is not None:
+            self._check_type_name(default_type)
+            known = self.default_types.setdefault(name, default_type)
+            if known is not default_type:
+                raise TopologyError(f"topic {name!r} already has default type {known.intent_type}")
         return name
 
     def route(self, intent_type: type[Intent], topic: str) -> None:
@@ -138,6 +174,8 @@ class Topology:
         emits: Iterable[type[Intent]] = (),
         backpressure: Backpressure | None = None,
         key_by: KeyBy | None = None,
+        public: bool = False,
+        timeout: float | None = None,
     ) -> Callable[[F], F]:
         """Register the decorated function for ``intent`` (a class or union) read from ``topic``.
 
@@ -145,9 +183,14 @@ class Topology:
         ``emits`` names the intent types it sends, for descriptions and graphs;
         ``backpressure`` runs it behind a bounded buffer with that strategy
         (``packetflow.streams``); ``key_by`` (a field name or a function of the intent)
-        re-keys its input through an internal repartition topic first.
+        re-keys its input through an internal repartition topic first. ``public=True``
+        accepts intent types that require no capability and are not internal, from anyone
+        who can produce to ``topic`` (refused otherwise). ``timeout`` (async reactors): the
+        seconds one intent may take, default the topology's ``reactor_timeout``.
         """
         types = intent_types_of(intent)
+        if timeout is not None and timeout <= 0:
+            raise TopologyError("timeout must be > 0 seconds")
         if backpressure is not None and self.exactly_once:
             raise TopologyError(
                 "backpressure strategies run a reactor outside the batch's transaction: "
@@ -155,8 +198,17 @@ class Topology:
             )
 
         def register(fn: F) -> F:
+            self.check_authorised(f"reactor {name or fn.__name__}", types, public)
             spec = ReactorSpec.build(
-                fn, types, topic, state, name, tuple(emits), backpressure=backpressure
+                fn,
+                types,
+                topic,
+                state,
+                name,
+                tuple(emits),
+                backpressure=backpressure,
+                public=public,
+                timeout=timeout,
             )
             self._check_new_name(spec.name)
             declared: dict[str, type[Intent]] = {}
@@ -164,7 +216,7 @@ class Topology:
                 self._check_type_name(t, declared)
                 declared[t.intent_type] = t
             if key_by is not None:
-                source = self.rekey(spec.name, topic, types, key_by, partitions)
+                source = self.rekey(spec.name, topic, types, key_by, partitions, public)
                 spec = dataclasses.replace(spec, topic=source)
             self.topic(spec.topic, partitions)
             for t in types:
@@ -181,14 +233,37 @@ class Topology:
         types: tuple[type[Intent], ...],
         key_by: KeyBy,
         partitions: int | None = None,
+        public: bool = False,
     ) -> str:
         """Re-key ``topic``'s intents by ``key_by`` for ``name``; returns the topic to read."""
         target = f"{self.name}.{name}.repartition"
         self.topic(topic, partitions)
         self.add_agent(
-            Repartition(f"{name}.rekey", topic, types, key_by, target, partitions), partitions
+            Repartition(f"{name}.rekey", topic, types, key_by, target, partitions, public),
+            partitions,
         )
         return target
+
+    def check_authorised(
+        self, name: str, types: Iterable[type[Intent]], public: bool
+    ) -> None:
+        """Refuse a consumer of intent types anyone could send unless it says ``public``.
+
+        An intent type that requires no capability and is not internal can be produced by
+        anyone who can write to its topic, with any content: reading it must be a choice.
+        """
+        if public:
+            return
+        open_types = [
+            t.intent_type for t in types if not t.required_capabilities and not t.internal
+        ]
+        if open_types:
+            raise TopologyError(
+                f"{name} consumes {', '.join(open_types)}, which requires no capability and "
+                "is not internal, so anyone who can produce to its topic can send it. "
+                "Declare requires=[...] on the intent, internal=True if only reactors emit "
+                f"it (workers then seal it), or pass public=True to accept it from anyone"
+            )
 
     def _check_new_name(self, name: str) -> None:
         _check_name("reactor", name)
@@ -198,6 +273,7 @@ class Topology:
     def add_agent(self, spec: AgentSpec, partitions: int | None = None) -> AgentSpec:
         """Register an agent (a window, a table, ...) made by a substrate."""
         self._check_new_name(spec.name)
+        self.check_authorised(f"{spec.kind} {spec.name}", spec.intent_types, spec.public)
         declared: dict[str, type[Intent]] = {}
         for t in spec.intent_types:
             self._check_type_name(t, declared)
@@ -207,6 +283,8 @@ class Topology:
             self.topic(extra.name, extra.partitions)
             if extra.compacted:
                 self._compacted.add(extra.name)
+            if extra.internal:
+                self._internal.add(extra.name)
         for t in spec.intent_types:
             self.routes.setdefault(t, spec.topic)
         self.agents[spec.name] = spec
@@ -285,6 +363,40 @@ class Topology:
         """Intents a backpressure strategy dropped or sampled out, with the strategy."""
         return f"{self.name}.drops"
 
+    @property
+    def replies_topic(self) -> str:
+        """Where reactors' replies go by default (keyed by requester); written only by
+        ``reply`` effects, and sealed."""
+        return f"{self.name}.replies"
+
+    @property
+    def set_aside_topics(self) -> tuple[str, ...]:
+        """Where records are kept when they cannot go on: dead letters, denials, late, drops."""
+        return (self.dead_letter_topic, self.denied_topic, self.late_topic, self.drops_topic)
+
+    @property
+    def set_aside_bytes(self) -> int:
+        """``max.message.bytes`` of the set-aside topics: any record a source topic can hold
+        (the larger of ``max_record_bytes`` and the broker's default) plus the headers added."""
+        return max(self.max_record_bytes, BROKER_MAX_MESSAGE_BYTES) + SET_ASIDE_HEADROOM
+
+    def internal_topics(self) -> set[str]:
+        """Topics (logical) the engine manages: no effect writes to them, whatever an intent
+        says (revocations, audit, set-aside topics, changelogs, repartition, replies)."""
+        out = {
+            self.revocations_topic,
+            self.audit_topic,
+            self.replies_topic,
+            *self.set_aside_topics,
+            *self._internal,
+        }
+        out.update(self.changelog_topic(spec.name) for spec in self.consumers() if spec.state)
+        return out
+
+    def reply_targets(self) -> set[str]:
+        """Physical topics a request's ``reply_to`` may name."""
+        return {self.physical(t) for t in (self.replies_topic, *self.reply_topics)}
+
     def changelog_topic(self, reactor: str) -> str:
         return f"{self.name}.{reactor}.changelog"
 
@@ -298,14 +410,29 @@ class Topology:
 
     def topic_specs(self) -> list[TopicSpec]:
         """Every topic a worker needs, with physical names."""
+        set_aside = self.set_aside_topics
+        limit = self.set_aside_bytes
         specs = [
-            TopicSpec(self.physical(t), n, compacted=t in self._compacted)
+            TopicSpec(
+                self.physical(t),
+                n,
+                compacted=t in self._compacted,
+                max_message_bytes=limit if t in set_aside else None,
+            )
             for t, n in sorted(self.topics.items())
         ]
-        for name in (self.dead_letter_topic, self.denied_topic, self.audit_topic):
-            specs.append(TopicSpec(self.physical(name), self.default_partitions))
+        wanted = [self.dead_letter_topic, self.denied_topic]  # late: declared by windows
         if any(spec.backpressure is not None for spec in self.reactors.values()):
-            specs.append(TopicSpec(self.physical(self.drops_topic), self.default_partitions))
+            wanted.append(self.drops_topic)
+        for name in wanted:
+            if name not in self.topics:
+                specs.append(
+                    TopicSpec(self.physical(name), self.default_partitions, max_message_bytes=limit)
+                )
+        specs.append(TopicSpec(self.physical(self.audit_topic), self.default_partitions))
+        for name in (self.replies_topic, *self.reply_topics):
+            if name not in self.topics:
+                specs.append(TopicSpec(self.physical(name), self.default_partitions))
         specs.append(TopicSpec(self.physical(self.revocations_topic), 1, compacted=True))
         for spec in self.consumers():
             if spec.state is not None:

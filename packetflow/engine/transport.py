@@ -7,16 +7,37 @@ dead-lettering run on a real Kafka cluster and on the in-process broker used by 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 from aiokafka.partitioner import murmur2
 
 from packetflow.core.effects import Delivery
 
 Headers = Sequence[tuple[str, bytes]]
+
+
+class BrokerError(Exception):
+    """The broker could not be reached, or refused an operation: about no single record.
+
+    The worker retries such failures with backoff (rewinding to the last commit), never
+    sets a record aside for them. ``fatal``: retrying cannot help (this worker's producer was
+    fenced by a newer one with the same transactional id), so the worker stops.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+class Committed(NamedTuple):
+    """A group's committed position of one partition: the next offset to read (None: none
+    committed yet) and the metadata string committed with it."""
+
+    offset: int | None
+    metadata: str
 
 
 class TopicPartition(NamedTuple):
@@ -42,6 +63,24 @@ class TopicSpec:
     name: str
     partitions: int
     compacted: bool = False
+    # the largest record batch the topic takes (Kafka's max.message.bytes); None: the broker's
+    max_message_bytes: int | None = None
+
+
+# Kafka's own default for message.max.bytes (what a topic takes unless configured).
+BROKER_MAX_MESSAGE_BYTES = 1_048_588
+# A record batch's header, plus the most a record's framing adds (varints, attributes).
+_BATCH_OVERHEAD = 61 + 21
+_HEADER_OVERHEAD = 10
+
+
+def record_bytes(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    """An upper bound of a record's size as a batch of its own on the wire: what a topic's
+    ``max.message.bytes`` is compared with."""
+    size = _BATCH_OVERHEAD + (len(key) if key else 0) + (len(value) if value else 0)
+    for name, raw in headers:
+        size += _HEADER_OVERHEAD + len(name) + (len(raw) if raw else 0)
+    return size
 
 
 class RebalanceListener(abc.ABC):
@@ -80,13 +119,21 @@ class Producer(abc.ABC):
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged; raise the first failure."""
 
+    def discard(self) -> None:  # noqa: B027 - producers that send at once hold nothing
+        """Forget what was queued and not yet shipped (a failed batch is being rewound)."""
+
     # -- transactions (exactly-once); only producers made with a transactional id --------
 
     async def begin(self) -> None:
         """Open a transaction: what is sent until :meth:`commit` becomes visible atomically."""
         raise NotImplementedError(f"{type(self).__name__} is not transactional")
 
-    async def send_offsets(self, offsets: dict[TopicPartition, int], group: str) -> None:
+    async def send_offsets(
+        self,
+        offsets: dict[TopicPartition, int],
+        group: str,
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
         """Commit ``group``'s consumed ``offsets`` as part of the open transaction."""
         raise NotImplementedError(f"{type(self).__name__} is not transactional")
 
@@ -116,8 +163,26 @@ class Consumer(abc.ABC):
     ) -> dict[TopicPartition, list[Record]]: ...
 
     @abc.abstractmethod
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit the next offset to read for each partition."""
+    async def commit(
+        self,
+        offsets: dict[TopicPartition, int],
+        metadata: Mapping[TopicPartition, str] | None = None,
+    ) -> None:
+        """Commit the next offset to read for each partition (with ``metadata``, default "")."""
+
+    @abc.abstractmethod
+    async def committed(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, Committed]:
+        """What the group last committed for each partition (a broker round trip)."""
+
+    @abc.abstractmethod
+    async def beginning(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """The first offset still held of each partition."""
+
+    @abc.abstractmethod
+    def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Read each partition from the given offset next (after a failed batch)."""
 
     @abc.abstractmethod
     async def lag(self) -> dict[TopicPartition, int]:
@@ -168,6 +233,8 @@ class Transport(abc.ABC):
     """A broker connection: admin, producers, group consumers and whole-partition reads."""
 
     url: str
+    # the broker lives in this process (memory://): every worker of it shares the process
+    in_process: bool = False
 
     @abc.abstractmethod
     async def start(self) -> None: ...
@@ -194,9 +261,19 @@ class Transport(abc.ABC):
         *,
         isolation_level: str = "read_uncommitted",
         copartitioned: bool = False,
+        instance_id: str | None = None,
     ) -> Consumer:
         """A group consumer; ``copartitioned`` gives one member the same partition numbers of
-        every topic (range assignment), which partitioned tables need."""
+        every topic (range assignment), which partitioned tables need. ``instance_id`` makes
+        it a static member: restarted with the same id within the session timeout, it gets
+        its partitions back without a rebalance."""
+
+    @abc.abstractmethod
+    async def record_limits(self, topics: Iterable[str]) -> dict[str, int]:
+        """The largest record each topic takes (``max.message.bytes``), by physical name."""
+
+    async def ping(self) -> None:  # noqa: B027 - in-process brokers always answer
+        """Raise :class:`BrokerError` unless the broker answers now (outage monitoring)."""
 
     @abc.abstractmethod
     async def read_partitions(
@@ -224,21 +301,53 @@ class BrokerURLError(ValueError):
 
 @dataclass(frozen=True)
 class BrokerURL:
+    """``kafka://[user[:password]@]host:port[,host:port][?option=value&...]`` or
+    ``memory://[name]``; the password, when there is one, is never shown (:attr:`safe`)."""
+
     scheme: str
     location: str
     options: dict[str, str]
+    username: str | None = None
+    password: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
         parsed = urlparse(url)
         if parsed.scheme not in ("kafka", "memory"):
             raise BrokerURLError(
-                f"unsupported broker URL {url!r}: use kafka://host:port[,host:port] or memory://"
+                f"unsupported broker URL {_redact(url)!r}: use kafka://host:port[,host:port] "
+                "or memory://"
             )
-        if parsed.scheme == "kafka" and not parsed.netloc:
-            raise BrokerURLError(f"broker URL {url!r} names no host: use kafka://host:port")
+        userinfo, at, hosts = parsed.netloc.rpartition("@")
+        if parsed.scheme == "kafka" and not hosts:
+            raise BrokerURLError(
+                f"broker URL {_redact(url)!r} names no host: use kafka://host:port"
+            )
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username, password = unquote(user) or None, unquote(secret) if colon else None
         options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        return cls(parsed.scheme, parsed.netloc or parsed.path.strip("/"), options)
+        return cls(
+            parsed.scheme, hosts or parsed.path.strip("/"), options, username, password
+        )
+
+    @property
+    def safe(self) -> str:
+        """The URL as it may be logged: the password replaced by ``***``."""
+        user = ""
+        if self.username:
+            user = self.username + (":***" if self.password else "") + "@"
+        query = "&".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.scheme}://{user}{self.location}" + (f"?{query}" if query else "")
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")
+    if at and ":" in userinfo:
+        return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hosts}"
+    return url
 
 
 def open_transport(url: str) -> Transport:
@@ -250,7 +359,7 @@ def open_transport(url: str) -> Transport:
         return MemoryTransport(url, parsed.location or "default")
     from packetflow.engine.kafka import KafkaTransport
 
-    return KafkaTransport(url, parsed.location, parsed.options)
+    return KafkaTransport(url, parsed.location, parsed.options, parsed)
 
 
 _partitions_by_key: dict[tuple[bytes, int], int] = {}

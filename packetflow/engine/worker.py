@@ -13,6 +13,15 @@ is fetched and processed; the one after waits for it). With
 ``processing_guarantee="exactly_once"`` all of that is one Kafka transaction, the offsets
 committed inside it. On revoke, the batch in flight finishes and its commit lands first; on
 assign, state is restored from the changelog before any record of that partition is processed.
+
+A broker that fails a batch (unreachable, refusing) is no record's fault: the worker logs it
+once, rewinds to the last commit (state restored, the transaction aborted) and tries again
+with backoff, and says when it resumed. What no ``try`` can catch (a process killed while
+handling a record: out of memory, a crash in a native library, a hang cut short) is caught by
+the **crash-loop breaker**: every commit carries an "in flight" mark, so the next owner of a
+partition knows that a worker died there. After ``crash_loop_limit - 1`` such deaths it takes
+the partition one record at a time, and the record a worker dies on then is set aside as
+``crash-loop``.
 """
 
 from __future__ import annotations
@@ -28,12 +37,15 @@ from types import TracebackType
 from typing import Any
 
 from packetflow.engine.agent import current_agents
+from packetflow.engine.breaker import Breaker
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.metrics import WorkerMetrics
+from packetflow.engine.outage import Outage, quiet_aiokafka
 from packetflow.engine.processor import Processor
 from packetflow.engine.security import Guard, Security
-from packetflow.engine.topology import Topology, default_broker_url
+from packetflow.engine.topology import Topology, TopologyError, default_broker_url
 from packetflow.engine.transport import (
+    BrokerError,
     Consumer,
     Follower,
     Producer,
@@ -48,6 +60,7 @@ log = logging.getLogger("packetflow.worker")
 security_log = logging.getLogger("packetflow.security")
 
 HELD_POLL = 0.01  # s: how long a fetch waits while records are held back for a full buffer
+RETRY_BACKOFF = (0.5, 10.0)  # s: first and longest wait before a failed batch is tried again
 
 
 class Worker(RebalanceListener):
@@ -69,9 +82,11 @@ class Worker(RebalanceListener):
 
         ``tick_interval``: how often (on ``clock``) time-driven agents such as windows get to
         act when no record arrives. ``instance_id`` names this worker among the topology's
-        (default ``$PACKETFLOW_INSTANCE_ID``, else random); under exactly-once it is the
-        transactional id's suffix, so a restarted worker with the same id aborts what its
-        crashed predecessor left open at once.
+        (default ``$PACKETFLOW_INSTANCE_ID``, else random). Given explicitly, it makes the
+        worker a static member of the consumer group: restarted with the same id, it takes
+        its partitions back at once instead of after a rebalance; under exactly-once it is
+        also the transactional id's suffix, so a restarted worker aborts what its crashed
+        predecessor left open.
         """
         if not topology.consumers():
             raise ValueError(f"topology {topology.name!r} has no reactors or agents to run")
@@ -86,10 +101,13 @@ class Worker(RebalanceListener):
         self.clock = clock
         self.security = security or topology.security
         self.tick_interval = tick_interval
-        self.instance_id = (
-            instance_id or os.environ.get("PACKETFLOW_INSTANCE_ID") or uuid.uuid4().hex[:12]
-        )
+        explicit = instance_id or os.environ.get("PACKETFLOW_INSTANCE_ID")
+        self.instance_id = explicit or uuid.uuid4().hex[:12]
+        self.static = bool(explicit)  # a static group member (KIP-345)
         self.metrics = WorkerMetrics()
+        self.outage = Outage(f"broker {self.transport.url}")
+        self.breaker = Breaker(topology.crash_loop_limit, max_batch)
+        self._watch_task: asyncio.Task[None] | None = None
         self.guard: Guard | None = None
         self._follower: Follower | None = None
         self._follow_task: asyncio.Task[None] | None = None
@@ -116,15 +134,27 @@ class Worker(RebalanceListener):
     async def start(self) -> None:
         """Connect, create missing topics, join the consumer group."""
         topology = self.topology
+        sealer = self.security.sealer(in_process=self.transport.in_process)
+        internal = sorted(t.intent_type for t in topology.intent_types.values() if t.internal)
+        if internal and sealer is None:
+            raise TopologyError(
+                f"topology {topology.name!r} has internal intent types ({', '.join(internal)}) "
+                "and this worker has no worker secret to seal and verify them: run "
+                "'packetflow caps secret' (it writes worker.secret to the keys directory) and "
+                "give every worker of the topology the same file"
+            )
         await self.transport.start()
-        await self.transport.ensure_topics(topology.topic_specs())
+        quiet_aiokafka(self.outage)
+        specs = topology.topic_specs()
+        await self.transport.ensure_topics(specs)
+        limits = await self.transport.record_limits([spec.name for spec in specs])
         self._producer = self.transport.producer(
             transactional_id=f"{topology.group_id}.{self.instance_id}"
             if topology.exactly_once
             else None
         )
         await self._producer.start()
-        self.guard = Guard(topology, self.security, self.clock)
+        self.guard = Guard(topology, self.security, self.clock, sealer)
         await self._start_revocations(self.guard)
         self._processor = Processor(
             topology,
@@ -136,6 +166,7 @@ class Worker(RebalanceListener):
             owned=lambda: self._assigned,
             pause=self._pause_topic,
             resume=self._resume_topic,
+            limits=limits,
         )
         await self._start_tables(self._processor)
         self._consumer = self.transport.consumer(
@@ -144,8 +175,11 @@ class Worker(RebalanceListener):
             self,
             isolation_level="read_committed" if topology.exactly_once else "read_uncommitted",
             copartitioned=topology.copartitioned,
+            instance_id=self.instance_id if self.static else None,
         )
         await self._consumer.start()
+        if not self.transport.in_process:
+            self._watch_task = asyncio.create_task(self._watch_outage())
         for buffered in self._processor.buffered.values():
             buffered.start()
         self._started = True
@@ -260,6 +294,11 @@ class Worker(RebalanceListener):
         if not self._started:
             return
         self._started = False
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
         async with self._lock:
             processor = self._processor
             if processor is not None and processor.buffered:
@@ -267,7 +306,11 @@ class Worker(RebalanceListener):
                     await buffered.stop()  # the intent in hand finishes; the rest is re-read
                 if self._consumer is not None:
                     await self._commit(self._consumer, processor)
-            await self._settle_commit()  # the last batch's offsets land before we leave
+            with contextlib.suppress(BrokerError):
+                await self._settle_commit()  # the last batch's offsets land before we leave
+                if self._consumer is not None and processor is not None:
+                    # a clean hand-over: whoever takes these partitions counts no death here
+                    await self._commit_clean(self._consumer, processor, set(self._assigned))
         if self._table_task is not None:
             self._table_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -308,9 +351,58 @@ class Worker(RebalanceListener):
         await self.stop()
 
     async def run(self) -> None:
-        """Process batches until :meth:`request_stop` (or a signal, after ``handle_signals``)."""
+        """Process batches until :meth:`request_stop` (or a signal, after ``handle_signals``).
+
+        A batch the broker fails is retried (see the module docstring); only a fenced
+        producer (another worker took this one's transactional id) ends the run.
+        """
+        delay = RETRY_BACKOFF[0]
         while not self._stopping:
-            await self.step(self.poll_timeout)
+            try:
+                await self.step(self.poll_timeout)
+            except BrokerError as exc:
+                if exc.fatal:
+                    raise
+                self.metrics.broker_retries += 1
+                self.outage.failing(str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_BACKOFF[1])
+                with contextlib.suppress(BrokerError):  # still failing: the next step says
+                    await self.rewind()
+            else:
+                delay = RETRY_BACKOFF[0]
+
+    async def rewind(self) -> None:
+        """Go back to the last commit: a failed batch's effects and state are forgotten (the
+        transaction aborted), state restored from the changelogs, records read again."""
+        consumer, processor = self._require()
+        async with self._lock:
+            if self.topology.exactly_once:
+                with contextlib.suppress(BrokerError):
+                    await processor.producer.abort()
+            processor.producer.discard()
+            task, self._committing = self._committing, None
+            if task is not None:
+                with contextlib.suppress(BrokerError):
+                    await task
+            parts = set(self._assigned)
+            committed = await consumer.committed(parts)
+            starts = await self._starts(consumer, parts, committed)
+            await self._drop(processor, parts)
+            await self._restore(processor, parts)
+            consumer.seek(starts)
+            self._consumed = {}
+            self._committed = dict(starts)
+        log.info("rewound %s to the last commit", _fmt(parts))
+
+    async def _watch_outage(self) -> None:
+        """While an outage is under way, ask the broker every 2 s whether it is back."""
+        while True:
+            await asyncio.sleep(2.0)
+            if self.outage.active:
+                with contextlib.suppress(BrokerError):
+                    await self.transport.ping()
+                    self.outage.ok()
 
     def handle_signals(self) -> None:
         """Stop gracefully on SIGINT and SIGTERM."""
@@ -337,11 +429,16 @@ class Worker(RebalanceListener):
         async with self._lock:
             self._apply_followed(processor)
             batch = {tp: recs for tp, recs in batch.items() if tp in self._assigned and recs}
-            if processor.buffered:
+            breaker = self.breaker
+            if breaker.poisoned and batch:
+                await self._set_aside_poison(processor, batch)
+            if processor.buffered or breaker.probing or self._held:
                 batch = self._admit(consumer, processor, batch)
             tick = self._tick_due(bool(batch))
             if not batch and not tick and not self._safe_offsets(processor):
                 return 0
+            if breaker.probing and any(tp in breaker.probing for tp in batch):
+                await self._settle_commit()  # the mark names the one record about to run
             count = sum(len(r) for r in batch.values())
             try:
                 if len(batch) == 1 or not processor.concurrent:
@@ -351,9 +448,12 @@ class Worker(RebalanceListener):
                     await asyncio.gather(*(processor.process(r) for r in batch.values()))
                 for tp, records in batch.items():
                     self._consumed[tp] = records[-1].offset + 1
+                    breaker.processed(tp, len(records))
                 if tick:
                     await processor.tick()
                 await self._commit(consumer, processor)
+            except BrokerError:
+                raise  # run() rewinds and retries
             except BaseException:
                 if self.topology.exactly_once:
                     await self._abort(processor)
@@ -361,7 +461,35 @@ class Worker(RebalanceListener):
             if batch:
                 self.metrics.consumed += count
                 self.metrics.batches += 1
+                self.outage.ok()
             return count
+
+    async def _set_aside_poison(
+        self, processor: Processor, batch: dict[TopicPartition, list[Record]]
+    ) -> None:
+        """Set aside the records workers kept dying on (see :class:`Breaker`)."""
+        for tp, records in list(batch.items()):
+            deaths = self.breaker.poison(tp, records[0].offset)
+            if deaths is None:
+                continue
+            record = records[0]
+            log.error(
+                "%s/%d/%d: %d workers died processing this record; set aside as crash-loop",
+                tp.topic, tp.partition, record.offset, deaths,
+            )
+            await processor.dead_letter(
+                record,
+                "crash-loop",
+                f"{deaths} workers died while processing this record (out of memory, a crash "
+                "in native code, a hang or a kill); set aside so its partition can go on",
+            )
+            self.metrics.crash_loops += 1
+            self._consumed[tp] = record.offset + 1
+            rest = records[1:]
+            if rest:
+                batch[tp] = rest
+            else:
+                del batch[tp]
 
     def _admit(
         self, consumer: Consumer, processor: Processor, batch: dict[TopicPartition, list[Record]]
@@ -376,6 +504,11 @@ class Worker(RebalanceListener):
         for tp, records in was_held.items():
             fetched = batch.get(tp)
             batch[tp] = records + fetched if fetched else records
+        for tp in self.breaker.probing:  # one record at a time, each committed on its own
+            probed = batch.get(tp)
+            if probed and len(probed) > 1:
+                held[tp] = probed[1:]
+                batch[tp] = probed[:1]
         rooms: dict[str, int] = {}
         for buffered in processor.buffered.values():
             room = buffered.room
@@ -397,7 +530,7 @@ class Worker(RebalanceListener):
             for tp in tps:
                 records = batch[tp]
                 if give[tp] < len(records):
-                    held[tp] = records[give[tp] :]
+                    held[tp] = records[give[tp] :] + held.get(tp, [])
                     batch[tp] = records[: give[tp]]
         self._held = held
         if held:
@@ -422,9 +555,10 @@ class Worker(RebalanceListener):
         offsets = self._safe_offsets(processor)  # before the flush that covers their effects
         await processor.write_changelogs()
         producer = processor.producer
+        marks = self.breaker.marks(offsets)
         if self.topology.exactly_once:
             if offsets:
-                await producer.send_offsets(offsets, self.topology.group_id)
+                await producer.send_offsets(offsets, self.topology.group_id, marks)
             await producer.commit()  # flushes; a no-op when nothing was sent
             self._committed.update(offsets)
             self.metrics.commits += 1 if offsets else 0
@@ -439,9 +573,20 @@ class Worker(RebalanceListener):
         if consumer.commit_in_background:
             # The next batch is fetched and processed while this commit travels: at-least-once
             # holds (its records are acknowledged), and a crash before it lands only repeats it.
-            self._committing = asyncio.create_task(self._commit_offsets(consumer, offsets))
+            self._committing = asyncio.create_task(self._commit_offsets(consumer, offsets, marks))
         else:
-            await self._commit_offsets(consumer, offsets)
+            await self._commit_offsets(consumer, offsets, marks)
+
+    async def _commit_clean(
+        self, consumer: Consumer, processor: Processor, partitions: set[TopicPartition]
+    ) -> None:
+        """Commit where ``partitions`` stand with no in-flight mark: they are let go cleanly."""
+        safe = self._safe_offsets(processor)
+        offsets = {
+            tp: safe.get(tp, self._committed[tp]) for tp in partitions if tp in self._committed
+        }
+        if offsets:
+            await consumer.commit(offsets)
 
     def _safe_offsets(self, processor: Processor) -> dict[TopicPartition, int]:
         """Offsets to commit: what was processed, held back before what is still buffered,
@@ -467,8 +612,13 @@ class Worker(RebalanceListener):
             "committed changelog, so it stops; a restarted worker resumes from the last commit"
         )
 
-    async def _commit_offsets(self, consumer: Consumer, offsets: dict[TopicPartition, int]) -> None:
-        await consumer.commit(offsets)
+    async def _commit_offsets(
+        self,
+        consumer: Consumer,
+        offsets: dict[TopicPartition, int],
+        marks: dict[TopicPartition, str],
+    ) -> None:
+        await consumer.commit(offsets, marks)
         self.metrics.commits += 1
 
     async def _settle_commit(self) -> None:
@@ -503,54 +653,91 @@ class Worker(RebalanceListener):
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         async with self._lock:  # the batch in flight has finished by now
             processor = self._processor
-            if processor is not None and processor.buffered and self._consumer is not None:
-                for buffered in processor.buffered.values():
-                    await buffered.revoke(partitions)  # re-read by the next owner
-                await self._commit(self._consumer, processor)
-            await self._settle_commit()  # and its offsets are committed before we let go
+            consumer = self._consumer
+            if processor is not None and consumer is not None:
+                if processor.buffered:
+                    for buffered in processor.buffered.values():
+                        await buffered.revoke(partitions)  # re-read by the next owner
+                    await self._commit(consumer, processor)
+                with contextlib.suppress(BrokerError):  # the group moved on: nothing to clean
+                    await self._settle_commit()  # its offsets are committed before we let go
+                    await self._commit_clean(consumer, processor, partitions)
             self._assigned -= partitions
+            if processor is not None:
+                await self._drop(processor, partitions)
             for tp in partitions:
                 self._consumed.pop(tp, None)
                 self._committed.pop(tp, None)
-                self._held.pop(tp, None)  # never processed, so never committed: re-read
-            if processor is None:
-                return
-            for buffered in processor.buffered.values():
-                buffered.release(partitions)  # held back that commit; now forgotten
-            for store in processor.stores.values():
-                for tp in partitions:
-                    if tp.topic == store.source_topic:
-                        store.close_partition(tp.partition)
-            for name, agent in processor.agents.items():
-                mine = _partitions_of(self.topology.physical(self.topology.agents[name].topic),
-                                      partitions)
-                if mine:
-                    agent.revoked(mine)
+            self.breaker.forget(partitions)
         log.info("revoked %s", _fmt(partitions))
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
-        processor = self._processor
+        processor, consumer = self._processor, self._consumer
         if processor is not None:
-            for name, store in processor.stores.items():
-                mine = _partitions_of(store.source_topic, partitions)
-                if not mine:
-                    continue
-                for p in mine:
-                    store.open_partition(p)
-                restored = await self.transport.read_partitions(
-                    [TopicPartition(store.changelog_topic, p) for p in sorted(mine)],
-                    store.restore,
-                )
-                self.metrics.restored[name] += restored
-            for name, agent in processor.agents.items():
-                mine = _partitions_of(self.topology.physical(self.topology.agents[name].topic),
-                                      partitions)
-                if mine:
-                    agent.assigned(mine)
+            await self._restore(processor, partitions)
+        if consumer is not None:
+            committed = await consumer.committed(partitions)
+            starts = await self._starts(consumer, partitions, committed)
+            marks = self.breaker.assigned(committed, starts)
+            for tp, note in self.breaker.notes(partitions):
+                log.warning("%s[%d]: %s", tp.topic, tp.partition, note)
+            if marks:  # so that our own death here is counted too
+                await consumer.commit({tp: starts[tp] for tp in marks}, marks)
+            self._committed.update(starts)
         self._assigned |= partitions
         if self._consumer is not None and self._paused_topics:
             self._consumer.pause(tp for tp in partitions if tp.topic in self._paused_topics)
         log.info("assigned %s", _fmt(partitions))
+
+    async def _starts(
+        self,
+        consumer: Consumer,
+        partitions: set[TopicPartition],
+        committed: dict[TopicPartition, Any],
+    ) -> dict[TopicPartition, int]:
+        """Where each partition is read from: its committed offset, else its beginning."""
+        fresh = {tp for tp in partitions if committed[tp].offset is None}
+        starts = await consumer.beginning(fresh) if fresh else {}
+        starts.update({tp: committed[tp].offset for tp in partitions if tp not in fresh})
+        return starts
+
+    async def _drop(self, processor: Processor, partitions: set[TopicPartition]) -> None:
+        """Forget what this worker holds of ``partitions`` (records, buffers, state)."""
+        for tp in partitions:
+            self._held.pop(tp, None)  # never processed, so never committed: re-read
+        for buffered in processor.buffered.values():
+            await buffered.revoke(partitions)
+            buffered.release(partitions)  # held back that commit; now forgotten
+        for store in processor.stores.values():
+            for tp in partitions:
+                if tp.topic == store.source_topic:
+                    store.close_partition(tp.partition)
+        for name, agent in processor.agents.items():
+            mine = _partitions_of(
+                self.topology.physical(self.topology.agents[name].topic), partitions
+            )
+            if mine:
+                agent.revoked(mine)
+
+    async def _restore(self, processor: Processor, partitions: set[TopicPartition]) -> None:
+        """Rebuild the state of ``partitions`` from the changelogs, then tell the agents."""
+        for name, store in processor.stores.items():
+            mine = _partitions_of(store.source_topic, partitions)
+            if not mine:
+                continue
+            for p in mine:
+                store.open_partition(p)
+            restored = await self.transport.read_partitions(
+                [TopicPartition(store.changelog_topic, p) for p in sorted(mine)],
+                store.restore,
+            )
+            self.metrics.restored[name] += restored
+        for name, agent in processor.agents.items():
+            mine = _partitions_of(
+                self.topology.physical(self.topology.agents[name].topic), partitions
+            )
+            if mine:
+                agent.assigned(mine)
 
     # -- inspection ----------------------------------------------------------------------
 

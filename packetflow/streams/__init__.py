@@ -66,6 +66,7 @@ def window(
     name: str | None = None,
     emits: Iterable[type[Intent]] = (),
     partitions: int | None = None,
+    public: bool = False,
 ) -> Callable[[F], F]:
     """Aggregate ``intent`` (a class or union) read from ``topic`` per key in windows.
 
@@ -77,7 +78,8 @@ def window(
     is ``"final"`` (the decorated function gets each window once, when it closes) or
     ``"updates"`` (on every change); ``key_by`` re-keys the stream first through a
     repartition topic. The function takes ``(result: WindowResult, ctx)`` and returns
-    effects, like a reactor.
+    effects, like a reactor. ``public=True`` accepts intent types that require no
+    capability and are not internal (as for a reactor).
     """
     types = intent_types_of(intent)
     every = window_of(every)  # Tumbling (the class) instead of Tumbling(10): refuse it now
@@ -86,7 +88,7 @@ def window(
         agent_name = name or fn.__name__
         source = topic
         if key_by is not None:
-            source = topology.rekey(agent_name, topic, types, key_by, partitions)
+            source = topology.rekey(agent_name, topic, types, key_by, partitions, public)
         doc = (fn.__doc__ or "").strip().splitlines()
         try:
             spec = WindowSpec(
@@ -103,6 +105,7 @@ def window(
                 late_topic=topology.late_topic,
                 emits=tuple(emits),
                 description=doc[0] if doc else "",
+                public=public,
             )
         except ValueError as exc:
             raise TopologyError(f"window {agent_name}: {exc}") from None
@@ -120,12 +123,14 @@ def table(
     name: str | None = None,
     scope: str = "partitioned",
     partitions: int | None = None,
+    public: bool = False,
 ) -> Table[R]:
     """A table of the newest ``row`` intent per record key of ``topic`` (default: ``name``,
-    default the row's class name in lower case); read it with ``.get(key)`` in reactors."""
+    default the row's class name in lower case); read it with ``.get(key)`` in reactors.
+    ``public=True`` takes rows that require no capability from anyone (as for a reactor)."""
     table_name = name or row.__name__.lower()
     try:
-        spec = TableSpec(table_name, topic or table_name, row, scope)
+        spec = TableSpec(table_name, topic or table_name, row, scope, public)
     except ValueError as exc:
         raise TopologyError(f"table {table_name}: {exc}") from None
     topology.add_agent(spec, partitions)

@@ -36,10 +36,13 @@ class TableError(LookupError):
 class TableSpec(AgentSpec):
     kind = "table"
 
-    def __init__(self, name: str, topic: str, row: type[Intent], scope: str) -> None:
+    def __init__(
+        self, name: str, topic: str, row: type[Intent], scope: str, public: bool = False
+    ) -> None:
         if scope not in SCOPES:
             raise ValueError(f"scope={scope!r}: use 'partitioned' or 'global'")
         self.name = name
+        self.public = public
         self.topic = topic
         self.row = row
         self.intent_types = (row,)

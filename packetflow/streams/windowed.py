@@ -114,6 +114,7 @@ class WindowSpec(AgentSpec):
         late_topic: str,
         emits: tuple[type[Intent], ...],
         description: str,
+        public: bool = False,
     ) -> None:
         if emit not in EMIT_MODES:
             raise ValueError(f"emit={emit!r}: use 'final' or 'updates'")
@@ -136,6 +137,7 @@ class WindowSpec(AgentSpec):
         self.late_topic = late_topic
         self.emits = emits
         self.description = description
+        self.public = public
         self.state = StateSpec(
             initial=dict,
             encode=lambda value: orjson.dumps(value, default=_bytes_as_text),
