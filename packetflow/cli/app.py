@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
+import traceback
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,12 +20,13 @@ from rich.progress import Progress
 
 from packetflow.cli import caps, describe, kafka
 from packetflow.cli.loader import LoadError, load_topology
+from packetflow.cli.watchdog import watch_the_loop
 from packetflow.core.context import Context
 from packetflow.core.intent import Intent
 from packetflow.core.tokens import TokenError, decode_token
 from packetflow.engine.client import Client
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
-from packetflow.engine.transport import BrokerURL, BrokerURLError
+from packetflow.engine.transport import BrokerError, BrokerURL, BrokerURLError
 from packetflow.engine.worker import Worker
 
 app = typer.Typer(
@@ -43,7 +46,21 @@ out = Console(highlight=False)
 
 
 class UserError(Exception):
-    """A mistake on the command line: reported in one line, exit code 2, no traceback."""
+    """A mistake on the command line: reported in one line, exit code 2, no traceback
+    (``packetflow --debug ...`` shows the traceback of what caused it)."""
+
+
+_debug = False
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback behind an error message")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
 
 
 BrokerOpt = Annotated[
@@ -67,7 +84,7 @@ def _load(spec: str) -> Topology:
     try:
         return load_topology(spec)[0]
     except LoadError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc)) from exc.__cause__
 
 
 def _broker(value: str | None) -> str:
@@ -77,6 +94,19 @@ def _broker(value: str | None) -> str:
     except BrokerURLError as exc:
         raise UserError(str(exc)) from None
     return url
+
+
+def _safe(url: str) -> str:
+    """``url`` as it may be shown (no password)."""
+    return BrokerURL.parse(url).safe
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception in one line, its type named once."""
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, BrokerError) or type(exc).__name__ in message:
+        return message or type(exc).__name__
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 # -- worker ------------------------------------------------------------------------------
@@ -94,10 +124,18 @@ def worker(
         str | None,
         typer.Option(
             envvar="PACKETFLOW_INSTANCE_ID",
-            help="This worker's stable name among the topology's (exactly-once: a restart "
-            "with the same id aborts what the previous run left open)",
+            help="This worker's stable name among the topology's: restarted with the same id "
+            "it takes its partitions back at once (static membership); exactly-once: it also "
+            "aborts what the previous run left open",
         ),
     ] = None,
+    hang_limit: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the worker may be stuck (a reactor that never returns) before it "
+            "exits, so a supervisor restarts it and the crash-loop breaker can act; 0: never",
+        ),
+    ] = 120.0,
 ) -> None:
     """Run a worker: consume the topology's topics, run its reactors, until SIGINT/SIGTERM."""
     logging.basicConfig(
@@ -115,19 +153,24 @@ def worker(
             "Use --broker kafka://host:port to share work.",
             soft_wrap=True,
         )
-    asyncio.run(_run_worker(topology, url, max_batch, instance_id))
+    try:
+        w = Worker(topology, url, max_batch=max_batch, instance_id=instance_id)
+    except ValueError as exc:  # a topology that cannot run (TopologyError is a ValueError)
+        raise UserError(str(exc)) from exc
+    asyncio.run(_run_worker(w, hang_limit))
 
 
-async def _run_worker(
-    topology: Topology, url: str, max_batch: int, instance_id: str | None
-) -> None:
-    w = Worker(topology, url, max_batch=max_batch, instance_id=instance_id)
+async def _run_worker(w: Worker, hang_limit: float) -> None:
+    topology, url = w.topology, w.transport.url
     try:
         await w.start()
     except Exception as exc:
-        await w.stop()
-        raise UserError(f"cannot start worker on {url}: {type(exc).__name__}: {exc}") from None
+        with contextlib.suppress(Exception):
+            await w.stop()
+        raise UserError(f"cannot start worker on {url}: {_describe(exc)}") from exc
     w.handle_signals()
+    if hang_limit > 0:
+        watch_the_loop(hang_limit)
     log = logging.getLogger("packetflow.worker")
     log.info(
         "running %s (%s, instance %s): %s on %s; Ctrl-C to stop",
@@ -200,6 +243,14 @@ def send(
     deadline: Annotated[
         float | None, typer.Option(help="Seconds from now until the intent expires")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Send even what the topology can only refuse (no token for a signed-only "
+            "topology, an expired token, a deadline in the past, an internal intent type)",
+        ),
+    ] = False,
     broker: BrokerOpt = None,
 ) -> None:
     """Publish intents: one from arguments, or many from a JSON-lines file."""
@@ -234,6 +285,8 @@ def send(
             raise UserError("give an intent type and its JSON data, or --file FILE")
         line = {"type": intent_type, "data": _json(data or "{}", "DATA"), **defaults}
         items = [_item(topology, line, "arguments", deadline)]
+    if not force:
+        _refuse_hopeless(topology, items)
     # Without logging configured, aiokafka's connection errors reach stderr through logging's
     # last-resort handler, next to our own one-line error that already names the cause.
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
@@ -297,7 +350,9 @@ def _item(
         context = Context.new(
             principal,
             capabilities,
-            deadline=datetime.now(UTC) + timedelta(seconds=deadline) if deadline else None,
+            deadline=(
+                datetime.now(UTC) + timedelta(seconds=deadline) if deadline is not None else None
+            ),
             token=token,
         )
     except TopologyError as exc:
@@ -309,6 +364,49 @@ def _item(
     except ValueError as exc:  # e.g. Capability.parse(":x") raises a plain ValueError
         raise UserError(f"{where}: {exc}") from None
     return intent, context, line.get("key"), line.get("topic")
+
+
+def _refuse_hopeless(
+    topology: Topology, items: list[tuple[Intent, Context, str | None, str | None]]
+) -> None:
+    """Refuse sends the topology's workers can only deny or dead-letter (``--force`` sends
+    them anyway, e.g. to test that they are refused)."""
+    now = time.time()
+    for intent, context, _, _ in items:
+        cls = type(intent)
+        what = cls.intent_type
+        if cls.internal:
+            raise UserError(
+                f"{what} is internal: only workers emit it (sealed with the worker secret), "
+                "so workers would deny this one (--force sends it anyway)"
+            )
+        if context.deadline is not None and context.deadline.timestamp() <= now:
+            raise UserError(
+                f"the deadline of this {what} has already passed: workers would dead-letter "
+                "it (--deadline takes seconds from now, > 0; --force sends it anyway)"
+            )
+        required = intent.requirements()
+        if not required:
+            continue
+        needs = ", ".join(f"{op}:{res}" for op, res in required)
+        if context.token is None and not topology.security.allow_unsigned:
+            raise UserError(
+                f"{what} requires {needs} and topology {topology.name} accepts signed tokens "
+                "only: pass --token (packetflow caps issue ...) or --force"
+            )
+        if context.token is not None:
+            claims = decode_token(context.token)
+            if claims.expires <= now:
+                raise UserError(
+                    f"the token of {claims.holder} expired at "
+                    f"{datetime.fromtimestamp(claims.expires, UTC).isoformat()}: workers would "
+                    "deny this (--force sends it anyway)"
+                )
+            if context.principal is not None and context.principal != claims.holder:
+                raise UserError(
+                    f"--principal {context.principal} is not the token's holder "
+                    f"({claims.holder}): workers would deny this (principal-mismatch)"
+                )
 
 
 async def _send_all(
@@ -328,7 +426,7 @@ async def _send_all(
     except TopologyError as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:
-        raise UserError(f"cannot send to {url}: {type(exc).__name__}: {exc}") from None
+        raise UserError(f"cannot send to {_safe(url)}: {_describe(exc)}") from exc
     if len(deliveries) == 1:
         d = deliveries[0]
         out.print(
@@ -386,7 +484,7 @@ def _load_with_module(spec: str) -> tuple[Topology, Any]:
     try:
         return load_topology(spec)
     except LoadError as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(str(exc)) from exc.__cause__
 
 
 def main() -> None:
@@ -394,5 +492,7 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
+        if _debug and exc.__cause__ is not None:
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise SystemExit(2) from None

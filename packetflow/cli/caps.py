@@ -2,8 +2,9 @@
 
 Keys live in ``$PACKETFLOW_KEYS`` (default ``$PACKETFLOW_HOME/keys``, i.e.
 ``~/.cache/packetflow/keys``): ``<kid>.key`` (private, 0600) signs tokens, ``<kid>.pub`` is what
-workers need to verify them. ``issue`` prints only the token on stdout, so
-``TOKEN=$(packetflow caps issue ...)`` works.
+workers need to verify them, ``worker.secret`` (``caps secret``) seals what workers emit for
+each other. ``issue`` prints only the token on stdout, so ``TOKEN=$(packetflow caps issue
+...)`` works.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from packetflow.engine.transport import BrokerURL, BrokerURLError
 
 app = typer.Typer(
     name="caps",
-    help="Signing keys and capability tokens: keygen, issue, delegate, inspect, revoke.",
+    help="Signing keys, the worker secret and capability tokens: keygen, secret, issue, "
+    "delegate, inspect, revoke.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -167,12 +169,44 @@ def keygen(
     _out.print(f"  public:  {store.path / (pair.kid + '.pub')}  (copy to every worker's keys dir)")
 
 
+@app.command()
+def secret(
+    keys: KeysOpt = None,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate",
+            help="Replace an existing secret; the old one is kept as worker.secret.previous "
+            "and still verifies until removed",
+        ),
+    ] = False,
+) -> None:
+    """Create the worker secret that seals internal intents (every worker needs the same)."""
+    store = _store(keys)
+    try:
+        path = store.write_secret(rotate=rotate)
+    except (FileExistsError, OSError) as exc:
+        _fail(str(exc))
+    _out.print(f"wrote worker secret {path}  (0600)")
+    _out.print(
+        "  copy it to the keys directory of every worker of your topologies, as you would a "
+        "private key; never to token issuers or clients"
+    )
+    if rotate:
+        _out.print(
+            f"  the previous secret is {store.path / 'worker.secret.previous'}: remove it once "
+            "every worker runs with the new one"
+        )
+
+
 @app.command("keys")
 def list_keys(keys: KeysOpt = None) -> None:
     """List the keys in the keys directory (workers trust every *.pub there)."""
     store = _store(keys)
     current = store.current_kid()
     kids = store.kids()
+    if store.secret_path.exists():
+        _out.print(f"worker secret: {store.secret_path}")
     if not kids:
         _out.print(f"no keys in {store.path}: run 'packetflow caps keygen'")
         return

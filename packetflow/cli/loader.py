@@ -13,7 +13,25 @@ from packetflow.engine.topology import Topology
 
 
 class LoadError(Exception):
-    """The named topology cannot be loaded; the message says why in one line."""
+    """The named topology cannot be loaded; the message says why in one line (the error
+    that caused it, with its traceback, is the ``__cause__``: ``--debug`` shows it)."""
+
+
+def _failed(spec: str, exc: BaseException) -> LoadError:
+    """An error raised while importing a topology module, as one line naming where."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:  # the innermost frame of the user's own files
+        filename = tb.tb_frame.f_code.co_filename
+        if "/packetflow/" not in filename and "importlib" not in filename:
+            where = f" ({filename}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    if isinstance(exc, SyntaxError):
+        where = f" ({exc.filename}:{exc.lineno})"
+        message = exc.msg
+    else:
+        message = str(exc).splitlines()[0] if str(exc) else ""
+    return LoadError(f"{spec}: {type(exc).__name__}: {message}{where}")
 
 
 def load_module(spec: str) -> ModuleType:
@@ -30,7 +48,10 @@ def load_module(spec: str) -> ModuleType:
             raise LoadError(f"cannot import {spec}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[path.stem] = module
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise _failed(spec, exc) from exc
         return module
     try:
         return importlib.import_module(spec)
@@ -39,7 +60,9 @@ def load_module(spec: str) -> ModuleType:
             raise LoadError(
                 f"no module named {spec!r} (run from your project directory?)"
             ) from None
-        raise
+        raise _failed(spec, exc) from exc
+    except Exception as exc:  # a syntax error, a bad declaration, anything the module raised
+        raise _failed(spec, exc) from exc
 
 
 def load_topology(spec: str) -> tuple[Topology, ModuleType]:

@@ -274,6 +274,8 @@ class Decoder:
         context = decode_context(
             context_raw, caps_raw if self.unsigned_capabilities else None, token_raw
         )
+        if _NON_FINITE_HINT.search(value):
+            _check_finite(cls, value)
         try:
             intent = cls.model_validate_json(value)
         except ValidationError as exc:
@@ -281,8 +283,6 @@ class Decoder:
                 "decode" if any(e["type"] == "json_invalid" for e in exc.errors()) else "validation"
             )
             raise Rejected(kind, f"{cls.intent_type}: {_summary(exc)}") from None
-        if _NON_FINITE_HINT.search(value):
-            _check_finite(cls, value)
         return Envelope(intent, context, caps_raw or b"", token_raw, context_raw, mac_raw)
 
     def _intent_class(self, type_name: bytes | None) -> type[Intent]:
@@ -306,7 +306,7 @@ def _check_finite(cls: type[Intent], value: bytes) -> None:
         orjson.loads(value)  # strict JSON: no NaN/Infinity tokens, no overflow to infinity
     except orjson.JSONDecodeError as exc:
         raise Rejected(
-            "decode", f"{cls.intent_type}: not finite JSON ({str(exc).splitlines()[0]})"
+            "decode", f"{cls.intent_type}: not valid JSON ({str(exc).splitlines()[0]})"
         ) from None
 
 

@@ -286,8 +286,8 @@ class Processor:
             raise
         except Exception as exc:  # like a reactor's: the record's failure, not the worker's
             self.metrics.errors[name] += 1
-            reason = exc.reason if isinstance(exc, (EffectError, StateError)) else "reactor-error"
-            await self.dead_letter(record, reason, one_line(exc), reactor=name)
+            reason, message = _why(exc)
+            await self.dead_letter(record, reason, message, reactor=name)
             return
         self.metrics.processed[name] += 1
 
@@ -326,10 +326,8 @@ class Processor:
             raise
         except Exception as exc:  # the reactor's failure is the record's, not the worker's
             self.metrics.errors[spec.name] += 1
-            reason = getattr(exc, "reason", None)
-            if not isinstance(exc, (EffectError, StateError, _Timeout)):
-                reason = "reactor-error"
-            await self.dead_letter(record, str(reason), one_line(exc), reactor=spec.name)
+            reason, message = _why(exc)
+            await self.dead_letter(record, reason, message, reactor=spec.name)
             return
         await interpreter.send(prepared.outgoing)
         if store is not None:
@@ -462,6 +460,14 @@ class Processor:
 
 class _Timeout(Exception):
     reason = "reactor-timeout"
+
+
+def _why(exc: Exception) -> tuple[str, str]:
+    """The ``pf-reason`` and ``pf-error`` of a reactor's or agent's failure: the engine's own
+    refusals carry their reason; anything else the user's code raised is a reactor-error."""
+    if isinstance(exc, (EffectError, StateError, _Timeout)):
+        return exc.reason, str(exc).splitlines()[0]
+    return "reactor-error", one_line(exc)
 
 
 _Handlers = tuple[

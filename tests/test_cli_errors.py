@@ -1,0 +1,149 @@
+"""The command line says what is wrong in one line (exit 2), for mistakes in topology modules
+and for sends the topology could only refuse; ``--debug`` shows the traceback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from workerproc import WORKER_KEY, cli
+
+from packetflow import KeyStore, issue_token
+
+DEAD_BROKER = "kafka://127.0.0.1:1"  # refused at once; every check below fails before it
+DEPOSIT = '{"account": "a", "amount": 5}'
+TOKEN = issue_token("teller-1", ["teller:account/*"], key=WORKER_KEY, ttl="1h")
+
+HEADER = """\
+from packetflow import Context, Intent, Topology
+"""
+
+MODULES = {
+    "syntax-error": ("def broken(:\n", r"SyntaxError: .*\(.*broken_mod\.py:2\)"),
+    "import-error": ("import no_such_package_here\n", r"ModuleNotFoundError: No module named"),
+    "bad-guarantee": (
+        'topology = Topology("t", processing_guarantee="twice")\n',
+        r"TopologyError: processing_guarantee 'twice'",
+    ),
+    "requires-missing-field": (
+        'class Bad(Intent, requires=["x:y/{nope}"]):\n    a: int\n',
+        r"TypeError: Bad: required capability x:y/\{nope\} names unknown field 'nope'",
+    ),
+    "open-intent-not-public": (
+        'topology = Topology("t")\n'
+        "class Open(Intent):\n    a: int\n"
+        '@topology.reactor(Open, topic="opens")\n'
+        "def react(intent, ctx):\n    return None\n",
+        r"TopologyError: reactor react consumes Open, which requires no capability and is not "
+        r"internal.*public=True",
+    ),
+}
+
+
+def _module(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "broken_mod.py"
+    path.write_text(HEADER + textwrap.dedent(body))
+    return str(path)
+
+
+def _one_line(result: subprocess.CompletedProcess[str], pattern: str) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
+    assert lines[0].startswith("error: "), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("body", "pattern"), MODULES.values(), ids=MODULES.keys())
+@pytest.mark.parametrize("command", ["worker", "show"])
+def test_a_broken_topology_module_is_one_line(
+    tmp_path: Path, body: str, pattern: str, command: str
+) -> None:
+    module = _module(tmp_path, body)
+    args = ("worker", module, "-b", DEAD_BROKER) if command == "worker" else (
+        "topology", "show", module)
+    _one_line(cli(*args), pattern)
+
+
+def test_a_topology_without_reactors_is_one_line(tmp_path: Path) -> None:
+    module = _module(tmp_path, 'topology = Topology("idle")\n')
+    _one_line(cli("worker", module, "-b", DEAD_BROKER), r"topology 'idle' has no reactors")
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    module = _module(tmp_path, "import no_such_package_here\n")
+    result = cli("--debug", "worker", module, "-b", DEAD_BROKER)
+    assert result.returncode == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        pytest.param(
+            ("orders.Deposit", DEPOSIT),
+            r"requires deposit:account/a and topology orders accepts signed tokens only",
+            id="no-token",
+        ),
+        pytest.param(
+            ("orders.Deposit", DEPOSIT, "--token", TOKEN, "--deadline", "-5"),
+            r"the deadline of this orders\.Deposit has already passed",
+            id="deadline-past",
+        ),
+        pytest.param(
+            ("orders.Deposit", DEPOSIT, "--token", TOKEN, "--deadline", "0"),
+            r"the deadline of this orders\.Deposit has already passed",
+            id="deadline-zero",
+        ),
+        pytest.param(
+            ("orders.TransferCredit",
+             '{"transfer_id": "t", "source": "a", "target": "b", "amount": 1}', "--token", TOKEN),
+            r"orders\.TransferCredit is internal: only workers emit it",
+            id="internal-type",
+        ),
+        pytest.param(
+            ("orders.Deposit", DEPOSIT, "--token", TOKEN, "-p", "bob"),
+            r"--principal bob is not the token's holder \(teller-1\)",
+            id="principal-mismatch",
+        ),
+        pytest.param(
+            ("orders.Deposit", DEPOSIT, "--token",
+             issue_token("teller-1", ["teller:account/*"], key=WORKER_KEY, ttl=1, now=1_000)),
+            r"the token of teller-1 expired at 1970",
+            id="expired-token",
+        ),
+    ],
+)
+def test_send_refuses_what_workers_could_only_deny(args: tuple[str, ...], pattern: str) -> None:
+    _one_line(cli("send", *args, "-t", "topologies.orders", "-b", DEAD_BROKER), pattern)
+
+
+def test_force_sends_it_anyway() -> None:
+    result = cli("send", "orders.Deposit", DEPOSIT, "--force", "-t", "topologies.orders",
+                 "-b", DEAD_BROKER)
+    line = _one_line(result, r"cannot send to kafka://127\.0\.0\.1:1")  # it got that far
+    assert line.count("KafkaConnectionError") <= 1  # the cause, named once
+
+
+def test_caps_secret_writes_a_private_secret_and_rotates(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    first = cli("caps", "secret", "--keys", str(keys))
+    assert first.returncode == 0, first.stderr
+    secret = keys / "worker.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    old = secret.read_text()
+    again = cli("caps", "secret", "--keys", str(keys))
+    _one_line(again, r"worker\.secret exists \(pass --rotate")
+    rotated = cli("caps", "secret", "--keys", str(keys), "--rotate")
+    assert rotated.returncode == 0, rotated.stderr
+    assert (keys / "worker.secret.previous").read_text() == old
+    assert secret.read_text() != old
+    store = KeyStore(keys)
+    assert len(store.secrets()) == 2  # the new one seals; both verify
