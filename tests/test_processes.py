@@ -447,6 +447,7 @@ async def test_send_one_intent_with_capabilities_and_principal(kafka_url: str) -
         cli, "send", "orders.Deposit", '{"account": "acct-7", "amount": 42}',
         "--topology", "topologies.orders", "--broker", kafka_url,
         "--capability", "teller:account/*", "-c", "read:audit/*", "--principal", "alice",
+        "--force",  # orders takes signed tokens only: this checks what goes on the wire
         namespace=ns,
     )
     assert result.returncode == 0, result.stderr
@@ -496,7 +497,9 @@ async def test_send_file_of_json_lines(kafka_url: str, tmp_path: Path) -> None:
     )
     result = await asyncio.to_thread(
         cli, "send", "--file", str(path), "-t", "topologies.orders", "--broker", kafka_url,
-        "--principal", "cli-user", "--capability", "teller:account/*", namespace=ns,
+        "--principal", "cli-user", "--capability", "teller:account/*",
+        "--force",  # orders takes signed tokens only: this checks what goes on the wire
+        namespace=ns,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"sent 3 intents to {ns}.accounts"

@@ -29,6 +29,7 @@ from packetflow import (
     Context,
     Intent,
     KeyPair,
+    KeyStore,
     Security,
     TestDriver,
     Topology,
@@ -38,6 +39,7 @@ from packetflow import (
 )
 from packetflow.core.tokens import MAX_TOKEN_BYTES, TokenClaims, encode_token
 from packetflow.engine.codec import CONTEXT_HEADER, TOKEN_HEADER, encode
+from packetflow.streams import block
 from topologies import orders
 
 KEY = KeyPair.generate("trusted")
@@ -214,6 +216,70 @@ async def test_allowed_intents_are_audited_only_when_asked(broker: str) -> None:
             ]
         else:
             assert allowed == []
+
+
+async def test_a_running_worker_takes_a_new_key_and_drops_a_removed_one(
+    broker: str, tmp_path: Any
+) -> None:
+    """Keys rotate without a restart: the keys directory is rescanned while workers run."""
+    keys = KeyStore(tmp_path / "keys")
+    old, new = keys.generate("old"), KeyPair.generate("new")
+    topo, _, echoes = notes_topology()
+    topo.security = Security(keys_dir=keys.path, key_refresh=0.2)
+    by_old = issue_token("alice", ["clerk:thing/*"], key=old, ttl="1h")
+    by_new = issue_token("alice", ["clerk:thing/*"], key=new, ttl="1h")
+    async with running(topo, broker) as run:
+        await run.send(Note(key="a", text="new key, not trusted yet"), Context.new(token=by_new))
+        (refused,) = await run.denied(1)
+        keys.trust(new.kid, new.public)  # a rotation: the new .pub reaches the workers
+        await until(lambda: "new" in (run.worker.guard.keys if run.worker.guard else {}))
+        await run.send(Note(key="b", text="new key"), Context.new(token=by_new))
+        await run.wait_for(echoes, 1)
+        (keys.path / "old.pub").unlink()  # the old key retired
+        await until(lambda: "old" not in (run.worker.guard.keys if run.worker.guard else {}))
+        await run.send(Note(key="c", text="old key"), Context.new(token=by_old))
+        denied = await run.denied(2)
+    assert refused.header("pf-reason") == "unknown-key"
+    assert [r.header("pf-reason") for r in denied] == ["unknown-key", "unknown-key"]
+    assert {r.intent.text for r in denied} == {  # type: ignore[union-attr]
+        "new key, not trusted yet", "old key"}
+
+
+class Slow(Intent, type_name="sec.Slow", key="key", requires=["note:thing/{key}"]):
+    key: str
+    n: int
+
+
+async def test_an_intent_waiting_in_a_buffer_is_checked_again_when_it_leaves(
+    broker: str,
+) -> None:
+    """Authorisation holds until the reactor runs: a token revoked while its intents wait
+    behind a slow reactor stops those that had not started."""
+    topo = new_topology("buffered", capabilities=HIERARCHY,
+                        security=Security(trusted_keys=[KEY]))
+    gate, started = asyncio.Event(), asyncio.Event()
+    ran: list[int] = []
+
+    @topo.reactor(Slow, topic=unique("slow"), backpressure=block(10))
+    async def slow(intent: Slow, ctx: Context) -> None:
+        started.set()
+        await gate.wait()
+        ran.append(intent.n)
+
+    token = issue_token("alice", ["clerk:thing/*"], key=KEY, ttl="1h")
+    async with running(topo, broker) as run:
+        for n in (1, 2, 3, 4):  # one key: one partition, in this order
+            await run.send(Slow(key="k", n=n), Context.new(token=token))
+        await asyncio.wait_for(started.wait(), WAIT)  # 1 runs; the others wait in the buffer
+        await run.client.revoke(token_id=decode_token(token).token_id, reason="leaked")
+        guard = run.worker.guard
+        assert guard is not None
+        await until(lambda: decode_token(token).token_id in guard.revoked_tokens)
+        gate.set()
+        denied = await run.denied(3)
+    assert ran == [1]  # checked before the revocation, and already running
+    assert sorted(r.intent.n for r in denied) == [2, 3, 4]  # type: ignore[union-attr]
+    assert {r.header("pf-reason") for r in denied} == {"revoked"}
 
 
 async def test_unsigned_capabilities_are_refused_without_the_opt_in(broker: str) -> None:

@@ -44,10 +44,16 @@ def new_namespace() -> str:
 
 def orders_topology(namespace: str) -> Topology:
     """The orders topology under ``namespace``, without touching the module's shared object."""
-    topology = copy.copy(orders.topology)
-    topology.namespace = namespace
-    topology._client = None
-    return topology
+    return topology_in(namespace, orders.topology)
+
+
+def topology_in(namespace: str, topology: Topology) -> Topology:
+    """A copy of ``topology`` under ``namespace`` (a worker process with
+    ``$PACKETFLOW_NAMESPACE`` runs the same), without touching the shared object."""
+    out = copy.copy(topology)
+    out.namespace = namespace
+    out._client = None
+    return out
 
 
 def worker_env(namespace: str | None = None) -> dict[str, str]:

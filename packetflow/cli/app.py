@@ -181,12 +181,20 @@ async def _run_worker(w: Worker, hang_limit: float) -> None:
         ", ".join(topology.source_topics()),
     )
     reporter = asyncio.create_task(_report(w, log))
+    fenced = False
     try:
         await w.run()
+    except BrokerError as exc:  # fatal: the worker has said why in its log
+        if not exc.fatal:
+            raise
+        fenced = True
     finally:
         reporter.cancel()
-        await w.stop()
+        with contextlib.suppress(Exception):  # a fenced worker cannot commit: it just leaves
+            await w.stop()
         log.info("final counts: %s", orjson.dumps(w.metrics.snapshot()).decode())
+    if fenced:
+        raise SystemExit(1)
 
 
 async def _report(w: Worker, log: logging.Logger, every: float = 10.0) -> None:

@@ -7,8 +7,9 @@ worker would read the same record and die again, and its partition would never m
 So every offset commit carries a mark in its metadata, ``pf-inflight:<deaths>:<probing>``:
 "a worker is working from here". A worker that lets a partition go cleanly (a rebalance, a
 stop) commits it without the mark. The next owner of a partition reads the committed mark:
-still there means the last owner died while working from that offset, one more death. After
-``limit - 1`` deaths at one offset it **probes** the partition: one record at a time, each
+still there means the last owner died while working from that offset, one more death (unless
+there was nothing to read there). After ``limit - 1`` deaths at one offset it **probes** the
+partition: one record at a time, in the whole worker (so a death has one suspect), each
 committed before the next, for up to ``window`` records; if a worker dies while probing, the
 record it was on is the culprit, and the next owner sets it aside (``pf-reason:
 crash-loop``) and goes on. A poison record therefore costs ``limit`` deaths in all.
@@ -59,13 +60,18 @@ class Breaker:
         return bool(self._poison)
 
     def assigned(
-        self, committed: Mapping[TopicPartition, Committed], starts: Mapping[TopicPartition, int]
+        self,
+        committed: Mapping[TopicPartition, Committed],
+        starts: Mapping[TopicPartition, int],
+        ends: Mapping[TopicPartition, int],
     ) -> dict[TopicPartition, str]:
         """Judge newly assigned partitions by their committed marks; returns the marks to
         commit at their start offsets before anything of them is processed."""
         out = {}
         for tp, start in starts.items():
             found = read_mark(committed[tp].metadata) if tp in committed else None
+            if found is not None and start >= ends.get(tp, start + 1):
+                found = None  # nothing was there to read: this partition killed no one
             deaths, was_probing = (found[0] + 1, found[1]) if found is not None else (0, False)
             probing = False
             if was_probing and deaths >= self.limit:
@@ -90,6 +96,13 @@ class Breaker:
     def notes(self, partitions: Iterable[TopicPartition]) -> list[tuple[TopicPartition, str]]:
         """What :meth:`assigned` decided that an operator should read (once)."""
         return [(tp, self._notes.pop(tp)) for tp in partitions if tp in self._notes]
+
+    def next_probe(self, candidates: Iterable[TopicPartition]) -> TopicPartition | None:
+        """The partition whose one record the worker runs next, alone (None: not probing)."""
+        if not self.probing:
+            return None
+        probing = [tp for tp in candidates if tp in self.probing]
+        return min(probing) if probing else next(iter(sorted(self.probing)))
 
     def poison(self, tp: TopicPartition, first_offset: int) -> int | None:
         """The deaths on ``tp``'s poison record if ``first_offset`` is it (then forgotten)."""

@@ -2,10 +2,13 @@
 
 URL options (query string): ``client_id``, ``replication_factor`` (default 1; raise it on a
 real cluster), ``linger_ms`` (default 5), ``acks`` (default ``all``),
-``transaction_timeout_ms`` (default 30000: how long a crashed exactly-once worker's open
-transaction can hold back read-committed readers when no worker with its instance id
-restarts to abort it), ``session_timeout_ms`` (default 10000: how long the group waits for
-a worker that stopped answering), ``heartbeat_interval_ms``, ``max_poll_interval_ms``.
+``session_timeout_ms`` (default 10000: how long the group waits for a worker that stopped
+answering), ``heartbeat_interval_ms`` (default 3000), ``max_poll_interval_ms``, and
+``transaction_timeout_ms`` (exactly-once; default the session timeout minus a heartbeat
+interval minus one second, 6000: a worker that stalls mid-transaction long enough for its
+partitions to move on has its transaction aborted by the broker before another worker can
+take them, so the stalled one, a zombie, is fenced when it wakes up instead of committing
+twice what the other did; a batch must therefore finish within it).
 
 Security (what a cluster run with TLS and ACLs needs): ``security_protocol``
 (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``), ``ssl_cafile``,
@@ -24,8 +27,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -65,6 +68,7 @@ from packetflow.engine.transport import (
 )
 
 log = logging.getLogger("packetflow.kafka")
+T = TypeVar("T")
 PASSWORD_ENV = "PACKETFLOW_KAFKA_PASSWORD"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -106,6 +110,29 @@ def client_options(url: BrokerURL | None, options: Mapping[str, str]) -> dict[st
     return out
 
 
+def transaction_timeout_ms(options: Mapping[str, str]) -> int:
+    """See the module docstring: below the time the group takes to give up on a member."""
+    if "transaction_timeout_ms" in options:
+        return int(options["transaction_timeout_ms"])
+    session = int(options.get("session_timeout_ms", "10000"))
+    heartbeat = int(options.get("heartbeat_interval_ms", "3000"))
+    return max(session - heartbeat - 1000, 1000)
+
+
+async def _admin_call(what: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """An admin request, tried again while the cluster is moving (a node down, a leader
+    being elected: aiokafka calls such errors retriable); then a :class:`BrokerError`."""
+    attempts = 6
+    for attempt in range(attempts):
+        try:
+            return await call(*args)
+        except KafkaError as exc:
+            if not getattr(exc, "retriable", False) or attempt == attempts - 1:
+                raise _broker_error(exc, what) from exc
+        await asyncio.sleep(0.25 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _broker_error(exc: BaseException, what: str) -> BrokerError:
     fatal = isinstance(exc, (ProducerFenced, InvalidProducerEpoch))
     detail = str(exc) or type(exc).__name__
@@ -143,7 +170,7 @@ class KafkaProducer(Producer):
         extra: dict[str, Any] = {}
         if transactional_id is not None:
             extra["transactional_id"] = transactional_id
-            extra["transaction_timeout_ms"] = int(options.get("transaction_timeout_ms", "30000"))
+            extra["transaction_timeout_ms"] = transaction_timeout_ms(options)
         self._batch_size = int(options.get("max_batch_size", str(256 * 1024)))
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -224,8 +251,16 @@ class KafkaProducer(Producer):
         self._shipped = []
 
     async def begin(self) -> None:
-        await self._producer.begin_transaction()
+        if self._in_txn:
+            return
+        # set before awaiting: partitions processed concurrently send at the same time, and
+        # only the first may begin the transaction
         self._in_txn = True
+        try:
+            await self._producer.begin_transaction()
+        except BaseException:
+            self._in_txn = False
+            raise
 
     async def send_offsets(
         self,
@@ -485,15 +520,18 @@ class KafkaConsumer(Consumer):
             out[_tp(tp)] = Committed(offset, (entry.metadata or "") if entry else "")
         return out
 
-    async def beginning(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    async def bounds(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, tuple[int, int]]:
         tps = [AioTP(tp.topic, tp.partition) for tp in partitions]
         if not tps:
             return {}
         try:
-            found = await self._consumer.beginning_offsets(tps)
+            first = await self._consumer.beginning_offsets(tps)
+            end = await self._consumer.end_offsets(tps)
         except KafkaError as exc:
-            raise _broker_error(exc, "reading the beginning offsets") from exc
-        return {_tp(tp): offset for tp, offset in found.items()}
+            raise _broker_error(exc, "reading partition offsets") from exc
+        return {_tp(tp): (first[tp], end[tp]) for tp in tps}
 
     def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         assigned = self._consumer.assignment()
@@ -683,25 +721,27 @@ class KafkaTransport(Transport):
         wanted = {s.name: s for s in specs}
         if not wanted:
             return
-        try:
-            existing = set(await self.admin.list_topics())
-            missing = [s for name, s in wanted.items() if name not in existing]
-            if not missing:
-                return
-            replication = int(self.options.get("replication_factor", "1"))
-            new = [
-                NewTopic(s.name, s.partitions, replication, topic_configs=_topic_configs(s))
-                for s in missing
-            ]
+        admin = self.admin
+        existing = set(await _admin_call("listing topics", admin.list_topics))
+        missing = [s for name, s in wanted.items() if name not in existing]
+        if not missing:
+            return
+        replication = int(self.options.get("replication_factor", "1"))
+        new = [
+            NewTopic(s.name, s.partitions, replication, topic_configs=_topic_configs(s))
+            for s in missing
+        ]
+
+        async def create() -> None:
             with contextlib.suppress(TopicAlreadyExistsError):
-                await self.admin.create_topics(new)
-            await self._await_metadata([s.name for s in missing])
-        except KafkaError as exc:
-            raise _broker_error(exc, "creating topics") from exc
+                await admin.create_topics(new)
+
+        await _admin_call("creating topics", create)
+        await self._await_metadata([s.name for s in missing])
 
     async def _await_metadata(self, topics: list[str]) -> None:
         for _ in range(100):
-            described = await self.admin.describe_topics(topics)
+            described = await _admin_call("describing topics", self.admin.describe_topics, topics)
             if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in described):
                 return
             await asyncio.sleep(0.1)
@@ -711,15 +751,13 @@ class KafkaTransport(Transport):
         for _ in range(50):  # a topic just created may take a moment to be described
             if not wanted:
                 break
-            try:
-                responses = await self.admin.describe_configs(
-                    [
-                        ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None})
-                        for t in wanted
-                    ]
-                )
-            except KafkaError as exc:
-                raise _broker_error(exc, "reading topic configs") from exc
+            resources = [
+                ConfigResource(ConfigResourceType.TOPIC, t, {"max.message.bytes": None})
+                for t in wanted
+            ]
+            responses = await _admin_call(
+                "reading topic configs", self.admin.describe_configs, resources
+            )
             for response in responses:
                 for resource in response.to_object()["resources"]:
                     if resource["error_code"]:
@@ -736,10 +774,9 @@ class KafkaTransport(Transport):
 
     async def partitions_for(self, topic: str) -> int:
         if topic not in self._partition_counts:
-            try:
-                described = await self.admin.describe_topics([topic])
-            except KafkaError as exc:
-                raise _broker_error(exc, f"describing {topic}") from exc
+            described = await _admin_call(
+                f"describing {topic}", self.admin.describe_topics, [topic]
+            )
             parts = described[0].get("partitions") or []
             if not parts:
                 raise LookupError(f"topic {topic!r} does not exist on {self.url}")

@@ -426,8 +426,10 @@ class MemoryConsumer(Consumer):
             for tp in partitions
         }
 
-    async def beginning(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        return dict.fromkeys(partitions, 0)
+    async def bounds(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        return {tp: (0, self._end(tp)) for tp in partitions}
 
     def seek(self, offsets: Mapping[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():

@@ -177,8 +177,11 @@ class Consumer(abc.ABC):
         """What the group last committed for each partition (a broker round trip)."""
 
     @abc.abstractmethod
-    async def beginning(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
-        """The first offset still held of each partition."""
+    async def bounds(
+        self, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        """The first offset still held and the end offset of each partition (for this
+        consumer's isolation level)."""
 
     @abc.abstractmethod
     def seek(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -46,6 +46,7 @@ from packetflow.engine.security import Guard, Security
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
 from packetflow.engine.transport import (
     BrokerError,
+    Committed,
     Consumer,
     Follower,
     Producer,
@@ -128,6 +129,7 @@ class Worker(RebalanceListener):
         self._last_tick: float | None = None
         self._stopping = False
         self._started = False
+        self._retrying = False
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -362,15 +364,23 @@ class Worker(RebalanceListener):
                 await self.step(self.poll_timeout)
             except BrokerError as exc:
                 if exc.fatal:
+                    log.error(
+                        "this worker was fenced (another worker took its partitions over while "
+                        "it stalled, or its transaction outlived transaction_timeout_ms): it "
+                        "stops without committing; restart it (%s)",
+                        exc,
+                    )
                     raise
                 self.metrics.broker_retries += 1
                 self.outage.failing(str(exc))
+                self._retrying = True  # not idle: what failed is to be done again
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_BACKOFF[1])
                 with contextlib.suppress(BrokerError):  # still failing: the next step says
                     await self.rewind()
             else:
                 delay = RETRY_BACKOFF[0]
+                self._retrying = False
 
     async def rewind(self) -> None:
         """Go back to the last commit: a failed batch's effects and state are forgotten (the
@@ -387,7 +397,7 @@ class Worker(RebalanceListener):
                     await task
             parts = set(self._assigned)
             committed = await consumer.committed(parts)
-            starts = await self._starts(consumer, parts, committed)
+            starts, _ = await self._starts(consumer, parts, committed)
             await self._drop(processor, parts)
             await self._restore(processor, parts)
             consumer.seek(starts)
@@ -429,15 +439,23 @@ class Worker(RebalanceListener):
         async with self._lock:
             self._apply_followed(processor)
             batch = {tp: recs for tp, recs in batch.items() if tp in self._assigned and recs}
+            was_held, self._held = self._held, {}
+            for tp, records in was_held.items():  # what was held back goes first
+                fetched = batch.get(tp)
+                batch[tp] = records + fetched if fetched else records
             breaker = self.breaker
             if breaker.poisoned and batch:
                 await self._set_aside_poison(processor, batch)
-            if processor.buffered or breaker.probing or self._held:
-                batch = self._admit(consumer, processor, batch)
+            if breaker.probing:
+                for tp in list(breaker.probing):
+                    if tp not in batch and await consumer.caught_up(tp):
+                        breaker.processed(tp, breaker.window)  # nothing left there to probe
+            if processor.buffered or breaker.probing or was_held:
+                batch = self._admit(consumer, processor, batch, was_held)
             tick = self._tick_due(bool(batch))
             if not batch and not tick and not self._safe_offsets(processor):
                 return 0
-            if breaker.probing and any(tp in breaker.probing for tp in batch):
+            if breaker.probing:
                 await self._settle_commit()  # the mark names the one record about to run
             count = sum(len(r) for r in batch.values())
             try:
@@ -492,23 +510,28 @@ class Worker(RebalanceListener):
                 del batch[tp]
 
     def _admit(
-        self, consumer: Consumer, processor: Processor, batch: dict[TopicPartition, list[Record]]
+        self,
+        consumer: Consumer,
+        processor: Processor,
+        batch: dict[TopicPartition, list[Record]],
+        was_held: dict[TopicPartition, list[Record]],
     ) -> dict[TopicPartition, list[Record]]:
-        """Cut each partition's records to the room its topic's blocking buffers have left.
+        """Cut each partition's records to what may run now: one record in the whole worker
+        while the crash-loop breaker probes, else the room its topic's blocking buffers have.
 
-        The rest is held back, its partition paused, and goes first once there is room: the
-        batch loop never waits for a slow reactor (other topics, commits, a stop or a
-        rebalance would wait with it), and held plus fetched records stay within max_batch.
+        The rest is held back, its partition paused, and goes first next time: the batch
+        loop never waits for a slow reactor (other topics, commits, a stop or a rebalance
+        would wait with it), and held plus fetched records stay within max_batch.
         """
-        was_held, held = self._held, {}
-        for tp, records in was_held.items():
-            fetched = batch.get(tp)
-            batch[tp] = records + fetched if fetched else records
-        for tp in self.breaker.probing:  # one record at a time, each committed on its own
-            probed = batch.get(tp)
-            if probed and len(probed) > 1:
-                held[tp] = probed[1:]
-                batch[tp] = probed[:1]
+        held: dict[TopicPartition, list[Record]] = {}
+        probe = self.breaker.next_probe(tp for tp, records in batch.items() if records)
+        if probe is not None:
+            # one record in the whole worker, committed on its own: a death now is its doing
+            for tp, records in batch.items():
+                keep = 1 if tp == probe else 0
+                if len(records) > keep:
+                    held[tp] = records[keep:]
+                    batch[tp] = records[:keep]
         rooms: dict[str, int] = {}
         for buffered in processor.buffered.values():
             room = buffered.room
@@ -677,8 +700,8 @@ class Worker(RebalanceListener):
             await self._restore(processor, partitions)
         if consumer is not None:
             committed = await consumer.committed(partitions)
-            starts = await self._starts(consumer, partitions, committed)
-            marks = self.breaker.assigned(committed, starts)
+            starts, ends = await self._starts(consumer, partitions, committed)
+            marks = self.breaker.assigned(committed, starts, ends)
             for tp, note in self.breaker.notes(partitions):
                 log.warning("%s[%d]: %s", tp.topic, tp.partition, note)
             if marks:  # so that our own death here is counted too
@@ -693,13 +716,16 @@ class Worker(RebalanceListener):
         self,
         consumer: Consumer,
         partitions: set[TopicPartition],
-        committed: dict[TopicPartition, Any],
-    ) -> dict[TopicPartition, int]:
-        """Where each partition is read from: its committed offset, else its beginning."""
-        fresh = {tp for tp in partitions if committed[tp].offset is None}
-        starts = await consumer.beginning(fresh) if fresh else {}
-        starts.update({tp: committed[tp].offset for tp in partitions if tp not in fresh})
-        return starts
+        committed: dict[TopicPartition, Committed],
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """Where each partition is read from (its committed offset, else its beginning),
+        and where it ends now."""
+        bounds = await consumer.bounds(partitions)
+        starts = {}
+        for tp in partitions:
+            offset = committed[tp].offset
+            starts[tp] = bounds[tp][0] if offset is None else offset
+        return starts, {tp: end for tp, (_, end) in bounds.items()}
 
     async def _drop(self, processor: Processor, partitions: set[TopicPartition]) -> None:
         """Forget what this worker holds of ``partitions`` (records, buffers, state)."""
@@ -811,7 +837,7 @@ class Worker(RebalanceListener):
         """No batch in flight, none finished while lag was measured, and nothing left to read."""
         # lag() awaits the broker: a batch can be fetched (moving positions to the end) and
         # even completed meanwhile, so check the lock and the batch count on both sides.
-        if self._lock.locked() or not self.buffers_idle():
+        if self._lock.locked() or self._retrying or not self.buffers_idle():
             return False
         batches = self.metrics.batches
         lag = await self.lag()

@@ -1,0 +1,102 @@
+"""A broker that fails a batch is no record's fault: the worker says so once, rewinds to its
+last commit and tries again, and says when it resumed. Nothing is dead-lettered for it.
+
+The broker's failures are injected into ``memory://`` (a producer whose flush or commit
+fails the first times); tests/test_broker.py stops a real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+import pytest
+from running import new_topology, unique
+
+from packetflow import Client, Context, Intent, Worker
+from packetflow.engine.memory import MemoryBroker, MemoryProducer, MemoryTransport
+from packetflow.engine.transport import BrokerError, Producer
+
+WAIT = 10.0
+
+
+class Item(Intent, type_name="rewind.Item", key="key"):
+    key: str
+    seq: int
+
+
+class Seen(Intent, type_name="rewind.Seen", key="key"):
+    key: str
+    seq: int
+    count: int
+
+
+class FlakyProducer(MemoryProducer):
+    """Fails its first ``fails`` flushes (at-least-once) or commits (exactly-once)."""
+
+    def __init__(self, broker: MemoryBroker, transactional_id: str | None, fails: int) -> None:
+        super().__init__(broker, transactional_id)
+        self.fails = fails
+
+    def _maybe_fail(self) -> None:
+        if self.fails > 0:
+            self.fails -= 1
+            raise BrokerError("injected: the broker did not acknowledge the batch")
+
+    async def flush(self) -> None:
+        self._maybe_fail()
+        await super().flush()
+
+    async def commit(self) -> None:
+        if self._in_txn:
+            self._maybe_fail()
+        await super().commit()
+
+
+class FlakyTransport(MemoryTransport):
+    def __init__(self, fails: int) -> None:
+        super().__init__("memory://flaky", broker=MemoryBroker())
+        self.fails = fails
+
+    def producer(self, *, transactional_id: str | None = None) -> Producer:
+        return FlakyProducer(self.broker, transactional_id, self.fails)
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_a_failed_batch_is_rewound_and_retried_not_dead_lettered(
+    guarantee: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topo = new_topology("rewind", processing_guarantee=guarantee)
+    source, seen = unique("items"), unique("seen")
+    topo.route(Seen, seen)
+
+    @topo.reactor(Item, topic=source, state=0, public=True)
+    def count(intent: Item, ctx: Context, state: int) -> tuple[int, Seen]:
+        return state + 1, Seen(key=intent.key, seq=intent.seq, count=state + 1)
+
+    transport = FlakyTransport(fails=2)
+    caplog.set_level(logging.INFO, "packetflow")
+    async with Client(transport, topo) as client:
+        await client.send_many([(Item(key="k", seq=n), None) for n in range(20)])
+        async with Worker(topo, transport, poll_timeout=0.01) as worker:
+            task = asyncio.create_task(worker.run())
+            try:
+                await worker.wait_idle(WAIT, settle=0.1)
+            finally:
+                worker.request_stop()
+                await asyncio.wait_for(task, WAIT)
+            state = worker.state("count", "k")
+        outputs = [r.intent for r in await client.read(seen)]
+        dead = await client.read(topo.dead_letter_topic)
+    assert worker.metrics.broker_retries == 2
+    assert dead == []  # the broker's failure is nobody's record's
+    seqs = Counter(o.seq for o in outputs)  # type: ignore[union-attr]
+    assert set(seqs) == set(range(20))  # every item processed
+    if guarantee == "exactly_once":  # the aborted attempts left nothing visible
+        assert all(n == 1 for n in seqs.values()) and state == 20
+    else:  # at least once: what was repeated is counted again, consistently
+        assert state == len(outputs) >= 20
+    said = [r.getMessage() for r in caplog.records if r.name == "packetflow.worker"]
+    assert sum("unreachable" in m for m in said) == 1, said  # once, not per retry
+    assert sum("reachable again: resumed after" in m for m in said) == 1, said
