@@ -41,6 +41,7 @@ class Deposit(Intent, type_name="hostile.Deposit", key="account",
               requires=["deposit:account/{account}"]):
     account: str
     amount: int
+    memo: Any = None  # takes any JSON: its values are checked for NaN and Infinity too
 
 
 class Transfer(Intent, type_name="hostile.Transfer", key="source",
@@ -179,7 +180,13 @@ async def test_no_hostile_record_stops_the_worker_and_each_lands_where_promised(
          swap(good_headers, VERSION_HEADER, b"v2"))
     case("decode", "dead", c.accounts, b'{"account": "a1", "amount": 5', good_headers)
     case("decode", "dead", c.accounts, b'{"account": "a1", "amount": NaN}', good_headers)
-    case("decode", "dead", c.accounts, b'{"account": "a1", "amount": 1e400}', good_headers)
+    transfer_headers = raw(Transfer(source="a1", target="b", amount=1))[1]
+    case("validation", "dead", c.accounts,  # no field of a Transfer takes a non-finite number
+         b'{"source": "a1", "target": "b", "amount": Infinity}', transfer_headers)
+    case("decode", "dead", c.accounts, b'{"account": "a1", "amount": 1, "memo": NaN}',
+         good_headers)
+    case("decode", "dead", c.accounts, b'{"account": "a1", "amount": 1, "memo": [1e400]}',
+         good_headers)
     case("validation", "dead", c.accounts, b'{"account": "a1", "amount": "five"}', good_headers)
     # bad JSON just under the limit: its copy plus the added headers still fits
     big_bad = b'{"account": "' + b"x" * (SMALL - 2_000)

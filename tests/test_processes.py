@@ -15,7 +15,6 @@ import contextlib
 import json
 import re
 import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -29,6 +28,7 @@ from aiokafka.structs import TopicPartition as AioTP
 from workerproc import (
     WORKER_KEY,
     WorkerProcess,
+    assert_user_error,
     cli,
     logs,
     new_namespace,
@@ -582,7 +582,7 @@ GOOD_LINE = json.dumps({"type": "orders.Deposit", "data": {"account": "a", "amou
 )
 def test_user_errors_are_one_line_without_traceback(args: tuple[str, ...], message: str) -> None:
     result = cli(*args)
-    _assert_user_error(result, message)
+    assert_user_error(result, message)
 
 
 @pytest.mark.parametrize(
@@ -609,7 +609,7 @@ def test_send_file_errors_name_the_line(
     tmp_path: Path, lines: tuple[str, ...], message: str
 ) -> None:
     path = _bad_file(tmp_path, *lines)
-    _assert_user_error(
+    assert_user_error(
         cli("send", "--file", path, "-t", "topologies.orders", "-b", DEAD_BROKER), message
     )
 
@@ -617,17 +617,7 @@ def test_send_file_errors_name_the_line(
 def test_send_missing_file_is_a_user_error(tmp_path: Path) -> None:
     result = cli("send", "--file", str(tmp_path / "absent.jsonl"), "-t", "topologies.orders",
                   "-b", DEAD_BROKER)
-    _assert_user_error(result, r"cannot read .*absent\.jsonl: No such file")
-
-
-def _assert_user_error(result: subprocess.CompletedProcess[str], message: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    assert "Traceback" not in output, output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
-    assert lines[0].startswith("error: "), lines[0]
-    assert re.search(message, lines[0]), lines[0]
+    assert_user_error(result, r"cannot read .*absent\.jsonl: No such file")
 
 
 def test_kafka_status_of_unused_port_is_not_running(tmp_path: Path) -> None:

@@ -70,6 +70,19 @@ def worker_env(namespace: str | None = None) -> dict[str, str]:
     return env
 
 
+def assert_user_error(result: subprocess.CompletedProcess[str], pattern: str) -> str:
+    """``result`` is a user error: exit 2, one ``error: ...`` line matching ``pattern`` on
+    stderr and no traceback; returns that line."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output, output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
+    assert lines[0].startswith("error: "), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
 def cli(
     *args: str, namespace: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

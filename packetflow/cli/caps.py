@@ -199,6 +199,35 @@ def secret(
         )
 
 
+@app.command("worker-keys")
+def worker_keys(
+    dest: Annotated[Path, typer.Argument(help="Directory to give to workers (created)")],
+    keys: KeysOpt = None,
+) -> None:
+    """Copy what workers need, and only that: the public keys and the worker secret.
+
+    Token-signing private keys (*.key) stay where tokens are issued; mount DEST into
+    worker machines or containers (docker-compose.yml mounts ./worker-keys)."""
+    store = _store(keys)
+    pubs = sorted(store.path.glob("*.pub")) if store.path.is_dir() else []
+    secrets = [p for p in (store.secret_path, store.path / "worker.secret.previous") if p.is_file()]
+    if not pubs:
+        _fail(f"no public keys in {store.path}: run 'packetflow caps keygen' first")
+    if not secrets:
+        _fail(f"no worker secret in {store.path}: run 'packetflow caps secret' first")
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in pubs:
+        (dest / path.name).write_bytes(path.read_bytes())
+    for path in secrets:
+        target = dest / path.name
+        target.write_bytes(path.read_bytes())
+        target.chmod(0o600)
+    _out.print(
+        f"copied {len(pubs)} public key(s) and the worker secret to {dest} "
+        "(no private key: workers verify tokens, they never issue them)"
+    )
+
+
 @app.command("keys")
 def list_keys(keys: KeysOpt = None) -> None:
     """List the keys in the keys directory (workers trust every *.pub there)."""

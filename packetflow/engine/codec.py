@@ -186,10 +186,53 @@ class Envelope(NamedTuple):
 _SINGLE_HEADERS = frozenset(
     (TYPE_HEADER, VERSION_HEADER, CONTEXT_HEADER, TOKEN_HEADER, CAPABILITIES_HEADER, MAC_HEADER)
 )
-# JSON has no NaN or Infinity; these byte patterns are where a non-finite number could hide
-# (a NaN/Infinity token, a huge exponent, a very long digit run): only then is the value
-# parsed strictly as well, so ordinary records pay one regex scan.
+# JSON has no NaN or Infinity. Intents refuse them in float fields (allow_inf_nan=False);
+# only a type with a field that takes any JSON (``Any``, a nested model that allows them)
+# needs its values scanned, and parsed strictly where a non-finite number could hide.
 _NON_FINITE_HINT = re.compile(rb"NaN|Infinity|[eE]\+?0*[1-9]\d{2}|\d{300}")
+_free_numbers: dict[type[Intent], bool] = {}
+
+
+def _takes_free_numbers(cls: type[Intent]) -> bool:
+    """Whether some field of ``cls`` accepts a non-finite number (read off its schema)."""
+    found = _free_numbers.get(cls)
+    if found is None:
+        found = _free_numbers[cls] = _schema_allows_inf_nan(cls.__pydantic_core_schema__)
+    return found
+
+
+def _schema_allows_inf_nan(
+    schema: Any,
+    allow: bool = True,
+    defs: dict[str, Any] | None = None,
+    seen: set[str] | None = None,
+) -> bool:
+    defs = {} if defs is None else defs
+    seen = set() if seen is None else seen
+    if isinstance(schema, list):
+        return any(_schema_allows_inf_nan(item, allow, defs, seen) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    kind = schema.get("type")
+    if kind == "any":
+        return True
+    if kind == "float":
+        return bool(schema.get("allow_inf_nan", allow))
+    if kind == "model":
+        allow = schema.get("config", {}).get("allow_inf_nan", True)
+    if kind == "definitions":
+        defs.update({d["ref"]: d for d in schema.get("definitions", []) if "ref" in d})
+    if kind == "definition-ref":
+        ref = schema.get("schema_ref", "")
+        if ref in seen or ref not in defs:
+            return False
+        seen.add(ref)
+        return _schema_allows_inf_nan(defs[ref], allow, defs, seen)
+    return any(
+        _schema_allows_inf_nan(value, allow, defs, seen)
+        for key, value in schema.items()
+        if key not in ("metadata", "cls", "config", "serialization", "default")
+    )
 
 
 class Decoder:
@@ -274,7 +317,7 @@ class Decoder:
         context = decode_context(
             context_raw, caps_raw if self.unsigned_capabilities else None, token_raw
         )
-        if _NON_FINITE_HINT.search(value):
+        if _takes_free_numbers(cls) and _NON_FINITE_HINT.search(value):
             _check_finite(cls, value)
         try:
             intent = cls.model_validate_json(value)

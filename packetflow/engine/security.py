@@ -347,14 +347,9 @@ class Guard:
             self._last_raw, self._last_entry = token_raw, entry
         if entry.denial is not None:
             return entry.denial
-        now = self.clock.time()
-        if not entry.not_before <= now < entry.expires:
-            return self._time_denial(entry, now)
-        if entry.gen != self._gen:
-            entry.revoked = self._revocation(entry)
-            entry.gen = self._gen
-        if entry.revoked is not None:
-            return entry.revoked
+        lapsed = self._lapsed(entry)
+        if lapsed is not None:
+            return lapsed
         principal = context.principal
         if principal != entry.holder:
             if principal is not None:
@@ -418,6 +413,10 @@ class Guard:
         entry = self._entries.get(token_raw)
         if entry is None or entry.token is None:
             return None  # not verified here: it was not what authorised the intent
+        return self._lapsed(entry)
+
+    def _lapsed(self, entry: _Entry) -> Denial | None:
+        """Why a verified token no longer holds now (out of its time, or revoked), or None."""
         now = self.clock.time()
         if not entry.not_before <= now < entry.expires:
             return self._time_denial(entry, now)

@@ -1,15 +1,14 @@
-"""The command line says what is wrong in one line (exit 2), for mistakes in topology modules
-and for sends the topology could only refuse; ``--debug`` shows the traceback."""
+"""The command line: what is wrong is said in one line (exit 2), for mistakes in topology
+modules and for sends the topology could only refuse (``--debug`` shows the traceback); the
+worker secret and the keys a worker may hold."""
 
 from __future__ import annotations
 
-import re
-import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
-from workerproc import WORKER_KEY, cli
+from workerproc import WORKER_KEY, assert_user_error, cli
 
 from packetflow import KeyStore, issue_token
 
@@ -49,31 +48,20 @@ def _module(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
-def _one_line(result: subprocess.CompletedProcess[str], pattern: str) -> str:
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    assert "Traceback" not in output, output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
-    assert lines[0].startswith("error: "), lines[0]
-    assert re.search(pattern, lines[0]), lines[0]
-    return lines[0]
-
-
 @pytest.mark.parametrize(("body", "pattern"), MODULES.values(), ids=MODULES.keys())
 @pytest.mark.parametrize("command", ["worker", "show"])
-def test_a_broken_topology_module_is_one_line(
+def test_a_broken_topology_module_isassert_user_error(
     tmp_path: Path, body: str, pattern: str, command: str
 ) -> None:
     module = _module(tmp_path, body)
     args = ("worker", module, "-b", DEAD_BROKER) if command == "worker" else (
         "topology", "show", module)
-    _one_line(cli(*args), pattern)
+    assert_user_error(cli(*args), pattern)
 
 
-def test_a_topology_without_reactors_is_one_line(tmp_path: Path) -> None:
+def test_a_topology_without_reactors_isassert_user_error(tmp_path: Path) -> None:
     module = _module(tmp_path, 'topology = Topology("idle")\n')
-    _one_line(cli("worker", module, "-b", DEAD_BROKER), r"topology 'idle' has no reactors")
+    assert_user_error(cli("worker", module, "-b", DEAD_BROKER), r"topology 'idle' has no reactors")
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -122,13 +110,13 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     ],
 )
 def test_send_refuses_what_workers_could_only_deny(args: tuple[str, ...], pattern: str) -> None:
-    _one_line(cli("send", *args, "-t", "topologies.orders", "-b", DEAD_BROKER), pattern)
+    assert_user_error(cli("send", *args, "-t", "topologies.orders", "-b", DEAD_BROKER), pattern)
 
 
 def test_force_sends_it_anyway() -> None:
     result = cli("send", "orders.Deposit", DEPOSIT, "--force", "-t", "topologies.orders",
                  "-b", DEAD_BROKER)
-    line = _one_line(result, r"cannot send to kafka://127\.0\.0\.1:1")  # it got that far
+    line = assert_user_error(result, r"cannot send to kafka://127\.0\.0\.1:1")  # it got that far
     assert line.count("KafkaConnectionError") <= 1  # the cause, named once
 
 
@@ -140,10 +128,26 @@ def test_caps_secret_writes_a_private_secret_and_rotates(tmp_path: Path) -> None
     assert secret.stat().st_mode & 0o777 == 0o600
     old = secret.read_text()
     again = cli("caps", "secret", "--keys", str(keys))
-    _one_line(again, r"worker\.secret exists \(pass --rotate")
+    assert_user_error(again, r"worker\.secret exists \(pass --rotate")
     rotated = cli("caps", "secret", "--keys", str(keys), "--rotate")
     assert rotated.returncode == 0, rotated.stderr
     assert (keys / "worker.secret.previous").read_text() == old
     assert secret.read_text() != old
     store = KeyStore(keys)
     assert len(store.secrets()) == 2  # the new one seals; both verify
+
+
+def test_worker_keys_hold_public_keys_and_the_secret_never_a_private_key(
+    tmp_path: Path,
+) -> None:
+    keys, dest = tmp_path / "keys", tmp_path / "worker-keys"
+    store = KeyStore(keys)
+    store.generate("issuer")
+    assert_user_error(cli("caps", "worker-keys", str(dest), "--keys", str(keys)),
+              r"no worker secret in .*caps secret")
+    store.write_secret()
+    result = cli("caps", "worker-keys", str(dest), "--keys", str(keys))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in dest.iterdir()) == ["issuer.pub", "worker.secret"]
+    assert (dest / "worker.secret").stat().st_mode & 0o777 == 0o600
+    assert KeyStore(dest).secrets() == store.secrets()
