@@ -177,7 +177,7 @@ async def test_a_broker_outage_is_said_once_and_its_end_with_how_long(
         topology = topology_in(namespace, crashproc.topology)
         worker = spawn("outage", namespace, broker.url, module="tests/crashproc.py")
         await worker.wait_log(r"assigned .*jobs\[", timeout=60)
-        localkafka.stop(OUTAGE_PORT)
+        localkafka.kill_node(OUTAGE_PORT, 1)  # SIGKILL: the broker's machine is gone
         down = time.monotonic()
         await worker.wait_log(r"unreachable", timeout=30)
         await asyncio.sleep(max(0.0, 6.0 - (time.monotonic() - down)))  # 6 s of outage

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from typing import Any
 
 import pytest
 from running import new_topology, unique
@@ -100,3 +101,28 @@ async def test_a_failed_batch_is_rewound_and_retried_not_dead_lettered(
     said = [r.getMessage() for r in caplog.records if r.name == "packetflow.worker"]
     assert sum("unreachable" in m for m in said) == 1, said  # once, not per retry
     assert sum("reachable again: resumed after" in m for m in said) == 1, said
+
+
+class UnrestorableTransport(MemoryTransport):
+    """A broker whose changelogs cannot be read (a topic deleted, an ACL missing)."""
+
+    def __init__(self) -> None:
+        super().__init__("memory://unrestorable", broker=MemoryBroker())
+
+    async def read_partitions(self, partitions: Any, on_record: Any) -> int:
+        raise BrokerError("injected: the changelog cannot be read")
+
+
+async def test_a_partition_whose_state_cannot_be_restored_stops_the_worker() -> None:
+    """Never processed without its state, and not held idle either: the worker stops, so
+    its partitions go to another (or to it again, once restarted)."""
+    topo = new_topology("unrestorable")
+
+    @topo.reactor(Item, topic=unique("items"), state=0, public=True)
+    def count(intent: Item, ctx: Context, state: int) -> tuple[int, None]:
+        return state + 1, None
+
+    async with Worker(topo, UnrestorableTransport(), poll_timeout=0.01) as worker:
+        with pytest.raises(RuntimeError, match="cannot go on: injected: the changelog"):
+            await asyncio.wait_for(worker.run(), WAIT)
+        assert worker.assignment == set()

@@ -26,12 +26,21 @@ _CONNECTION_TROUBLE = re.compile(
 
 
 class Outage:
-    """Whether the broker is failing this worker, since when, and the one-line log of it."""
+    """Whether the broker is failing this worker, since when, and the one-line log of it.
 
-    def __init__(self, what: str, clock: Callable[[], float] = time.monotonic) -> None:
+    A broker coming back flaps for a while (it answers, its group coordinator is not ready
+    yet, a connection drops again): the end of an outage is said once the worker processed
+    a batch again, or the broker has answered for ``settle`` seconds with no new failure.
+    """
+
+    def __init__(
+        self, what: str, clock: Callable[[], float] = time.monotonic, settle: float = 3.0
+    ) -> None:
         self.what = what
         self._clock = clock
+        self.settle = settle
         self.since: float | None = None
+        self._answering_since: float | None = None  # during an outage: served again since
         self.cause = ""
         self.count = 0  # outages seen
 
@@ -42,18 +51,25 @@ class Outage:
     def failing(self, cause: str) -> None:
         """The broker failed an operation; logged only when an outage begins."""
         if self.since is not None:
+            self._answering_since = None  # not back yet after all
             return
         self.since = self._clock()
         self.cause = cause
         self.count += 1
         log.warning("%s unreachable: %s; retrying", self.what, cause)
 
-    def ok(self) -> None:
-        """The broker served an operation; logs the end of an outage, if one was under way."""
+    def ok(self, *, processed: bool = False) -> None:
+        """The broker served an operation (``processed``: the worker got a batch through);
+        logs the end of an outage once it has really ended."""
         if self.since is None:
             return
-        took = self._clock() - self.since
-        self.since = None
+        now = self._clock()
+        if self._answering_since is None:
+            self._answering_since = now
+        if not processed and now - self._answering_since < self.settle:
+            return
+        took = self._answering_since - self.since
+        self.since = self._answering_since = None
         log.warning("%s reachable again: resumed after %.1fs (%s)", self.what, took, self.cause)
 
 

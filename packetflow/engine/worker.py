@@ -130,6 +130,7 @@ class Worker(RebalanceListener):
         self._stopping = False
         self._started = False
         self._retrying = False
+        self._failure: BaseException | None = None  # from a rebalance callback, raised by step
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -310,9 +311,9 @@ class Worker(RebalanceListener):
                     await self._commit(self._consumer, processor)
             with contextlib.suppress(BrokerError):
                 await self._settle_commit()  # the last batch's offsets land before we leave
-                if self._consumer is not None and processor is not None:
+                if self._consumer is not None:
                     # a clean hand-over: whoever takes these partitions counts no death here
-                    await self._commit_clean(self._consumer, processor, set(self._assigned))
+                    await self._commit_clean(self._consumer, set(self._assigned))
         if self._table_task is not None:
             self._table_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -406,9 +407,9 @@ class Worker(RebalanceListener):
         log.info("rewound %s to the last commit", _fmt(parts))
 
     async def _watch_outage(self) -> None:
-        """While an outage is under way, ask the broker every 2 s whether it is back."""
+        """While an outage is under way, ask the broker every second whether it is back."""
         while True:
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(1.0)
             if self.outage.active:
                 with contextlib.suppress(BrokerError):
                     await self.transport.ping()
@@ -425,6 +426,9 @@ class Worker(RebalanceListener):
     async def step(self, timeout: float = 0.0) -> int:
         """Fetch and fully process one batch; returns how many records it held."""
         consumer, processor = self._require()
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise RuntimeError(f"worker cannot go on: {failure}") from failure
         wanted = self.max_batch
         if self._held:
             timeout = min(timeout, HELD_POLL)  # held records go in as soon as there is room
@@ -479,7 +483,7 @@ class Worker(RebalanceListener):
             if batch:
                 self.metrics.consumed += count
                 self.metrics.batches += 1
-                self.outage.ok()
+                self.outage.ok(processed=True)
             return count
 
     async def _set_aside_poison(
@@ -600,14 +604,10 @@ class Worker(RebalanceListener):
         else:
             await self._commit_offsets(consumer, offsets, marks)
 
-    async def _commit_clean(
-        self, consumer: Consumer, processor: Processor, partitions: set[TopicPartition]
-    ) -> None:
-        """Commit where ``partitions`` stand with no in-flight mark: they are let go cleanly."""
-        safe = self._safe_offsets(processor)
-        offsets = {
-            tp: safe.get(tp, self._committed[tp]) for tp in partitions if tp in self._committed
-        }
+    async def _commit_clean(self, consumer: Consumer, partitions: set[TopicPartition]) -> None:
+        """Commit again where ``partitions`` stand, without the in-flight mark: they are let
+        go cleanly (what is processed but not yet committed stays for the next owner)."""
+        offsets = {tp: self._committed[tp] for tp in partitions if tp in self._committed}
         if offsets:
             await consumer.commit(offsets)
 
@@ -684,7 +684,7 @@ class Worker(RebalanceListener):
                     await self._commit(consumer, processor)
                 with contextlib.suppress(BrokerError):  # the group moved on: nothing to clean
                     await self._settle_commit()  # its offsets are committed before we let go
-                    await self._commit_clean(consumer, processor, partitions)
+                    await self._commit_clean(consumer, partitions)
             self._assigned -= partitions
             if processor is not None:
                 await self._drop(processor, partitions)
@@ -696,21 +696,31 @@ class Worker(RebalanceListener):
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         processor, consumer = self._processor, self._consumer
-        if processor is not None:
-            await self._restore(processor, partitions)
-        if consumer is not None:
-            committed = await consumer.committed(partitions)
-            starts, ends = await self._starts(consumer, partitions, committed)
-            marks = self.breaker.assigned(committed, starts, ends)
-            for tp, note in self.breaker.notes(partitions):
-                log.warning("%s[%d]: %s", tp.topic, tp.partition, note)
-            if marks:  # so that our own death here is counted too
-                await consumer.commit({tp: starts[tp] for tp in marks}, marks)
-            self._committed.update(starts)
+        try:
+            if processor is not None:
+                await self._restore(processor, partitions)
+            if consumer is not None:
+                await self._mark_assigned(consumer, partitions)
+        except Exception as exc:
+            # A partition whose state cannot be restored must not be processed, nor held
+            # idle by this worker: the next step stops it, so its partitions move on.
+            self._failure = exc
+            log.error("cannot take %s: %s", _fmt(partitions), exc)
+            return
         self._assigned |= partitions
         if self._consumer is not None and self._paused_topics:
             self._consumer.pause(tp for tp in partitions if tp.topic in self._paused_topics)
         log.info("assigned %s", _fmt(partitions))
+
+    async def _mark_assigned(self, consumer: Consumer, partitions: set[TopicPartition]) -> None:
+        """Read where new partitions stand, judge their crash-loop marks, and commit ours."""
+        committed = await consumer.committed(partitions)
+        starts, ends = await self._starts(consumer, partitions, committed)
+        marks = self.breaker.assigned(committed, starts, ends)
+        for tp, note in self.breaker.notes(partitions):
+            log.warning("%s[%d]: %s", tp.topic, tp.partition, note)
+        await consumer.commit({tp: starts[tp] for tp in marks}, marks)  # our death counts too
+        self._committed.update(starts)
 
     async def _starts(
         self,
