@@ -190,3 +190,10 @@ def secure_kafka() -> Iterator[BrokerStatus]:
 def kafka_cluster() -> Iterator[BrokerStatus]:
     """Status of a local 3-node KRaft cluster (RF 3, min.insync.replicas 2)."""
     yield from _local_kafka("Kafka cluster", _CLUSTER_PORT, brokers=3)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the secure broker or the three-node cluster run last: once started, their
+    JVMs live to the end of the session, and would slow every test after them on two cores."""
+    heavy = {"secure_kafka", "kafka_cluster"}
+    items.sort(key=lambda item: bool(heavy & set(getattr(item, "fixturenames", ()))))
