@@ -34,6 +34,8 @@ from packetflow.engine.topology import Topology
 from packetflow.engine.worker import Worker
 
 T = TypeVar("T")
+# (topic, partition, key, value, headers): a record on the broker before the driver starts
+Preloaded = tuple[str, int | None, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
 class TestDriver:
@@ -47,12 +49,19 @@ class TestDriver:
         *,
         start_time: float | datetime | None = None,
         keys: Iterable[KeyPair] | dict[str, Any] = (),
+        preload: Iterable[Preloaded] = (),
     ) -> None:
+        """``preload``: records already on the broker when the worker starts, as
+        ``(topic, partition, key, value, headers)`` with physical topic names (changelogs
+        written elsewhere, a backlog)."""
         if isinstance(start_time, datetime):
             start_time = start_time.timestamp()
         self.topology = topology
         self.clock = VirtualClock(start_time) if start_time is not None else VirtualClock()
         self.broker = MemoryBroker(clock=self.clock)
+        for topic, partition, key, value, headers in preload:
+            self.broker.create_topic(topic, topology.topics.get(topic, topology.default_partitions))
+            self.broker.append(topic, value, key, headers, partition)
         transport = MemoryTransport("memory://test-driver", broker=self.broker)
         self.key = KeyPair.generate("test-driver")
         self.issuer = Issuer(
