@@ -125,7 +125,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[str]:
     if request.param == "kafka":
         yield request.getfixturevalue("kafka_url")
         return
-    from packetflow.engine.memory import reset_memory_brokers
+    from packetflow.engine.transport.memory import reset_memory_brokers
 
     name = request.module.__name__.removeprefix("test_")
     yield f"memory://{name}-{uuid.uuid4().hex[:12]}"

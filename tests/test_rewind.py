@@ -16,8 +16,8 @@ import pytest
 from running import new_topology, unique
 
 from packetflow import Client, Context, Intent, Worker
-from packetflow.engine.memory import MemoryBroker, MemoryProducer, MemoryTransport
 from packetflow.engine.transport import BrokerError, Producer
+from packetflow.engine.transport.memory import MemoryBroker, MemoryProducer, MemoryTransport
 
 WAIT = 10.0
 

@@ -29,8 +29,8 @@ from packetflow.core.intent import Intent
 from packetflow.core.tokens import TTL, Issuer, KeyPair, decode_token, public_keys
 from packetflow.engine.client import Client, Received
 from packetflow.engine.clock import VirtualClock
-from packetflow.engine.memory import MemoryBroker, MemoryTransport
 from packetflow.engine.topology import Topology
+from packetflow.engine.transport.memory import MemoryBroker, MemoryTransport
 from packetflow.engine.worker import Worker
 
 T = TypeVar("T")

@@ -1,7 +1,8 @@
 """The transport contract: what the engine needs from a broker, met by ``kafka://`` and ``memory://``.
 
 The engine only speaks to these classes, so the same consumer loop, state restore and
-dead-lettering run on a real Kafka cluster and on the in-process broker used by tests.
+dead-lettering run on a real Kafka cluster and on the in-process broker used by tests. This
+module imports nothing of its implementations (``kafka.py``, ``memory.py``) nor of aiokafka.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ import abc
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
-from urllib.parse import parse_qs, unquote, urlparse
-
-from aiokafka.partitioner import murmur2
 
 from packetflow.core.effects import Delivery
 
@@ -296,86 +294,6 @@ class Transport(abc.ABC):
         return await self.read_partitions(
             [TopicPartition(topic, p) for p in range(count)], on_record
         )
-
-
-class BrokerURLError(ValueError):
-    """A broker URL this version cannot use."""
-
-
-@dataclass(frozen=True)
-class BrokerURL:
-    """``kafka://[user[:password]@]host:port[,host:port][?option=value&...]`` or
-    ``memory://[name]``; the password, when there is one, is never shown (:attr:`safe`)."""
-
-    scheme: str
-    location: str
-    options: dict[str, str]
-    username: str | None = None
-    password: str | None = None
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerURL:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("kafka", "memory"):
-            raise BrokerURLError(
-                f"unsupported broker URL {_redact(url)!r}: use kafka://host:port[,host:port] "
-                "or memory://"
-            )
-        userinfo, at, hosts = parsed.netloc.rpartition("@")
-        if parsed.scheme == "kafka" and not hosts:
-            raise BrokerURLError(
-                f"broker URL {_redact(url)!r} names no host: use kafka://host:port"
-            )
-        username = password = None
-        if at:
-            user, colon, secret = userinfo.partition(":")
-            username, password = unquote(user) or None, unquote(secret) if colon else None
-        options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        return cls(
-            parsed.scheme, hosts or parsed.path.strip("/"), options, username, password
-        )
-
-    @property
-    def safe(self) -> str:
-        """The URL as it may be logged: the password replaced by ``***``."""
-        user = ""
-        if self.username:
-            user = self.username + (":***" if self.password else "") + "@"
-        query = "&".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.scheme}://{user}{self.location}" + (f"?{query}" if query else "")
-
-
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, hosts = rest.rpartition("@")
-    if at and ":" in userinfo:
-        return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{hosts}"
-    return url
-
-
-def open_transport(url: str) -> Transport:
-    """The transport for ``kafka://host:port`` or ``memory://[name]``."""
-    parsed = BrokerURL.parse(url)
-    if parsed.scheme == "memory":
-        from packetflow.engine.memory import MemoryTransport
-
-        return MemoryTransport(url, parsed.location or "default")
-    from packetflow.engine.kafka import KafkaTransport
-
-    return KafkaTransport(url, parsed.location, parsed.options, parsed)
-
-
-_partitions_by_key: dict[tuple[bytes, int], int] = {}
-
-
-def partition_for_key(key: bytes, count: int) -> int:
-    """Kafka's default partitioner (murmur2 of the key), memoised: pure-Python murmur2 is slow."""
-    cached = _partitions_by_key.get((key, count))
-    if cached is None:
-        if len(_partitions_by_key) > 100_000:
-            _partitions_by_key.clear()
-        cached = _partitions_by_key[(key, count)] = (murmur2(key) & 0x7FFFFFFF) % count
-    return cached
 
 
 class Acked:

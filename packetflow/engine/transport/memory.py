@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from packetflow.core.effects import Delivery
 from packetflow.engine.clock import WALL_CLOCK, Clock
-from packetflow.engine.transport import (
+from packetflow.engine.transport.base import (
     BROKER_MAX_MESSAGE_BYTES,
     Acked,
     BrokerError,
@@ -30,9 +30,9 @@ from packetflow.engine.transport import (
     TopicPartition,
     TopicSpec,
     Transport,
-    partition_for_key,
     record_bytes,
 )
+from packetflow.engine.transport.partitioner import partition_for_key
 
 DEFAULT_PARTITIONS = 4
 

@@ -49,11 +49,9 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from aiokafka.structs import TopicPartition as AioTP
 
 from packetflow.core.effects import Delivery
-from packetflow.engine.transport import (
+from packetflow.engine.transport.base import (
     BROKER_MAX_MESSAGE_BYTES,
     BrokerError,
-    BrokerURL,
-    BrokerURLError,
     Committed,
     Consumer,
     Follower,
@@ -64,8 +62,9 @@ from packetflow.engine.transport import (
     TopicPartition,
     TopicSpec,
     Transport,
-    partition_for_key,
 )
+from packetflow.engine.transport.partitioner import partition_for_key
+from packetflow.engine.transport.url import BrokerURL, BrokerURLError
 
 log = logging.getLogger("packetflow.kafka")
 T = TypeVar("T")
