@@ -1,4 +1,4 @@
-"""Capability tokens: signed, time-bounded grants of capabilities to a holder, and delegation.
+"""The token format: claims, encoding and decoding, verification, and why a token fails.
 
 A token is ``base64url(payload).base64url(signature)`` (no padding). The payload is JSON::
 
@@ -19,30 +19,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import itertools
 import re
-import secrets
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
-from functools import lru_cache
 
 import orjson
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from packetflow.core.capability import (
-    Capability,
-    CapabilityHierarchy,
-    CapabilityLike,
-    as_capability,
-)
+from packetflow.core.capability import Capability, CapabilityHierarchy
+from packetflow.core.tokens.attenuation import grant_covers
+from packetflow.core.tokens.keys import KeyPair
 
 TOKEN_VERSION = 1
 MAX_TOKEN_BYTES = 16 * 1024  # a chain of MAX_CHAIN tokens with a few grants each fits easily
@@ -50,7 +38,8 @@ MAX_CHAIN = 8  # a root and at most seven delegations
 MAX_GRANTS = 64
 DEFAULT_ISSUER = "packetflow"
 
-# Why a token is refused: the ``pf-reason`` of a denied record.
+# Why a record is refused: the ``pf-reason`` of a denied record. The token's own reasons
+# first, then those the engine's guard adds (all in one place, as the README's table).
 BAD_SIGNATURE = "bad-signature"
 UNKNOWN_KEY = "unknown-key"
 EXPIRED = "expired"
@@ -58,10 +47,13 @@ NOT_YET_VALID = "not-yet-valid"
 REVOKED = "revoked"
 DELEGATION_WIDENED = "delegation-widened"
 MALFORMED = "malformed-token"
+INSUFFICIENT = "insufficient"  # the token is fine but does not cover what the intent needs
+PRINCIPAL_MISMATCH = "principal-mismatch"  # the context names someone else than the holder
+UNSIGNED_INTERNAL = "unsigned-internal"  # an internal intent without a worker's seal
+BAD_REPLY_TO = "bad-reply-to"  # reply_to names a topic that is not a reply topic
 
 _B64_RE = re.compile(rb"^[A-Za-z0-9_-]+$")
-_KID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_NAME_MAX = 256
+MAX_NAME = 256
 _PAYLOAD_KEYS = frozenset(
     {"v", "jti", "sub", "iss", "kid", "grants", "nbf", "exp", "iat", "parent"}
 )
@@ -76,93 +68,6 @@ class TokenError(ValueError):
         self.reason = reason
         self.message = message
         self.claims = claims  # the (leaf) token's claims when they could be read
-
-
-# -- keys --------------------------------------------------------------------------------
-
-
-def key_id_for(public: Ed25519PublicKey) -> str:
-    """A stable key id derived from the public key: ``k`` + 12 hex digits of its SHA-256."""
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "k" + hashlib.sha256(raw).hexdigest()[:12]
-
-
-def check_key_id(kid: str) -> str:
-    if not isinstance(kid, str) or not _KID_RE.match(kid):
-        raise ValueError(f"invalid key id {kid!r}: 1-64 letters, digits, '.', '_' or '-'")
-    return kid
-
-
-class KeyPair:
-    """An Ed25519 signing key and its key id; ``public`` is what workers need to verify."""
-
-    def __init__(self, private: Ed25519PrivateKey, kid: str | None = None) -> None:
-        self.private = private
-        self.public = private.public_key()
-        self.kid = check_key_id(kid) if kid is not None else key_id_for(self.public)
-
-    @classmethod
-    def generate(cls, kid: str | None = None) -> KeyPair:
-        return cls(Ed25519PrivateKey.generate(), kid)
-
-    @classmethod
-    def from_pem(cls, pem: bytes, kid: str | None = None) -> KeyPair:
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("not an Ed25519 private key")
-        return cls(key, kid)
-
-    def private_pem(self) -> bytes:
-        return self.private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-
-    def public_pem(self) -> bytes:
-        return public_pem(self.public)
-
-    def sign(self, data: bytes) -> bytes:
-        return self.private.sign(data)
-
-    def __repr__(self) -> str:
-        return f"KeyPair(kid={self.kid!r})"
-
-
-PublicKeyLike = Ed25519PublicKey | KeyPair | bytes | str
-
-
-def public_pem(public: Ed25519PublicKey) -> bytes:
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def load_public_key(value: PublicKeyLike) -> Ed25519PublicKey:
-    """A public key from a key pair, a PEM (bytes or str) or 32 raw bytes."""
-    if isinstance(value, Ed25519PublicKey):
-        return value
-    if isinstance(value, KeyPair):
-        return value.public
-    data = value.encode() if isinstance(value, str) else value
-    if len(data) == 32:
-        return Ed25519PublicKey.from_public_bytes(data)
-    key = serialization.load_pem_public_key(data)
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("not an Ed25519 public key")
-    return key
-
-
-def public_keys(
-    keys: Mapping[str, PublicKeyLike] | Iterable[KeyPair],
-) -> dict[str, Ed25519PublicKey]:
-    """``{kid: public key}`` from a mapping of anything :func:`load_public_key` takes, or pairs."""
-    if isinstance(keys, Mapping):
-        return {check_key_id(k): load_public_key(v) for k, v in keys.items()}
-    return {k.kid: k.public for k in keys}
-
-
-# -- the token model ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +191,7 @@ def _claims(payload: bytes) -> TokenClaims:
         raise TokenError(MALFORMED, f"token version {data['v']!r} is not {TOKEN_VERSION}")
     for name in ("jti", "sub", "iss", "kid"):
         value = data[name]
-        if not isinstance(value, str) or not value or len(value) > _NAME_MAX:
+        if not isinstance(value, str) or not value or len(value) > MAX_NAME:
             raise TokenError(MALFORMED, f"token {name!r} must be a non-empty string")
     for name in ("nbf", "exp", "iat"):
         if type(data[name]) is not int:
@@ -339,9 +244,6 @@ def encode_token(claims: TokenClaims, key: KeyPair) -> str:
         raise ValueError(f"claims name key {claims.key_id!r} but the key is {key.kid!r}")
     payload = orjson.dumps(claims.payload())
     return (_b64e(payload) + b"." + _b64e(key.sign(payload))).decode("ascii")
-
-
-# -- verification ------------------------------------------------------------------------
 
 
 def verify_token(
@@ -416,223 +318,3 @@ def attenuation_problem(
     return None
 
 
-def grant_covers(held: Capability, wanted: Capability, hierarchy: CapabilityHierarchy) -> bool:
-    """True when holding ``held`` implies everything ``wanted`` (a pattern itself) allows."""
-    if wanted.operation not in hierarchy.operations_implied_by(held.operation):
-        return False
-    return pattern_covers(held.resource, wanted.resource)
-
-
-_MAX_PATTERN = 512
-
-
-@lru_cache(maxsize=4096)
-def pattern_covers(outer: str, inner: str) -> bool:
-    """True when every resource matched by pattern ``inner`` is matched by ``outer``.
-
-    Patterns use ``*`` (any run of characters without ``/``) and ``**`` (anything); a lone
-    ``*`` matches anything. Sound, and exact for the patterns people write; in doubt (or for
-    patterns longer than 512 characters) False.
-    """
-    if outer in ("*", "**"):
-        return True
-    if len(outer) > _MAX_PATTERN or len(inner) > _MAX_PATTERN:
-        return outer == inner
-    p, c = _glob_tokens(outer), _glob_tokens(inner)
-    m = len(c)
-    # below[j]: does p[i+1:] cover c[j:]; row[j]: does p[i:] cover c[j:]
-    below = [j == m for j in range(m + 1)]
-    for tok in reversed(p):
-        row = [False] * (m + 1)
-        for j in range(m, -1, -1):
-            if tok == "**":
-                row[j] = below[j] or (j < m and row[j + 1])
-            elif tok == "*":
-                row[j] = below[j] or (j < m and c[j] not in ("**", "/") and row[j + 1])
-            else:
-                row[j] = j < m and c[j] == tok and below[j + 1]
-        below = row
-    return below[0]
-
-
-def _glob_tokens(pattern: str) -> tuple[str, ...]:
-    """A pattern as single literal characters, ``*`` and ``**`` (a lone ``*`` means ``**``)."""
-    if pattern in ("*", "**"):
-        return ("**",)
-    out: list[str] = []
-    for part in re.split(r"(\*\*|\*)", pattern):
-        if part in ("*", "**"):
-            out.append(part)
-        else:
-            out.extend(part)
-    return tuple(out)
-
-
-# -- issuing -----------------------------------------------------------------------------
-
-TTL = float | int | timedelta | str
-
-_TTL_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_ttl(ttl: TTL) -> int:
-    """Seconds from ``3600``, ``timedelta(hours=1)`` or ``"1h"`` (s, m, h, d, w)."""
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, str):
-        found = _TTL_RE.match(ttl)
-        if not found:
-            raise ValueError(f"invalid duration {ttl!r}: use e.g. 90, 30s, 10m, 1h, 7d")
-        seconds = float(found.group(1)) * _TTL_UNITS[found.group(2)]
-    else:
-        seconds = float(ttl)
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {ttl!r}")
-    return int(seconds)
-
-
-def new_token_id() -> str:
-    return secrets.token_hex(12)
-
-
-def _grants(grants: Iterable[CapabilityLike]) -> tuple[Capability, ...]:
-    caps = tuple(dict.fromkeys(as_capability(g) for g in grants))
-    if not caps:
-        raise ValueError("a token must grant at least one capability")
-    if len(caps) > MAX_GRANTS:
-        raise ValueError(f"a token grants at most {MAX_GRANTS} capabilities")
-    return caps
-
-
-def _check_name(what: str, value: str) -> str:
-    if not isinstance(value, str) or not value or len(value) > _NAME_MAX:
-        raise ValueError(f"{what} must be a non-empty string of at most {_NAME_MAX} characters")
-    return value
-
-
-def issue_token(
-    holder: str,
-    grants: Iterable[CapabilityLike],
-    *,
-    key: KeyPair,
-    ttl: TTL = 3600,
-    issuer: str = DEFAULT_ISSUER,
-    not_before: float | None = None,
-    now: float | None = None,
-    token_id: str | None = None,
-) -> str:
-    """A root token granting ``grants`` to ``holder`` from ``not_before`` (default: now)."""
-    issued = int(time.time() if now is None else now)
-    start = issued if not_before is None else int(not_before)
-    claims = TokenClaims(
-        token_id=_check_name("token id", token_id or new_token_id()),
-        holder=_check_name("holder", holder),
-        issuer=_check_name("issuer", issuer),
-        key_id=key.kid,
-        grants=_grants(grants),
-        not_before=start,
-        expires=start + parse_ttl(ttl),
-        issued_at=issued,
-    )
-    return encode_token(claims, key)
-
-
-def delegate_token(
-    parent: str,
-    holder: str,
-    grants: Iterable[CapabilityLike],
-    *,
-    key: KeyPair,
-    ttl: TTL = 3600,
-    hierarchy: CapabilityHierarchy | None = None,
-    issuer: str | None = None,
-    now: float | None = None,
-    token_id: str | None = None,
-) -> str:
-    """A token for ``holder`` granting a subset of what ``parent`` grants, for at most ``ttl``.
-
-    Its validity is clipped to the parent's (it never outlives it). Grants the parent does not
-    imply (through ``hierarchy`` when given) raise :class:`TokenError` ``delegation-widened``;
-    workers check the same again, with the topology's hierarchy, on every chain they verify.
-    The issuer defaults to the parent's holder: the one who delegates.
-    """
-    parent_claims = decode_token(parent)
-    issued = int(time.time() if now is None else now)
-    if issued >= parent_claims.expires:
-        raise TokenError(EXPIRED, f"parent token {parent_claims.token_id} has expired")
-    start = max(issued, parent_claims.not_before)
-    claims = TokenClaims(
-        token_id=_check_name("token id", token_id or new_token_id()),
-        holder=_check_name("holder", holder),
-        issuer=_check_name("issuer", issuer or parent_claims.holder),
-        key_id=key.kid,
-        grants=_grants(grants),
-        not_before=start,
-        expires=min(start + parse_ttl(ttl), parent_claims.expires),
-        issued_at=issued,
-        parent=parent,
-    )
-    if len(decode_chain(parent)) >= MAX_CHAIN:
-        raise TokenError(MALFORMED, f"delegation chain would be longer than {MAX_CHAIN}")
-    problem = attenuation_problem(claims, parent_claims, hierarchy)
-    if problem:
-        raise TokenError(DELEGATION_WIDENED, problem, claims)
-    return encode_token(claims, key)
-
-
-class Issuer:
-    """Issues and delegates tokens with one key, on a clock (``time.time`` or a virtual one)."""
-
-    def __init__(
-        self,
-        key: KeyPair,
-        *,
-        name: str = DEFAULT_ISSUER,
-        clock: Callable[[], float] = time.time,
-        hierarchy: CapabilityHierarchy | None = None,
-    ) -> None:
-        self.key = key
-        self.name = name
-        self.clock = clock
-        self.hierarchy = hierarchy
-
-    def issue(
-        self,
-        holder: str,
-        grants: Iterable[CapabilityLike],
-        *,
-        ttl: TTL = 3600,
-        not_before: float | None = None,
-        token_id: str | None = None,
-    ) -> str:
-        return issue_token(
-            holder,
-            grants,
-            key=self.key,
-            ttl=ttl,
-            issuer=self.name,
-            not_before=not_before,
-            now=self.clock(),
-            token_id=token_id,
-        )
-
-    def delegate(
-        self,
-        parent: str,
-        holder: str,
-        grants: Iterable[CapabilityLike],
-        *,
-        ttl: TTL = 3600,
-        token_id: str | None = None,
-    ) -> str:
-        return delegate_token(
-            parent,
-            holder,
-            grants,
-            key=self.key,
-            ttl=ttl,
-            hierarchy=self.hierarchy,
-            now=self.clock(),
-            token_id=token_id,
-        )
