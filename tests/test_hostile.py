@@ -28,7 +28,7 @@ from packetflow.engine.codec import (
     VERSION_HEADER,
     encode,
 )
-from packetflow.engine.seal import Sealer
+from packetflow.engine.security.seal import Sealer
 
 KEY = KeyPair.generate("hostile")
 SECRET = bytes(range(32))

@@ -353,7 +353,7 @@ class Withdraw(Intent, type_name="tok.Withdraw", key="account",
 
 def guard(clock: VirtualClock, keys: dict | None = None, **security: object) -> Guard:
     topo = Topology("tok", capabilities=BANK.as_dict(), namespace="")
-    return Guard(topo, Security(trusted_keys=keys or KEYS, **security), clock)  # type: ignore[arg-type]
+    return Guard(topo.hierarchy, Security(trusted_keys=keys or KEYS, **security), clock)  # type: ignore[arg-type]
 
 
 def decide(g: Guard, token: str | bytes | None, account: str = "a1") -> str:
@@ -365,7 +365,7 @@ def decide(g: Guard, token: str | bytes | None, account: str = "a1") -> str:
 
 def revoke(g: Guard, at: float, **who: str) -> None:
     key, value = revocation_record(at=at, by="ops", **who)
-    g.apply(Record("tok.revocations", 0, 0, key, value, (), int(at * 1000)))
+    g.apply([Record("tok.revocations", 0, 0, key, value, (), int(at * 1000))])
 
 
 def test_guard_checks_time_on_its_clock() -> None:
@@ -405,7 +405,7 @@ def test_guard_revokes_token_ids_and_holders_through_the_chain() -> None:
     revoke(g, NOW + 1, token_id="A")  # the parent: its delegations go with it
     assert [decide(g, t) for t in (alice, bob, carol)] == ["revoked", "revoked", "allowed"]
 
-    g.apply(Record("tok.revocations", 0, 1, b"token:A", None, (), 0))  # a tombstone lifts it
+    g.apply([Record("tok.revocations", 0, 1, b"token:A", None, (), 0)])  # a tombstone lifts it
     assert [decide(g, t) for t in (alice, bob, carol)] == ["allowed"] * 3
 
     revoke(g, NOW + 2, holder="carol")
@@ -422,9 +422,9 @@ def test_guard_ignores_malformed_revocation_keys_but_honours_bad_values() -> Non
     g = guard(VirtualClock(NOW))
     token = issue_token("alice", ["teller:account/*"], key=KEY, now=NOW, token_id="X")
     for key in (None, b"", b"nothing", b"tenant:x"):
-        g.apply(Record("r", 0, 0, key, b"{}", (), 0))
+        g.apply([Record("r", 0, 0, key, b"{}", (), 0)])
     assert decide(g, token) == "allowed"
-    g.apply(Record("r", 0, 1, b"token:X", b"not json", (), 0))
+    g.apply([Record("r", 0, 1, b"token:X", b"not json", (), 0)])
     assert decide(g, token) == "revoked"
 
 
@@ -461,7 +461,7 @@ def test_key_rotation_through_the_keys_directory(tmp_path: Path) -> None:
 def test_verification_is_cached_per_distinct_token(monkeypatch: pytest.MonkeyPatch) -> None:
     g = guard(VirtualClock(NOW))
     calls = []
-    import packetflow.engine.security as security
+    import packetflow.engine.security.guard as security
 
     real = security.verify_token
     monkeypatch.setattr(

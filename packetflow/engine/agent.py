@@ -20,7 +20,7 @@ from packetflow.core.reactor import StateSpec
 from packetflow.engine.clock import Clock
 from packetflow.engine.interpreter import Interpreter
 from packetflow.engine.metrics import WorkerMetrics
-from packetflow.engine.seal import Sealer
+from packetflow.engine.security.seal import Sealer
 from packetflow.engine.state import StateStore
 from packetflow.engine.transport import Producer, Record
 

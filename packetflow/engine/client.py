@@ -25,11 +25,7 @@ from packetflow.engine.codec import (
     encode_key,
     header,
 )
-from packetflow.engine.security import (
-    audit_record,
-    revocation_record,
-    token_audit_fields,
-)
+from packetflow.engine.security import Auditor, revocation_record
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import Producer, Record, Transport, open_transport
 
@@ -151,7 +147,7 @@ class Client:
         )
         delivery = await self.send_raw(self.topology.revocations_topic, value, key=key)
         kind = "token" if token_id is not None else "holder"
-        await self.audit(
+        await self.auditor.record(
             "revoked",
             at,
             key=holder or by,
@@ -167,18 +163,14 @@ class Client:
         self, token: str, *, by: str | None = None, at: float | None = None
     ) -> None:
         """Write an ``issued`` (or ``delegated``) event for ``token`` to the audit topic."""
-        fields = token_audit_fields(token)
-        event = "delegated" if "parent_token_id" in fields else "issued"
-        await self.audit(
-            event, time.time() if at is None else at, key=fields["holder"], by=by, **fields
-        )
+        await self.auditor.issued(token, by=by, at=time.time() if at is None else at)
 
-    async def audit(self, event: str, at: float, *, key: str | None = None, **fields: Any) -> None:
-        """Append one event to the topology's audit topic."""
-        await self.send_raw(
-            self.topology.audit_topic,
-            audit_record(event, at, topology=self.topology.name, **fields),
-            key=key.encode() if key else None,
+    @property
+    def auditor(self) -> Auditor:
+        """Writes this topology's audit records (issues, revocations) through this client."""
+        topic = self.topology.audit_topic
+        return Auditor(
+            self.topology.name, lambda value, key: self.send_raw(topic, value, key=key)
         )
 
     async def read_audit(self) -> list[dict[str, Any]]:

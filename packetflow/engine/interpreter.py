@@ -36,7 +36,7 @@ from packetflow.core.effects import (
 from packetflow.core.intent import Intent
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, encode
-from packetflow.engine.seal import Sealer
+from packetflow.engine.security.seal import Sealer
 from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES, Producer, record_bytes
 
 if TYPE_CHECKING:

@@ -40,6 +40,7 @@ from packetflow.core.context import Context
 from packetflow.core.effects import normalize
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
+from packetflow.core.tokens import BAD_REPLY_TO
 from packetflow.engine.agent import AgentRuntime, AgentServices
 from packetflow.engine.buffer import BufferedReactor
 from packetflow.engine.clock import Clock
@@ -59,7 +60,7 @@ from packetflow.engine.codec import (
 )
 from packetflow.engine.interpreter import EffectError, Interpreter, Origin
 from packetflow.engine.metrics import WorkerMetrics
-from packetflow.engine.security import BAD_REPLY_TO, Denial, Guard, audit_record
+from packetflow.engine.security import Auditor, Denial, Guard
 from packetflow.engine.state import StateError, StateStore
 from packetflow.engine.transport import (
     BROKER_MAX_MESSAGE_BYTES,
@@ -115,7 +116,10 @@ class Processor:
                 )
         self._dead_letter_topic = physical(topology.dead_letter_topic)
         self._denied_topic = physical(topology.denied_topic)
-        self._audit_topic = physical(topology.audit_topic)
+        audit_topic = physical(topology.audit_topic)
+        self.auditor = Auditor(
+            topology.name, lambda value, key: producer.send(audit_topic, value, key)
+        )
         self._reply_targets = topology.reply_targets()
         self.agents: dict[str, AgentRuntime] = {}
         for agent_spec in topology.agents.values():
@@ -413,42 +417,30 @@ class Processor:
         self.metrics.denied[intent_type] += 1
         self.metrics.denied_reasons[denial.reason] += 1
         claims = denial.claims
-        holder = claims.holder if claims else None
-        principal = context.principal if context else None
-        await self.producer.send(
-            self._audit_topic,
-            audit_record(
-                "denied",
-                self.clock.time(),
-                topology=self.topology.name,
-                reason=denial.reason,
-                error=denial.message[:1000],
-                intent_type=intent_type,
-                principal=principal,
-                holder=holder,
-                token_id=claims.token_id if claims else None,
-                missing=list(denial.missing) or None,
-                source=source,
-            ),
-            (holder or principal or "anonymous").encode(),
+        await self.auditor.record(
+            "denied",
+            self.clock.time(),
+            reason=denial.reason,
+            error=denial.message[:1000],
+            intent_type=intent_type,
+            principal=context.principal if context else None,
+            holder=claims.holder if claims else None,
+            token_id=claims.token_id if claims else None,
+            missing=list(denial.missing) or None,
+            source=source,
         )
 
     async def _audit_allowed(self, record: Record, intent_type: str, context: Context) -> None:
         entry = self.guard.last_verified(context)
-        await self.producer.send(
-            self._audit_topic,
-            audit_record(
-                "allowed",
-                self.clock.time(),
-                topology=self.topology.name,
-                intent_type=intent_type,
-                principal=context.principal,
-                holder=entry.holder if entry else None,
-                token_id=entry.token_id if entry else None,
-                capabilities=[str(c) for c in context.capabilities],
-                source=_source(record),
-            ),
-            ((entry.holder if entry else None) or context.principal or "anonymous").encode(),
+        await self.auditor.record(
+            "allowed",
+            self.clock.time(),
+            intent_type=intent_type,
+            principal=context.principal,
+            holder=entry.holder if entry else None,
+            token_id=entry.token_id if entry else None,
+            capabilities=[str(c) for c in context.capabilities],
+            source=_source(record),
         )
 
     async def write_changelogs(self) -> None:

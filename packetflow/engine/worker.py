@@ -42,7 +42,7 @@ from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.metrics import WorkerMetrics
 from packetflow.engine.outage import Outage, quiet_aiokafka
 from packetflow.engine.processor import Processor
-from packetflow.engine.security import Guard, Security
+from packetflow.engine.security import Guard, RevocationFollower, Security
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
 from packetflow.engine.transport import (
     BrokerError,
@@ -110,8 +110,7 @@ class Worker(RebalanceListener):
         self.breaker = Breaker(topology.crash_loop_limit, max_batch)
         self._watch_task: asyncio.Task[None] | None = None
         self.guard: Guard | None = None
-        self._follower: Follower | None = None
-        self._follow_task: asyncio.Task[None] | None = None
+        self._revocations: RevocationFollower | None = None
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._processor: Processor | None = None
@@ -157,8 +156,14 @@ class Worker(RebalanceListener):
             else None
         )
         await self._producer.start()
-        self.guard = Guard(topology, self.security, self.clock, sealer)
-        await self._start_revocations(self.guard)
+        guard = self.guard = Guard(topology.hierarchy, self.security, self.clock, sealer)
+        self._revocations = RevocationFollower(
+            self.transport,
+            topology.physical(topology.revocations_topic),
+            self._apply_revocations,
+            guard.refresh_keys,
+        )
+        await self._revocations.start()
         self._processor = Processor(
             topology,
             self._producer,
@@ -189,39 +194,15 @@ class Worker(RebalanceListener):
         log.info("worker for %s started on %s", self.topology.name, self.transport.url)
         self._warn_about_security(self.guard)
 
-    async def _start_revocations(self, guard: Guard) -> None:
-        """Read the revocations topic to its end before any record is processed, then follow."""
-        topic = self.topology.physical(self.topology.revocations_topic)
-        follower = self.transport.follow(topic, await self.transport.partitions_for(topic))
-        await follower.start()
-        self._follower = follower
-        self._apply_revocations(await follower.catch_up())
-        if not follower.immediate:
-            self._follow_task = asyncio.create_task(self._follow(follower, guard))
-
     def _apply_revocations(self, records: list[Record]) -> None:
         guard = self.guard
         if guard is None:
             return
-        for record in records:
-            rev = guard.apply(record)
-            self.metrics.revocations += 1
-            if rev is not None:
-                security_log.info(
-                    "revocation applied: %s %s (%s)", rev.kind, rev.subject, rev.reason or "-"
-                )
-
-    async def _follow(self, follower: Follower, guard: Guard) -> None:
-        """Background task (kafka://): apply revocations as they arrive; rescan trusted keys."""
-        while True:
-            try:
-                self._apply_revocations(await follower.poll(0.5))
-                guard.refresh_keys()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep following: a broker hiccup must not stop this
-                log.warning("following revocations: %s: %s", type(exc).__name__, exc)
-                await asyncio.sleep(1.0)
+        self.metrics.revocations += len(records)
+        for rev in guard.apply(records):
+            security_log.info(
+                "revocation applied: %s %s (%s)", rev.kind, rev.subject, rev.reason or "-"
+            )
 
     async def _start_tables(self, processor: Processor) -> None:
         """Read what agents follow (global tables) to its end, then keep following it."""
@@ -322,14 +303,9 @@ class Worker(RebalanceListener):
         for follower, _ in self._table_followers:
             await follower.stop()
         self._table_followers = []
-        if self._follow_task is not None:
-            self._follow_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follow_task
-            self._follow_task = None
-        if self._follower is not None:
-            await self._follower.stop()
-            self._follower = None
+        if self._revocations is not None:
+            await self._revocations.stop()
+            self._revocations = None
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:
@@ -434,11 +410,8 @@ class Worker(RebalanceListener):
             timeout = min(timeout, HELD_POLL)  # held records go in as soon as there is room
             wanted = max(wanted - sum(map(len, self._held.values())), 1)  # held + fetched: a batch
         batch = await consumer.getmany(timeout, wanted)
-        follower = self._follower
-        if follower is not None and follower.immediate:
-            # memory://: a revocation written before these records applies to them
-            self._apply_revocations(follower.poll_nowait())
-            processor.guard.refresh_keys()
+        if self._revocations is not None:
+            self._revocations.poll_now()  # memory://: a revocation before these records counts
         current_agents.set(processor.agents)  # for table lookups inside reactors
         async with self._lock:
             self._apply_followed(processor)

@@ -1,0 +1,370 @@
+"""The per-worker guard: whether a record may reach its reactors.
+
+Every worker holds a :class:`Guard` for its topology. Before any reactor runs, the guard
+decides whether the record's ``pf-token`` (or, only where the topology opted in, its plain
+``pf-capabilities``) covers what the intent requires:
+
+- the token's chain is verified once per distinct token (signatures with the trusted public
+  keys by key id, and attenuation with the topology's capability hierarchy) and the result is
+  cached by the raw header bytes, so the per-record cost is a dictionary lookup;
+- then, per record: valid in time (``nbf <= now < exp`` on the worker's clock), not revoked
+  (no token id of the chain, and no holder of the chain since the token was issued, is on
+  the revocations topic), and every required capability implied by a granted one.
+
+The principal a reactor sees is the verified holder of the token (``principal-mismatch``
+when the context names someone else). Internal intents are authorised by a worker's seal
+instead (:mod:`packetflow.engine.security.seal`); the guard holds the worker secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import orjson
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from packetflow.core.capability import Capability, CapabilityHierarchy
+from packetflow.core.context import Context
+from packetflow.core.tokens import (
+    BAD_REPLY_TO,
+    EXPIRED,
+    INSUFFICIENT,
+    NOT_YET_VALID,
+    PRINCIPAL_MISMATCH,
+    REVOKED,
+    UNSIGNED_INTERNAL,
+    TokenClaims,
+    TokenError,
+    VerifiedToken,
+    verify_token,
+)
+from packetflow.engine.clock import Clock
+from packetflow.engine.security.audit import iso as _iso
+from packetflow.engine.security.revocations import Revocation
+from packetflow.engine.security.seal import Sealer
+from packetflow.engine.security.settings import SecuritySettings
+from packetflow.engine.transport import Record
+
+log = logging.getLogger("packetflow.security")
+
+__all__ = ["BAD_REPLY_TO", "Denial", "Guard"]
+
+_CACHE_LIMIT = 10_000
+
+
+# -- the guard ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """Why a record was refused: ``reason`` (the ``pf-reason``), a message, what was missing."""
+
+    reason: str
+    message: str
+    missing: tuple[str, ...] = ()
+    claims: TokenClaims | None = None
+
+
+class _Entry:
+    """What the guard knows about one distinct ``pf-token`` value."""
+
+    __slots__ = (
+        "denial",
+        "expires",
+        "gen",
+        "grants",
+        "holder",
+        "missing",
+        "not_before",
+        "revoked",
+        "token",
+    )
+
+    def __init__(self, token: VerifiedToken | None, denial: Denial | None) -> None:
+        self.token = token
+        self.denial = denial
+        self.holder: str | None = token.holder if token else None
+        self.grants: tuple[Capability, ...] = token.grants if token else ()
+        self.not_before = token.not_before if token else 0
+        self.expires = token.expires if token else 0
+        self.gen = -1
+        self.revoked: Denial | None = None
+        self.missing: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}
+
+
+class Guard:
+    """One worker's authorisation of records for one topology (see the module docstring)."""
+
+    def __init__(
+        self,
+        hierarchy: CapabilityHierarchy,
+        security: SecuritySettings,
+        clock: Clock,
+        sealer: Sealer | None = None,
+    ) -> None:
+        self.security = security
+        self.sealer = sealer
+        self.hierarchy = hierarchy
+        self.clock = clock
+        self.allow_unsigned = security.allow_unsigned
+        self.audit_allowed = security.audit_allowed
+        self.keys: dict[str, Ed25519PublicKey] = security.resolve_keys()
+        self._keys_checked = time.monotonic()
+        self._entries: dict[bytes, _Entry] = {}
+        self._last_raw: bytes | None = None
+        self._last_entry: _Entry | None = None
+        self._unsigned: dict[tuple[bytes, tuple[tuple[str, str], ...]], tuple[str, ...]] = {}
+        self.revoked_tokens: dict[str, Revocation] = {}
+        self.revoked_holders: dict[str, Revocation] = {}
+        self._gen = 0  # bumped by every revocation change
+
+    # -- the per-record check (hot path) ----------------------------------------------------
+
+    def authorize(
+        self,
+        required: tuple[tuple[str, str], ...],
+        token_raw: bytes | None,
+        caps_raw: bytes,
+        context: Context,
+        intent_type: str,
+    ) -> Denial | None:
+        """None when allowed (``context.capabilities`` then holds the granted ones)."""
+        if token_raw is None:
+            return self._authorize_unsigned(required, caps_raw, context, intent_type)
+        if token_raw == self._last_raw:
+            entry = self._last_entry
+            assert entry is not None
+        else:
+            entry = self._entries.get(token_raw)
+            if entry is None:
+                entry = self._verify(token_raw)
+            self._last_raw, self._last_entry = token_raw, entry
+        if entry.denial is not None:
+            return entry.denial
+        lapsed = self._lapsed(entry)
+        if lapsed is not None:
+            return lapsed
+        principal = context.principal
+        if principal != entry.holder:
+            if principal is not None:
+                return self._impostor(entry, principal, intent_type)
+            context.__dict__["principal"] = entry.holder  # the principal is the token's
+        missing = entry.missing.get(required)
+        if missing is None:
+            missing = self._missing(entry.grants, required)
+            if len(entry.missing) > 1000:
+                entry.missing.clear()
+            entry.missing[required] = missing
+        if missing:
+            claims = entry.token.claims if entry.token else None
+            who = context.principal or (claims.holder if claims else "anonymous")
+            return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing, claims)
+        context.__dict__["capabilities"] = entry.grants
+        return None
+
+    def _impostor(self, entry: _Entry, principal: str, intent_type: str) -> Denial:
+        claims = entry.token.claims if entry.token else None
+        token_id = claims.token_id if claims else "?"
+        return Denial(
+            PRINCIPAL_MISMATCH,
+            f"the context names {principal!r} but token {token_id} is held by "
+            f"{entry.holder!r} ({intent_type}): the principal is the token's holder",
+            (),
+            claims,
+        )
+
+    def check_seal(
+        self,
+        topic: str,
+        key: bytes | None,
+        type_name: str,
+        value: bytes,
+        context_raw: bytes | None,
+        token_raw: bytes | None,
+        mac_raw: bytes | None,
+    ) -> Denial | None:
+        """None when an internal intent carries a valid worker seal (see engine.seal)."""
+        sealer = self.sealer
+        why = (
+            "this worker holds no worker secret"
+            if sealer is None
+            else sealer.verify(
+                mac_raw, topic, key, type_name.encode(), value, context_raw, token_raw
+            )
+        )
+        if why is None:
+            return None
+        return Denial(
+            UNSIGNED_INTERNAL,
+            f"{type_name} is internal (only workers emit it) but {why}",
+        )
+
+    def still_valid(self, token_raw: bytes | None) -> Denial | None:
+        """Check again, as an intent leaves a backpressure buffer, that the token that
+        authorised it is still in time and unrevoked (None: still valid)."""
+        if token_raw is None:
+            return None
+        entry = self._entries.get(token_raw)
+        if entry is None or entry.token is None:
+            return None  # not verified here: it was not what authorised the intent
+        return self._lapsed(entry)
+
+    def _lapsed(self, entry: _Entry) -> Denial | None:
+        """Why a verified token no longer holds now (out of its time, or revoked), or None."""
+        now = self.clock.time()
+        if not entry.not_before <= now < entry.expires:
+            return self._time_denial(entry, now)
+        if entry.gen != self._gen:
+            entry.revoked = self._revocation(entry)
+            entry.gen = self._gen
+        return entry.revoked
+
+    def _authorize_unsigned(
+        self,
+        required: tuple[tuple[str, str], ...],
+        caps_raw: bytes,
+        context: Context,
+        intent_type: str,
+    ) -> Denial | None:
+        who = context.principal or "anonymous"
+        if not self.allow_unsigned:
+            everything = tuple(f"{op}:{res}" for op, res in required)
+            note = (
+                " (plain capabilities are not accepted here: send a signed token)"
+                if context.capabilities or caps_raw
+                else " (no token)"
+            )
+            return Denial(INSUFFICIENT, _lacks(who, everything, intent_type) + note, everything)
+        if not caps_raw and context.capabilities:  # capabilities came inside pf-context
+            caps_raw = orjson.dumps([str(c) for c in context.capabilities])
+        key = (caps_raw, required)
+        missing = self._unsigned.get(key)
+        if missing is None:
+            missing = self._missing(context.capabilities, required)
+            if len(self._unsigned) > _CACHE_LIMIT:
+                self._unsigned.clear()
+            self._unsigned[key] = missing
+        if missing:
+            return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing)
+        return None
+
+    def _missing(
+        self, held: tuple[Capability, ...], required: tuple[tuple[str, str], ...]
+    ) -> tuple[str, ...]:
+        allows = self.hierarchy.allows
+        return tuple(f"{op}:{res}" for op, res in required if not allows(held, op, res))
+
+    def _verify(self, token_raw: bytes) -> _Entry:
+        try:
+            entry = _Entry(verify_token(bytes(token_raw), self.keys, self.hierarchy), None)
+        except TokenError as exc:
+            entry = _Entry(None, Denial(exc.reason, exc.message, (), exc.claims))
+        if len(self._entries) > _CACHE_LIMIT:
+            self._entries.clear()
+        self._entries[bytes(token_raw)] = entry
+        return entry
+
+    def _time_denial(self, entry: _Entry, now: float) -> Denial:
+        assert entry.token is not None
+        claims = entry.token.claims
+        if now < entry.not_before:
+            when = _iso(entry.not_before)
+            return Denial(
+                NOT_YET_VALID,
+                f"token {claims.token_id} of {claims.holder} is not valid before {when}",
+                (),
+                claims,
+            )
+        return Denial(
+            EXPIRED,
+            f"token {claims.token_id} of {claims.holder} expired at {_iso(entry.expires)}",
+            (),
+            claims,
+        )
+
+    def _revocation(self, entry: _Entry) -> Denial | None:
+        if not (self.revoked_tokens or self.revoked_holders) or entry.token is None:
+            return None
+        for link in entry.token.chain:
+            rev = self.revoked_tokens.get(link.token_id)
+            if rev is None:
+                rev = self.revoked_holders.get(link.holder)
+                if rev is not None and link.issued_at > rev.at:
+                    rev = None  # issued after the holder was revoked
+            if rev is not None:
+                what = f"token {link.token_id}" if rev.kind == "token" else f"holder {link.holder}"
+                by = f" by {rev.by}" if rev.by else ""
+                why = f": {rev.reason}" if rev.reason else ""
+                return Denial(
+                    REVOKED,
+                    f"{what} was revoked{by} at {_iso(rev.at)}{why}",
+                    (),
+                    entry.token.claims,
+                )
+        return None
+
+    # -- revocations -----------------------------------------------------------------------
+
+    def apply(self, records: list[Record]) -> list[Revocation]:
+        """Take records of the revocations topic into account (a tombstone lifts one)."""
+        applied = []
+        for record in records:
+            found = Revocation.from_record(record)
+            if found is None:
+                continue
+            if isinstance(found, str):  # a tombstone: "kind:subject"
+                kind, _, subject = found.partition(":")
+                table = self.revoked_tokens if kind == "token" else self.revoked_holders
+                if table.pop(subject, None) is not None:
+                    self._gen += 1
+                continue
+            table = self.revoked_tokens if found.kind == "token" else self.revoked_holders
+            table[found.subject] = found
+            self._gen += 1
+            applied.append(found)
+        return applied
+
+    def last_verified(self, context: Context) -> VerifiedToken | None:
+        """The token :meth:`authorize` just accepted for ``context`` (None without one)."""
+        entry = self._last_entry
+        return entry.token if context.token is not None and entry is not None else None
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def set_keys(self, keys: Mapping[str, Ed25519PublicKey]) -> None:
+        """Trust exactly ``keys`` from now on (verification results are recomputed)."""
+        self.keys = dict(keys)
+        self._entries.clear()
+        self._last_raw = self._last_entry = None
+
+    def refresh_keys(self, force: bool = False) -> bool:
+        """Rescan the keys directory when due; True when the trusted keys changed."""
+        if not self.security.keys_from_dir:
+            return False
+        now = time.monotonic()
+        if not force and now - self._keys_checked < self.security.key_refresh:
+            return False
+        self._keys_checked = now
+        keys = self.security.resolve_keys()
+        if _raw(keys) == _raw(self.keys):
+            return False
+        added, removed = sorted(set(keys) - set(self.keys)), sorted(set(self.keys) - set(keys))
+        log.info("trusted keys changed: added %s, removed %s", added or "-", removed or "-")
+        self.set_keys(keys)
+        return True
+
+def _raw(keys: Mapping[str, Ed25519PublicKey]) -> dict[str, bytes]:
+    return {
+        k: v.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        for k, v in keys.items()
+    }
+
+
+def _lacks(who: str, missing: tuple[str, ...], intent_type: str) -> str:
+    return f"{who} lacks {', '.join(missing)} for {intent_type}"
+
+
