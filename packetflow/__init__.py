@@ -37,10 +37,27 @@ from packetflow.core.tokens import (
 from packetflow.engine.client import Client, Received
 from packetflow.engine.security import KeyStore, Security
 from packetflow.engine.testing import TestDriver
-from packetflow.engine.topology import Topology, TopologyError
+from packetflow.engine.topology import Topology, TopologyError, default_broker_url
 from packetflow.engine.worker import Worker
 
 __version__ = "0.1.0"
+
+
+async def send(
+    topology: Topology,
+    intent: Intent,
+    *,
+    context: Context | None = None,
+    broker: str | None = None,
+    topic: str | None = None,
+    key: str | None = None,
+) -> Delivery:
+    """Publish one intent to its topic on ``broker`` (default: the topology's, else
+    ``$PACKETFLOW_BROKER``) and wait for the acknowledgement. A connection per call: for
+    many intents, ``async with Client(url, topology) as client`` and ``client.send``."""
+    async with Client(broker or topology.broker or default_broker_url(), topology) as client:
+        return await client.send(intent, context=context, topic=topic, key=key)
+
 
 __all__ = [
     "Call",
@@ -79,6 +96,7 @@ __all__ = [
     "pipeline",
     "reply",
     "retry",
+    "send",
     "sequential",
     "verify_token",
     "when",

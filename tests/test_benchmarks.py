@@ -345,8 +345,8 @@ def test_end_of_input_markers_one_per_partition() -> None:
 
 
 def test_window_start_agrees_with_packetflow_at_the_boundaries() -> None:
-    from packetflow.streams.windowed import event_time_function
-    from packetflow.streams.windows import Tumbling
+    from packetflow.streams.window_agent import event_time_function
+    from packetflow.streams.window_kinds import Tumbling
 
     size = Tumbling(10).size_ms
     time_of = event_time_function("event_time")

@@ -108,7 +108,6 @@ async def test_the_worker_closes_windows_on_the_wall_clock(
     namespace = new_namespace()
     topology = copy.copy(sensors.topology)
     topology.namespace = namespace
-    topology._client = None
     worker = spawn("sensors", namespace, module="topologies.sensors")
     await worker.wait_log(r"assigned .*readings\[", timeout=60)
     token = issue_token(*sensors.GATEWAY, key=WORKER_KEY, ttl="1h")

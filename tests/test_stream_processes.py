@@ -36,7 +36,6 @@ CAPS = Context.new("tests")  # the topology takes unsigned capabilities; Add req
 def _topology(namespace: str) -> Topology:
     topology = copy.copy(streamproc.topology)
     topology.namespace = namespace
-    topology._client = None
     return topology
 
 

@@ -52,7 +52,6 @@ def topology_in(namespace: str, topology: Topology) -> Topology:
     ``$PACKETFLOW_NAMESPACE`` runs the same), without touching the shared object."""
     out = copy.copy(topology)
     out.namespace = namespace
-    out._client = None
     return out
 
 

@@ -2,31 +2,36 @@
 
 The engine runs reactors itself. Substrates (``packetflow.streams``, later actors and
 temporal) add agents through this contract, and so share the worker's consumer group,
-decoding, capability check, keyed state with changelogs, dead letters, transactions and
-commits. An :class:`AgentSpec` is declaration (topology data, no I/O); each worker makes
+decoding, capability check, keyed state with changelogs, timers, dead letters, transactions
+and commits. An :class:`AgentSpec` is declaration (topology data, no I/O); each worker makes
 its own :class:`AgentRuntime` from it with the :class:`AgentServices` of that worker.
+
+The services are typed by protocols this module defines, so an agent sees what it may use
+and nothing of the machinery behind it (``engine.runtime`` implements them).
+
+Ordering guarantees, as aiokafka documents its rebalance listener's: :meth:`AgentRuntime.
+revoked` is awaited after the batch in flight has finished and its offsets are committed,
+and before another worker may take the partitions; :meth:`AgentRuntime.assigned` is awaited
+after the partitions' stores are restored and before any of their records is handled.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 
+import orjson
+
+from packetflow.core.context import Context
+from packetflow.core.effects import Effect
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import StateSpec
 from packetflow.engine.clock import Clock
-from packetflow.engine.interpreter import Interpreter
-from packetflow.engine.metrics import WorkerMetrics
-from packetflow.engine.security.seal import Sealer
-from packetflow.engine.state import StateStore
+from packetflow.engine.names import TopicNames
 from packetflow.engine.transport import Producer, Record
-
-if TYPE_CHECKING:
-    from packetflow.core.context import Context
-    from packetflow.engine.topology import Topology
 
 
 @dataclass(frozen=True)
@@ -40,16 +45,38 @@ class TopicDecl:
     internal: bool = False
 
 
+@dataclass(frozen=True)
+class StoreDecl:
+    """A keyed, changelog-backed store an agent keeps (``name`` "" is its main store, whose
+    changelog is ``<topology>.<agent>.changelog``; others ``<topology>.<agent>.<name>...``)."""
+
+    name: str
+    spec: StateSpec[Any]
+
+
+# An agent's timers (``AgentSpec.timers``): [due ms, 1 for a clock timer] per name and key.
+TIMERS = StoreDecl(
+    "timers",
+    StateSpec(initial=list, encode=orjson.dumps, decode=orjson.loads, type_name="timers"),
+)
+
+# What an agent's failure on one record should lead to (see AgentRuntime.on_error).
+Decision = Literal["dead-letter", "retry", "stop"]
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentSpec(abc.ABC):
     """A declared agent: its name, source topic and intent types, and how to run it."""
 
     kind: ClassVar[str] = "agent"
+    # True: the agent keeps timers (``AgentServices.timers``), in a changelogged store
+    timers: ClassVar[bool] = False
     name: str
     topic: str  # logical source topic
     intent_types: tuple[type[Intent], ...]
     description: str = ""
-    # keyed state in a store backed by the changelog <topology>.<name>.changelog
-    state: StateSpec[Any] | None = None
+    # keyed stores backed by changelogs; the first, named "", is ``AgentServices.store``
+    stores: tuple[StoreDecl, ...] = ()
     # True: partition p of ``topic`` must land on the worker that owns p of the other topics
     copartitioned: bool = False
     # intent types this agent sends (for descriptions and graphs)
@@ -57,11 +84,20 @@ class AgentSpec(abc.ABC):
     # takes intent types that require nothing and are not internal, from anyone
     public: bool = False
 
+    @property
+    def state(self) -> StateSpec[Any] | None:
+        """The main store's spec (None: the agent keeps no state)."""
+        return next((s.spec for s in self.stores if s.name == ""), None)
+
+    def declared_stores(self) -> tuple[StoreDecl, ...]:
+        """Every store the agent keeps, its timers' included."""
+        return (*self.stores, TIMERS) if self.timers else self.stores
+
     def topics(self) -> list[TopicDecl]:
         """Other topics this agent writes to (they are created with the topology's)."""
         return []
 
-    def followed(self, topology: Topology) -> list[str]:
+    def followed(self, names: TopicNames) -> list[str]:
         """Topics (logical) every worker reads whole, outside the group, into this agent."""
         return []
 
@@ -74,26 +110,42 @@ class AgentSpec(abc.ABC):
         """This agent running inside one worker."""
 
 
-class AgentRuntime:
+class AgentRuntime(abc.ABC):
     """One worker's running agent. ``handle`` is called for every authorised intent."""
 
     # True: the worker calls :meth:`tick` as time passes, even when no record arrives
     ticks: ClassVar[bool] = False
 
+    async def start(self) -> None:  # noqa: B027 - a hook: most agents need no start
+        """The worker has started (before any partition is assigned)."""
+
+    async def stop(self) -> None:  # noqa: B027 - a hook
+        """The worker is stopping (its last batch is committed)."""
+
     @abc.abstractmethod
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
-        """Take one intent. An exception dead-letters the record (the agent keeps its state)."""
+        """Take one intent. An exception is decided on by :meth:`on_error`."""
 
-    async def tick(self) -> None:
+    def on_error(self, record: Record, intent: Intent, error: Exception) -> Decision:
+        """What a failure of :meth:`handle` leads to: ``"dead-letter"`` (the default: the
+        record is set aside, the agent goes on), ``"retry"`` (handle it again, a few times
+        with backoff, then set it aside) or ``"stop"`` (the worker stops; its partitions go
+        to another, which restores their state and tries again)."""
+        return "dead-letter"
+
+    async def tick(self) -> None:  # noqa: B027 - a hook
         """Time has passed (wall clock, or virtual time in tests)."""
 
-    def assigned(self, partitions: set[int]) -> None:
-        """These source partitions are now this worker's, their state restored."""
+    async def assigned(self, partitions: set[int]) -> None:  # noqa: B027 - a hook
+        """These source partitions are now this worker's, their stores restored."""
 
-    def revoked(self, partitions: set[int]) -> None:
-        """These source partitions left this worker (their state is already dropped)."""
+    async def revoked(self, partitions: set[int]) -> None:  # noqa: B027 - a hook
+        """These source partitions left this worker (their stores are already dropped)."""
 
-    def follow(self, record: Record) -> None:
+    async def on_timer(self, timer: Timer) -> None:  # noqa: B027 - a hook
+        """A clock timer this agent set (``services.timers``) is due."""
+
+    def follow(self, record: Record) -> None:  # noqa: B027 - a hook
         """A record of one of the spec's ``followed()`` topics (every worker sees all)."""
 
     def state(self, key: bytes | None) -> Any:
@@ -101,21 +153,127 @@ class AgentRuntime:
         return None
 
 
+class Origin(NamedTuple):
+    """The run that produced some effects: its name, context and record key."""
+
+    reactor: str
+    context: Context
+    key: bytes | None
+
+
+class Timer(NamedTuple):
+    """A timer that came due: on which partition, for which key, its name and due time."""
+
+    partition: int
+    key: bytes
+    name: str
+    due: int  # ms since the epoch
+
+
+# -- the services' protocols -------------------------------------------------------------
+
+
+class KeyedStore(Protocol):
+    """State per partition and record key, written to a compacted changelog per batch."""
+
+    def get(self, partition: int, key: bytes | None) -> Any: ...
+    def peek(self, partition: int, key: bytes | None) -> Any | None: ...
+    def put(self, partition: int, key: bytes | None, value: Any) -> None: ...
+    def delete(self, partition: int, key: bytes | None) -> None: ...
+    def items(self, partition: int) -> Iterator[tuple[bytes, Any]]: ...
+    def find(self, key: bytes | None) -> Any | None: ...
+
+
+class Timers(Protocol):
+    """Timers per partition and key that survive restarts and rebalances (a changelog).
+
+    ``clock=True`` timers are fired by the worker as its clock passes their due time
+    (:meth:`AgentRuntime.on_timer`, inside the batch's transaction); others (event time: a
+    window's close) are taken by the agent itself with :meth:`pop_due` as its time moves.
+    """
+
+    def set(
+        self, partition: int, key: bytes, name: str, due: int, *, clock: bool = False
+    ) -> None: ...
+    def cancel(self, partition: int, key: bytes, name: str) -> None: ...
+    def pop_due(self, partition: int, upto: int) -> list[Timer]: ...
+    def next_due(self, partition: int, *, clock: bool = True) -> int | None: ...
+    def items(self, partition: int) -> Iterable[Timer]: ...
+
+
+class CounterLike(Protocol):
+    def inc(self, amount: float = 1.0) -> None: ...
+
+
+class GaugeLike(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class HistogramLike(Protocol):
+    def observe(self, value: float, weight: int = 1) -> None: ...
+
+
+class Metrics(Protocol):
+    """The worker's metrics registry: a substrate registers its own metrics here (one
+    naming scheme, exported together). ``short`` names the metric in
+    ``worker.metrics.snapshot()``, keyed by its one label's value."""
+
+    def counter(self, name: str, help: str, short: str = "", **labels: str) -> CounterLike: ...
+    def gauge(self, name: str, help: str, short: str = "", **labels: str) -> GaugeLike: ...
+    def histogram(
+        self, name: str, help: str, short: str = "", **labels: str
+    ) -> HistogramLike: ...
+
+
+class EffectRunner(Protocol):
+    """Carries out what an agent's function returned, as for a reactor: all of it, or
+    (when something cannot be done) none of its sends."""
+
+    async def run_effects(self, effects: Iterable[Effect], origin: Origin) -> None: ...
+
+
+class Seal(Protocol):
+    """Seals an internal intent for the topic and key it is sent to (see security.seal)."""
+
+    def __call__(
+        self,
+        topic: str,
+        key: bytes | None,
+        type_name: bytes,
+        value: bytes,
+        context_raw: bytes | None,
+        token_raw: bytes | None,
+    ) -> bytes: ...
+
+
 @dataclass
 class AgentServices:
     """What a worker lends an agent runtime."""
 
-    topology: Topology
+    names: TopicNames
     producer: Producer
-    interpreter: Interpreter
+    effects: EffectRunner
     clock: Clock
-    metrics: WorkerMetrics
-    store: StateStore | None
+    metrics: Metrics
     source_topic: str  # physical
-    divert: Callable[[str, Record, list[tuple[str, str]]], Awaitable[None]]
+    stores: Mapping[str, KeyedStore]
+    timers: Timers
+    # set a record aside: (record, reason, message) on the dead-letter topic, or
+    # (physical topic, record, extra headers) elsewhere (late, drops)
+    dead_letter: Callable[[Record, str, str], Awaitable[None]]
+    set_aside: Callable[[str, Record, list[tuple[str, str]]], Awaitable[None]]
     caught_up: Callable[[int], Awaitable[bool]]
     owned: Callable[[], set[int]]
-    sealer: Sealer | None = None  # seals internal intents an agent forwards
+    partitions: Callable[[str], int]  # partition count of a (logical) topic
+    # count a failure that has no record to set aside (a window's result at its close)
+    failed: Callable[[], None]
+    seal: Seal | None = None  # None: this worker holds no worker secret
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def store(self) -> KeyedStore:
+        """The main store (``StoreDecl("")``)."""
+        return self.stores[""]
 
 
 # The agents of the worker whose batch is being processed: how code running inside a

@@ -34,6 +34,7 @@ from packetflow.core.effects import (
     Sequential,
 )
 from packetflow.core.intent import Intent
+from packetflow.engine.agent import Origin
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, encode
 from packetflow.engine.security.seal import Sealer
@@ -49,14 +50,6 @@ class EffectError(RuntimeError):
     def __init__(self, message: str, reason: str = "effect-error") -> None:
         super().__init__(message)
         self.reason = reason
-
-
-class Origin(NamedTuple):
-    """The reactor run that produced an effect: its name, context and record key."""
-
-    reactor: str
-    context: Context
-    key: bytes | None
 
 
 class Outgoing(NamedTuple):
@@ -138,7 +131,7 @@ class Interpreter:
             await send(topic, value, key, headers)
         self.emitted += len(outgoing)
 
-    async def start(self, effects: Iterable[Effect], origin: Origin) -> None:
+    async def run_effects(self, effects: Iterable[Effect], origin: Origin) -> None:
         """:meth:`prepare` then :meth:`finish`: all of a result, or nothing of its sends."""
         await self.finish(self.prepare(effects, origin), origin)
 

@@ -1,4 +1,11 @@
-"""Worker counters, readable from Python now and exported by the observability layer later."""
+"""Worker metrics: the engine's own counters and a registry every substrate adds to.
+
+:class:`WorkerMetrics` counts what the engine does (records, batches, commits, set-aside
+records, latencies); :class:`MetricsRegistry` holds what substrates register themselves
+(a window's late records and closed windows, later actors and schedules), with one naming
+scheme (``packetflow_<what>_<unit>``, Prometheus style) so the observability layer can
+export them all from one place. The hot path only increments plain numbers.
+"""
 
 from __future__ import annotations
 
@@ -52,6 +59,90 @@ class Histogram:
         }
 
 
+class _Child:
+    """One labelled series of a metric: a plain number, or a histogram."""
+
+    __slots__ = ("histogram", "value")
+
+    def __init__(self, histogram: bool) -> None:
+        self.value = 0.0
+        self.histogram = Histogram() if histogram else None
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def observe(self, value: float, weight: int = 1) -> None:
+        assert self.histogram is not None
+        self.histogram.observe(value, weight)
+
+
+@dataclass
+class Metric:
+    """A registered metric: kind, name, help, and its series by label values."""
+
+    kind: str  # "counter", "gauge" or "histogram"
+    name: str
+    help: str
+    short: str
+    series: dict[tuple[tuple[str, str], ...], _Child] = field(default_factory=dict)
+
+
+class MetricsRegistry:
+    """Metrics substrates register; get-or-create, so registering twice is harmless."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, Metric] = {}
+
+    def counter(self, name: str, help: str, short: str = "", **labels: str) -> _Child:
+        return self._child("counter", name, help, short, labels)
+
+    def gauge(self, name: str, help: str, short: str = "", **labels: str) -> _Child:
+        return self._child("gauge", name, help, short, labels)
+
+    def histogram(self, name: str, help: str, short: str = "", **labels: str) -> _Child:
+        return self._child("histogram", name, help, short, labels)
+
+    def _child(
+        self, kind: str, name: str, help: str, short: str, labels: dict[str, str]
+    ) -> _Child:
+        metric = self.metrics.get(name)
+        if metric is None:
+            metric = self.metrics[name] = Metric(kind, name, help, short)
+        elif metric.kind != kind:
+            raise ValueError(f"metric {name} is a {metric.kind}, not a {kind}")
+        key = tuple(sorted(labels.items()))
+        child = metric.series.get(key)
+        if child is None:
+            child = metric.series[key] = _Child(kind == "histogram")
+        return child
+
+    def value(self, name: str, **labels: str) -> float:
+        """The current value of one series (0 when it does not exist)."""
+        metric = self.metrics.get(name)
+        child = None if metric is None else metric.series.get(tuple(sorted(labels.items())))
+        return 0.0 if child is None else child.value
+
+    def snapshot(self) -> dict[str, Any]:
+        """Metrics with a ``short`` name, keyed by their one label's value (counts as ints)."""
+        out: dict[str, Any] = {}
+        for metric in self.metrics.values():
+            if not metric.short or metric.kind == "histogram":
+                continue
+            out[metric.short] = {
+                (labels[0][1] if labels else ""): _number(child.value)
+                for labels, child in metric.series.items()
+                if child.value
+            }
+        return out
+
+
+def _number(value: float) -> float | int:
+    return int(value) if value == int(value) else value
+
+
 @dataclass
 class WorkerMetrics:
     """What a worker has done since it started."""
@@ -67,18 +158,18 @@ class WorkerMetrics:
     denied_reasons: Counter[str] = field(default_factory=Counter)  # per reason
     revocations: int = 0  # revocation records applied
     restored: Counter[str] = field(default_factory=Counter)  # state entries per reactor
-    late: Counter[str] = field(default_factory=Counter)  # per window: records past grace
     dropped: Counter[str] = field(default_factory=Counter)  # per reactor, by backpressure
     dropped_by: Counter[str] = field(default_factory=Counter)  # per strategy
     buffered: dict[str, int] = field(default_factory=dict)  # per reactor: intents waiting now
     buffered_peak: dict[str, int] = field(default_factory=dict)  # per reactor: most at once
     pauses: Counter[str] = field(default_factory=Counter)  # per reactor: times it paused input
-    windows_closed: Counter[str] = field(default_factory=Counter)  # per window
     truncated: int = 0  # set-aside copies too large for their topic, kept truncated
     crash_loops: int = 0  # records set aside after workers died on them
     broker_retries: int = 0  # batches retried after the broker failed them
     # per reactor or agent: ms from the worker fetching a record to its handling finished
     latency: dict[str, Histogram] = field(default_factory=dict)
+    # what substrates count themselves (a window's late records, ...)
+    registry: MetricsRegistry = field(default_factory=MetricsRegistry)
 
     def observe_latency(self, name: str, ms: float, weight: int = 1) -> None:
         histogram = self.latency.get(name)
@@ -99,14 +190,13 @@ class WorkerMetrics:
             "denied_reasons": dict(self.denied_reasons),
             "revocations": self.revocations,
             "restored": dict(self.restored),
-            "late": dict(self.late),
             "dropped": dict(self.dropped),
             "dropped_by": dict(self.dropped_by),
             "buffered": dict(self.buffered),
             "buffered_peak": dict(self.buffered_peak),
             "pauses": dict(self.pauses),
-            "windows_closed": dict(self.windows_closed),
             "truncated": self.truncated,
             "crash_loops": self.crash_loops,
             "broker_retries": self.broker_retries,
+            **self.registry.snapshot(),
         }

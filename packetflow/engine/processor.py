@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,7 @@ from packetflow.core.effects import normalize
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
 from packetflow.core.tokens import BAD_REPLY_TO
-from packetflow.engine.agent import AgentRuntime, AgentServices
+from packetflow.engine.agent import AgentRuntime, AgentServices, Origin, Timer
 from packetflow.engine.buffer import BufferedReactor
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import (
@@ -58,10 +59,11 @@ from packetflow.engine.codec import (
     Rejected,
     one_line,
 )
-from packetflow.engine.interpreter import EffectError, Interpreter, Origin
+from packetflow.engine.interpreter import EffectError, Interpreter
 from packetflow.engine.metrics import WorkerMetrics
 from packetflow.engine.security import Auditor, Denial, Guard
 from packetflow.engine.state import StateError, StateStore
+from packetflow.engine.timers import NO_TIMERS, TimerStore
 from packetflow.engine.transport import (
     BROKER_MAX_MESSAGE_BYTES,
     BrokerError,
@@ -104,16 +106,20 @@ class Processor:
             topology, producer, clock, sealer=guard.sealer, limits=self.limits
         )
         physical = topology.physical
-        self.stores: dict[str, StateStore] = {}
-        for spec in topology.consumers():
-            if spec.state is not None:
-                changelog = physical(topology.changelog_topic(spec.name))
-                self.stores[spec.name] = StateStore(
-                    spec.state,
-                    changelog,
-                    physical(spec.topic),
-                    limit=self.limits.get(changelog, BROKER_MAX_MESSAGE_BYTES),
-                )
+        # every changelog-backed store, by (owner, store name); "" is an owner's main store
+        self.all_stores: dict[tuple[str, str], StateStore] = {}
+        for info in topology.stores():
+            changelog = physical(info.changelog)
+            self.all_stores[(info.owner, info.name)] = StateStore(
+                info.spec,
+                changelog,
+                physical(info.topic),
+                limit=self.limits.get(changelog, BROKER_MAX_MESSAGE_BYTES),
+            )
+        self.stores = {owner: s for (owner, name), s in self.all_stores.items() if name == ""}
+        self.timers = {
+            owner: TimerStore(s) for (owner, name), s in self.all_stores.items() if name == "timers"
+        }
         self._dead_letter_topic = physical(topology.dead_letter_topic)
         self._denied_topic = physical(topology.denied_topic)
         audit_topic = physical(topology.audit_topic)
@@ -122,21 +128,31 @@ class Processor:
         )
         self._reply_targets = topology.reply_targets()
         self.agents: dict[str, AgentRuntime] = {}
+        names, topics = topology.names, topology.topics
         for agent_spec in topology.agents.values():
             source = physical(agent_spec.topic)
+            mine = {
+                name: store
+                for (owner, name), store in self.all_stores.items()
+                if owner == agent_spec.name and name != "timers"
+            }
             self.agents[agent_spec.name] = agent_spec.runtime(
                 AgentServices(
-                    topology=topology,
+                    names=names,
                     producer=producer,
-                    interpreter=self.interpreter,
+                    effects=self.interpreter,
                     clock=clock,
-                    metrics=metrics,
-                    store=self.stores.get(agent_spec.name),
+                    metrics=metrics.registry,
                     source_topic=source,
-                    divert=self.divert,
+                    stores=mine,
+                    timers=self.timers.get(agent_spec.name) or NO_TIMERS,
+                    dead_letter=self._agent_dead_letter,
+                    set_aside=self.divert,
                     caught_up=_partition_probe(caught_up, source),
                     owned=_owned_probe(owned, source),
-                    sealer=guard.sealer,
+                    partitions=lambda topic: topics[topic],
+                    failed=_counter(metrics.errors, agent_spec.name),
+                    seal=guard.sealer.seal if guard.sealer else None,
                 )
             )
         self.tickers = [rt for rt in self.agents.values() if rt.ticks]
@@ -201,8 +217,8 @@ class Processor:
         for record in records:
             try:
                 await self._one(record, decoder, by_type)
-            except BrokerError:
-                raise  # not about this record: the worker retries the batch
+            except (BrokerError, AgentStopped):
+                raise  # not about this record: the worker retries the batch, or stops
             except Exception as exc:  # a fault in the engine's own path: still not fatal
                 log.exception("record %s: unexpected failure", _source(record))
                 await self.dead_letter(record, "internal-error", one_line(exc))
@@ -284,21 +300,61 @@ class Processor:
     async def _handle(
         self, name: str, agent: AgentRuntime, record: Record, intent: Intent, context: Context
     ) -> None:
-        try:
-            await agent.handle(record, intent, context)
-        except BrokerError:
-            raise
-        except Exception as exc:  # like a reactor's: the record's failure, not the worker's
-            self.metrics.errors[name] += 1
-            reason, message = _why(exc)
-            await self.dead_letter(record, reason, message, reactor=name)
+        attempt = 0
+        while True:
+            try:
+                await agent.handle(record, intent, context)
+            except BrokerError:
+                raise
+            except Exception as exc:  # like a reactor's: the record's failure, not the worker's
+                self.metrics.errors[name] += 1
+                decision = agent.on_error(record, intent, exc)
+                if decision == "stop":
+                    raise AgentStopped(f"agent {name} stopped the worker: {one_line(exc)}") from exc
+                if decision == "retry" and attempt < AGENT_RETRIES:
+                    attempt += 1
+                    await self.clock.sleep(0.1 * 2**attempt)
+                    continue
+                reason, message = _why(exc)
+                await self.dead_letter(record, reason, message, reactor=name)
+                return
+            self.metrics.processed[name] += 1
             return
-        self.metrics.processed[name] += 1
 
-    async def tick(self) -> None:
-        """Let time-driven agents (windows closing, ...) act."""
+    async def _agent_dead_letter(self, record: Record, reason: str, message: str) -> None:
+        await self.dead_letter(record, reason, message)
+
+    async def tick(self, owned: Callable[[str], set[int]]) -> None:
+        """Let time-driven agents act (windows closing, ...) and fire the clock timers due
+        (``owned(physical topic)``: this worker's partitions of it)."""
         for agent in self.tickers:
             await agent.tick()
+        if not self.timers:
+            return
+        now = int(self.clock.time() * 1000)
+        for name, timers in self.timers.items():
+            agent = self.agents[name]
+            for timer in timers.clock_due(owned(timers.store.source_topic), now):
+                await self._fire(name, agent, timer)
+
+    async def _fire(self, name: str, agent: AgentRuntime, timer: Timer) -> None:
+        try:
+            await agent.on_timer(timer)
+        except BrokerError:
+            raise
+        except Exception as exc:  # no record to set aside: said, counted, and the timer is gone
+            self.metrics.errors[name] += 1
+            log.error("%s: timer %s of key %r failed: %s", name, timer.name, timer.key, exc)
+
+    def next_timer(self) -> int | None:
+        """When the earliest clock timer of any agent here is due (ms), or None."""
+        dues = [
+            due
+            for timers in self.timers.values()
+            for p in timers.partitions()
+            if (due := timers.next_due(p)) is not None
+        ]
+        return min(dues) if dues else None
 
     async def _react(
         self, spec: ReactorSpec, record: Record, intent: Intent, context: Context
@@ -454,6 +510,13 @@ class _Timeout(Exception):
     reason = "reactor-timeout"
 
 
+class AgentStopped(RuntimeError):
+    """An agent decided that a record's failure must stop the worker (``on_error``)."""
+
+
+AGENT_RETRIES = 3  # times an agent's "retry" decision runs a record again before setting it aside
+
+
 def _why(exc: Exception) -> tuple[str, str]:
     """The ``pf-reason`` and ``pf-error`` of a reactor's or agent's failure: the engine's own
     refusals carry their reason; anything else the user's code raised is a reactor-error."""
@@ -469,6 +532,13 @@ _Handlers = tuple[
 
 def _ignore(topic: str) -> None:
     return None
+
+
+def _counter(counts: Counter[str], name: str) -> Callable[[], None]:
+    def count() -> None:
+        counts[name] += 1
+
+    return count
 
 
 def _encoded(headers: list[tuple[str, str]]) -> list[tuple[str, bytes]]:

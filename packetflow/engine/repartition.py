@@ -11,7 +11,8 @@ key (its seal covers both).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from packetflow.core.context import Context
 from packetflow.core.intent import FieldOf, Intent, field_getter
@@ -22,29 +23,18 @@ from packetflow.engine.transport import Record
 KeyBy = FieldOf
 
 
+@dataclass(frozen=True, kw_only=True)
 class Repartition(AgentSpec):
     """Forwards ``topic``'s intents to ``target`` keyed by ``key_by``."""
 
-    kind = "repartition"
+    kind: ClassVar[str] = "repartition"
+    key_by: KeyBy
+    target: str
+    partitions: int | None = None
 
-    def __init__(
-        self,
-        name: str,
-        topic: str,
-        intent_types: tuple[type[Intent], ...],
-        key_by: KeyBy,
-        target: str,
-        partitions: int | None,
-        public: bool = False,
-    ) -> None:
-        self.name = name
-        self.public = public
-        self.topic = topic
-        self.intent_types = intent_types
-        self.key_by = key_by
-        self.target = target
-        self.partitions = partitions
-        self.description = f"re-keys {topic} by {_describe(key_by)} into {target}"
+    def __post_init__(self) -> None:
+        described = f"re-keys {self.topic} by {_describe(self.key_by)} into {self.target}"
+        object.__setattr__(self, "description", described)
 
     def topics(self) -> list[TopicDecl]:
         return [TopicDecl(self.target, self.partitions, internal=True)]
@@ -61,9 +51,9 @@ class _Repartitioner(AgentRuntime):
         self, services: AgentServices, key_of: Callable[[Intent], Any], target: str
     ) -> None:
         self._producer = services.producer
-        self._sealer = services.sealer
+        self._seal = services.seal
         self._key_of = key_of
-        self._target = services.topology.physical(target)
+        self._target = services.names.physical(target)
 
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
         key = self._key_of(intent)
@@ -79,10 +69,10 @@ class _Repartitioner(AgentRuntime):
     def _resealed(
         self, record: Record, intent: Intent, key: bytes | None
     ) -> list[tuple[str, bytes]]:
-        if self._sealer is None:
+        if self._seal is None:
             raise RuntimeError("this worker holds no worker secret to seal what it re-keys")
         kept = [(n, v) for n, v in record.headers if n != MAC_HEADER]
-        mac = self._sealer.seal(
+        mac = self._seal(
             self._target,
             key,
             type(intent).intent_type.encode(),

@@ -13,22 +13,18 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from packetflow.core.backpressure import Backpressure
 from packetflow.core.capability import CapabilityHierarchy
-from packetflow.core.context import Context
-from packetflow.core.effects import Delivery
 from packetflow.core.intent import Intent, intent_types_of
-from packetflow.core.reactor import ReactorSpec
+from packetflow.core.reactor import ReactorSpec, StateSpec
 from packetflow.engine.agent import AgentSpec
 from packetflow.engine.codec import DEFAULT_MAX_RECORD_BYTES
+from packetflow.engine.names import TopicNames
 from packetflow.engine.repartition import KeyBy, Repartition
 from packetflow.engine.security import Security
 from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES, TopicSpec
-
-if TYPE_CHECKING:
-    from packetflow.engine.client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NAME_RE = re.compile(r"^[A-Za-z0-9._\-]+$")
@@ -45,6 +41,17 @@ def _check_name(what: str, name: str) -> None:
     """Topology, topic and reactor names become topic names: letters, digits, ``. _ -``."""
     if not _NAME_RE.match(name):
         raise TopologyError(f"{what} name {name!r} may only hold letters, digits, . _ -")
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """A changelog-backed store: whose, which, how its values are kept, where its changelog is."""
+
+    owner: str  # reactor or agent
+    name: str  # "" for the owner's main store
+    spec: StateSpec[Any]
+    topic: str  # the owner's source topic (logical): the store's partitions are its
+    changelog: str  # logical
 
 
 @dataclass
@@ -123,7 +130,6 @@ class Topology:
         self.reply_topics: tuple[str, ...] = tuple(reply_topics)
         for reply_topic in self.reply_topics:
             _check_name("topic", reply_topic)
-        self._client: Client | None = None
 
     # -- declaration ---------------------------------------------------------------------
 
@@ -236,12 +242,18 @@ class Topology:
         public: bool = False,
     ) -> str:
         """Re-key ``topic``'s intents by ``key_by`` for ``name``; returns the topic to read."""
-        target = f"{self.name}.{name}.repartition"
+        target = self.names.repartition(name)
         self.topic(topic, partitions)
-        self.add_agent(
-            Repartition(f"{name}.rekey", topic, types, key_by, target, partitions, public),
-            partitions,
+        spec = Repartition(
+            name=f"{name}.rekey",
+            topic=topic,
+            intent_types=types,
+            key_by=key_by,
+            target=target,
+            partitions=partitions,
+            public=public,
         )
+        self.add_agent(spec, partitions)
         return target
 
     def check_authorised(
@@ -327,52 +339,56 @@ class Topology:
         known = ", ".join(sorted(types)) or "none"
         raise TopologyError(f"unknown intent type {name!r} (known: {known})")
 
+    @property
+    def names(self) -> TopicNames:
+        """The names of the topics the engine manages for this topology."""
+        return TopicNames(self.name, self.namespace)
+
     def physical(self, topic: str) -> str:
         """The broker-side name of ``topic`` (namespaced)."""
         return f"{self.namespace}.{topic}" if self.namespace else topic
 
+    # the engine's topics, by name (see TopicNames)
+
     @property
     def group_id(self) -> str:
-        return self.physical(self.name)
+        return self.names.group
 
     @property
     def dead_letter_topic(self) -> str:
-        return f"{self.name}.dead-letters"
+        return self.names.dead_letters
 
     @property
     def denied_topic(self) -> str:
-        return f"{self.name}.denied"
+        return self.names.denied
 
     @property
     def audit_topic(self) -> str:
-        """Issues, delegations, revocations and denials (and allowed intents, when asked)."""
-        return f"{self.name}.audit"
+        return self.names.audit
 
     @property
     def revocations_topic(self) -> str:
-        """Compacted; keys ``token:<id>`` and ``holder:<name>``; followed by every worker."""
-        return f"{self.name}.revocations"
+        return self.names.revocations
 
     @property
     def late_topic(self) -> str:
-        """Records that arrived after their window closed (and its grace), with why."""
-        return f"{self.name}.late"
+        return self.names.late
 
     @property
     def drops_topic(self) -> str:
-        """Intents a backpressure strategy dropped or sampled out, with the strategy."""
-        return f"{self.name}.drops"
+        return self.names.drops
 
     @property
     def replies_topic(self) -> str:
-        """Where reactors' replies go by default (keyed by requester); written only by
-        ``reply`` effects, and sealed."""
-        return f"{self.name}.replies"
+        return self.names.replies
+
+    @property
+    def members_topic(self) -> str:
+        return self.names.members
 
     @property
     def set_aside_topics(self) -> tuple[str, ...]:
-        """Where records are kept when they cannot go on: dead letters, denials, late, drops."""
-        return (self.dead_letter_topic, self.denied_topic, self.late_topic, self.drops_topic)
+        return self.names.set_aside
 
     @property
     def set_aside_bytes(self) -> int:
@@ -383,14 +399,10 @@ class Topology:
     def internal_topics(self) -> set[str]:
         """Topics (logical) the engine manages: no effect writes to them, whatever an intent
         says (revocations, audit, set-aside topics, changelogs, repartition, replies)."""
-        out = {
-            self.revocations_topic,
-            self.audit_topic,
-            self.replies_topic,
-            *self.set_aside_topics,
-            *self._internal,
-        }
-        out.update(self.changelog_topic(spec.name) for spec in self.consumers() if spec.state)
+        names = self.names
+        out = {names.revocations, names.audit, names.replies, names.members, *names.set_aside}
+        out.update(self._internal)
+        out.update(store.changelog for store in self.stores())
         return out
 
     def reply_targets(self) -> set[str]:
@@ -398,7 +410,22 @@ class Topology:
         return {self.physical(t) for t in (self.replies_topic, *self.reply_topics)}
 
     def changelog_topic(self, reactor: str) -> str:
-        return f"{self.name}.{reactor}.changelog"
+        return self.names.changelog(reactor)
+
+    def stores(self) -> list[StoreInfo]:
+        """Every changelog-backed store of the topology's reactors and agents (with the
+        timers store of agents that keep timers)."""
+        names = self.names
+        out = []
+        for spec in self.reactors.values():
+            if spec.state is not None:
+                changelog = names.changelog(spec.name)
+                out.append(StoreInfo(spec.name, "", spec.state, spec.topic, changelog))
+        for agent in self.agents.values():
+            for decl in agent.declared_stores():
+                changelog = names.changelog(agent.name, decl.name or None)
+                out.append(StoreInfo(agent.name, decl.name, decl.spec, agent.topic, changelog))
+        return out
 
     def topic_for(self, intent_type: type[Intent]) -> str | None:
         return self.routes.get(intent_type)
@@ -434,15 +461,12 @@ class Topology:
             if name not in self.topics:
                 specs.append(TopicSpec(self.physical(name), self.default_partitions))
         specs.append(TopicSpec(self.physical(self.revocations_topic), 1, compacted=True))
-        for spec in self.consumers():
-            if spec.state is not None:
-                specs.append(
-                    TopicSpec(
-                        self.physical(self.changelog_topic(spec.name)),
-                        self.topics[spec.topic],
-                        compacted=True,
-                    )
+        for store in self.stores():
+            specs.append(
+                TopicSpec(
+                    self.physical(store.changelog), self.topics[store.topic], compacted=True
                 )
+            )
         return specs
 
     def topic_infos(self) -> list[TopicInfo]:
@@ -465,30 +489,6 @@ class Topology:
             if topic is not None and topic not in out:
                 out.append(topic)
         return out
-
-    # -- sending -------------------------------------------------------------------------
-
-    async def send(
-        self,
-        intent: Intent,
-        *,
-        context: Context | None = None,
-        topic: str | None = None,
-        key: str | None = None,
-    ) -> Delivery:
-        """Publish ``intent`` to its topic on this topology's broker (``$PACKETFLOW_BROKER``)."""
-        if self._client is None:
-            from packetflow.engine.client import Client  # engine-internal, avoids a cycle
-
-            self._client = Client(self.broker or default_broker_url(), self)
-            await self._client.start()
-        return await self._client.send(intent, context=context, topic=topic, key=key)
-
-    async def close(self) -> None:
-        """Close the connection :meth:`send` opened, if any."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.stop()
 
 
 def default_broker_url() -> str:

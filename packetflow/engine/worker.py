@@ -207,7 +207,7 @@ class Worker(RebalanceListener):
     async def _start_tables(self, processor: Processor) -> None:
         """Read what agents follow (global tables) to its end, then keep following it."""
         for name, spec in self.topology.agents.items():
-            for topic in spec.followed(self.topology):
+            for topic in spec.followed(self.topology.names):
                 physical = self.topology.physical(topic)
                 follower = self.transport.follow(
                     physical, await self.transport.partitions_for(physical)
@@ -445,7 +445,7 @@ class Worker(RebalanceListener):
                     self._consumed[tp] = records[-1].offset + 1
                     breaker.processed(tp, len(records))
                 if tick:
-                    await processor.tick()
+                    await processor.tick(self._owned_of)
                 await self._commit(consumer, processor)
             except BrokerError:
                 raise  # run() rewinds and retries
@@ -540,9 +540,13 @@ class Worker(RebalanceListener):
             consumer.resume(drained)
         return {tp: records for tp, records in batch.items() if records}
 
+    def _owned_of(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self._assigned if tp.topic == topic}
+
     def _tick_due(self, had_batch: bool) -> bool:
         """Whether time-driven agents should act now: after a batch, or every tick_interval."""
-        if not self._processor or not self._processor.tickers:
+        processor = self._processor
+        if processor is None or not (processor.tickers or processor.timers):
             return False
         now = self.clock.time()
         if had_batch or self._last_tick is None or now - self._last_tick >= self.tick_interval:
@@ -717,7 +721,7 @@ class Worker(RebalanceListener):
         for buffered in processor.buffered.values():
             await buffered.revoke(partitions)
             buffered.release(partitions)  # held back that commit; now forgotten
-        for store in processor.stores.values():
+        for store in processor.all_stores.values():
             for tp in partitions:
                 if tp.topic == store.source_topic:
                     store.close_partition(tp.partition)
@@ -726,11 +730,14 @@ class Worker(RebalanceListener):
                 self.topology.physical(self.topology.agents[name].topic), partitions
             )
             if mine:
-                agent.revoked(mine)
+                timers = processor.timers.get(name)
+                if timers is not None:
+                    timers.revoked(mine)
+                await agent.revoked(mine)
 
     async def _restore(self, processor: Processor, partitions: set[TopicPartition]) -> None:
         """Rebuild the state of ``partitions`` from the changelogs, then tell the agents."""
-        for name, store in processor.stores.items():
+        for (owner, _), store in processor.all_stores.items():
             mine = _partitions_of(store.source_topic, partitions)
             if not mine:
                 continue
@@ -740,13 +747,16 @@ class Worker(RebalanceListener):
                 [TopicPartition(store.changelog_topic, p) for p in sorted(mine)],
                 store.restore,
             )
-            self.metrics.restored[name] += restored
+            self.metrics.restored[owner] += restored
         for name, agent in processor.agents.items():
             mine = _partitions_of(
                 self.topology.physical(self.topology.agents[name].topic), partitions
             )
             if mine:
-                agent.assigned(mine)
+                timers = processor.timers.get(name)
+                if timers is not None:
+                    timers.assigned(mine)
+                await agent.assigned(mine)
 
     # -- inspection ----------------------------------------------------------------------
 
@@ -793,7 +803,7 @@ class Worker(RebalanceListener):
                 "processed": m.processed[name],
                 "errors": m.errors[name],
                 "dropped": m.dropped[name],
-                "late": m.late[name],
+                "late": int(m.registry.value("packetflow_window_late_total", window=name)),
                 "buffer_depth": m.buffered.get(name, 0),
                 "buffer_peak": m.buffered_peak.get(name, 0),
                 "lag": sum(n for tp, n in lag.items() if tp.topic == topic),

@@ -14,16 +14,21 @@ reactor reads it with ``limits.get(account)``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 from packetflow.core.context import Context
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import StateSpec
-from packetflow.engine.agent import AgentRuntime, AgentServices, AgentSpec, current_agents
+from packetflow.engine.agent import (
+    AgentRuntime,
+    AgentServices,
+    AgentSpec,
+    StoreDecl,
+    current_agents,
+)
+from packetflow.engine.names import TopicNames
 from packetflow.engine.transport import Record, partition_for_key
-
-if TYPE_CHECKING:
-    from packetflow.engine.topology import Topology
 
 R = TypeVar("R", bound=Intent)
 SCOPES = ("partitioned", "global")
@@ -33,31 +38,36 @@ class TableError(LookupError):
     """A table read that cannot be answered here (outside a worker, or a key not co-located)."""
 
 
-class TableSpec(AgentSpec):
-    kind = "table"
+def row_state(row: type[Intent]) -> StateSpec[Any]:
+    """A table's store: the newest row (the intent itself) per key."""
+    return StateSpec(
+        initial=lambda: None,
+        encode=lambda value: value.model_dump_json().encode(),
+        decode=row.model_validate_json,
+        type_name=row.__name__,
+    )
 
-    def __init__(
-        self, name: str, topic: str, row: type[Intent], scope: str, public: bool = False
-    ) -> None:
-        if scope not in SCOPES:
-            raise ValueError(f"scope={scope!r}: use 'partitioned' or 'global'")
-        self.name = name
-        self.public = public
-        self.topic = topic
-        self.row = row
-        self.intent_types = (row,)
-        self.scope = scope
-        self.copartitioned = scope == "partitioned"
-        self.description = f"{scope} table of {row.intent_type} by record key"
-        self.state = StateSpec(
-            initial=lambda: None,
-            encode=lambda value: value.model_dump_json().encode(),
-            decode=row.model_validate_json,
-            type_name=row.__name__,
+
+@dataclass(frozen=True, kw_only=True)
+class TableSpec(AgentSpec):
+    kind: ClassVar[str] = "table"
+    row: type[Intent]
+    scope: str = "partitioned"
+    intent_types: tuple[type[Intent], ...] = ()
+    stores: tuple[StoreDecl, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope={self.scope!r}: use 'partitioned' or 'global'")
+        object.__setattr__(self, "intent_types", (self.row,))
+        object.__setattr__(self, "stores", (StoreDecl("", row_state(self.row)),))
+        object.__setattr__(self, "copartitioned", self.scope == "partitioned")
+        object.__setattr__(
+            self, "description", f"{self.scope} table of {self.row.intent_type} by record key"
         )
 
-    def followed(self, topology: Topology) -> list[str]:
-        return [topology.changelog_topic(self.name)] if self.scope == "global" else []
+    def followed(self, names: TopicNames) -> list[str]:
+        return [names.changelog(self.name)] if self.scope == "global" else []
 
     def describe(self) -> dict[str, Any]:
         return {"row": self.row.intent_type, "scope": self.scope}
@@ -68,11 +78,10 @@ class TableSpec(AgentSpec):
 
 class TableRuntime(AgentRuntime):
     def __init__(self, spec: TableSpec, services: AgentServices) -> None:
-        assert services.store is not None
         self.spec = spec
         self.services = services
         self.store = services.store
-        self.partitions = services.topology.topics[spec.topic]
+        self.partitions = services.partitions(spec.topic)
         self.rows: dict[bytes, Intent] = {}  # global tables: every row, from the changelog
 
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:

@@ -15,12 +15,11 @@ of a partition, carries on with the same windows.
 
 from __future__ import annotations
 
-import heapq
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -28,7 +27,14 @@ from packetflow.core.context import Context
 from packetflow.core.effects import Effects, normalize
 from packetflow.core.intent import Intent, field_getter
 from packetflow.core.reactor import StateSpec
-from packetflow.engine.agent import AgentRuntime, AgentServices, AgentSpec, TopicDecl
+from packetflow.engine.agent import (
+    AgentRuntime,
+    AgentServices,
+    AgentSpec,
+    Origin,
+    StoreDecl,
+    TopicDecl,
+)
 from packetflow.engine.codec import (
     CAPABILITIES_HEADER,
     CONTENT_TYPE_HEADER,
@@ -41,10 +47,9 @@ from packetflow.engine.codec import (
     decode_context,
     one_line,
 )
-from packetflow.engine.interpreter import Origin
 from packetflow.engine.transport import Headers, Record
 from packetflow.streams.aggregate import Aggregate
-from packetflow.streams.windows import CTX, END, START, Slot, State, Window
+from packetflow.streams.window_kinds import CTX, END, START, Slot, State, Window
 
 log = logging.getLogger("packetflow.streams")
 
@@ -93,57 +98,45 @@ def event_time_function(time: TimeOf) -> Callable[[Intent, Record], int]:
     return of
 
 
+def _bytes_as_text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    raise TypeError(f"window state holds {type(value).__name__}, which is not JSON")
+
+
+WINDOW_STATE: StateSpec[Any] = StateSpec(
+    initial=dict,
+    encode=lambda value: orjson.dumps(value, default=_bytes_as_text),
+    decode=orjson.loads,
+    type_name="windows",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
 class WindowSpec(AgentSpec):
     """A declared windowed aggregation (see :func:`packetflow.streams.window`)."""
 
-    kind = "window"
+    kind: ClassVar[str] = "window"
+    timers: ClassVar[bool] = True  # closing times, in the engine's timer service
+    fn: Callable[[WindowResult, Context], Effects]
+    window: Window
+    aggregate: Aggregate
+    time: TimeOf
+    grace_ms: int
+    idle_ms: int
+    emit: str
+    late_topic: str
+    stores: tuple[StoreDecl, ...] = field(default=(StoreDecl("", WINDOW_STATE),))
 
-    def __init__(
-        self,
-        name: str,
-        topic: str,
-        intent_types: tuple[type[Intent], ...],
-        fn: Callable[[WindowResult, Context], Effects],
-        window: Window,
-        aggregate: Aggregate,
-        *,
-        time: TimeOf,
-        grace: float,
-        idle: float,
-        emit: str,
-        late_topic: str,
-        emits: tuple[type[Intent], ...],
-        description: str,
-        public: bool = False,
-    ) -> None:
-        if emit not in EMIT_MODES:
-            raise ValueError(f"emit={emit!r}: use 'final' or 'updates'")
-        if window.needs_merge and aggregate.merge is None:
+    def __post_init__(self) -> None:
+        if self.emit not in EMIT_MODES:
+            raise ValueError(f"emit={self.emit!r}: use 'final' or 'updates'")
+        if self.window.needs_merge and self.aggregate.merge is None:
             raise ValueError(
-                f"{window.kind} windows merge partial aggregates: give the aggregate a merge"
+                f"{self.window.kind} windows merge partial aggregates: give the aggregate a merge"
             )
-        if grace < 0 or idle < 0:
+        if self.grace_ms < 0 or self.idle_ms < 0:
             raise ValueError("grace and idle must be >= 0 seconds")
-        self.name = name
-        self.topic = topic
-        self.intent_types = intent_types
-        self.fn = fn
-        self.window = window
-        self.aggregate = aggregate
-        self.time = time
-        self.grace_ms = int(grace * 1000)
-        self.idle_ms = int(idle * 1000)
-        self.emit = emit
-        self.late_topic = late_topic
-        self.emits = emits
-        self.description = description
-        self.public = public
-        self.state = StateSpec(
-            initial=dict,
-            encode=lambda value: orjson.dumps(value, default=_bytes_as_text),
-            decode=orjson.loads,
-            type_name="windows",
-        )
 
     def topics(self) -> list[TopicDecl]:
         return [TopicDecl(self.late_topic)]
@@ -164,34 +157,36 @@ class WindowSpec(AgentSpec):
         return WindowRuntime(self, services)
 
 
-def _bytes_as_text(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode()
-    raise TypeError(f"window state holds {type(value).__name__}, which is not JSON")
-
-
 class WindowRuntime(AgentRuntime):
-    """One worker's windows: the store, a watermark and a close-time heap per partition."""
+    """One worker's windows: the store, a watermark per partition, and each window's closing
+    time as an event-time timer (``services.timers``), taken as the watermark passes it."""
 
     ticks = True
 
     def __init__(self, spec: WindowSpec, services: AgentServices) -> None:
-        assert services.store is not None
         self.spec = spec
         self.services = services
         self.store = services.store
+        self.timers = services.timers
         self.window = spec.window
         self.agg = spec.aggregate
         self.grace = spec.grace_ms
         self.time_of = event_time_function(spec.time)
         self.value_of = spec.aggregate.value_of()
         self.updates = spec.emit == "updates"
-        self.late_topic = services.topology.physical(spec.late_topic)
+        self.late_topic = services.names.physical(spec.late_topic)
         self.idle = spec.idle_ms
         self.watermarks: dict[int, int] = {}
         self.quiet_since: dict[int, int] = {}  # clock ms since which a partition is caught up
         self._unsaved: set[int] = set()  # partitions whose watermark the store does not hold
-        self.heaps: dict[int, list[tuple[int, bytes, int]]] = {}  # (close_at, key, start)
+        metrics, window = services.metrics, {"window": spec.name}
+        self._late_count = metrics.counter(
+            "packetflow_window_late_total", "records past their windows' grace", "late", **window
+        )
+        self._closed_count = metrics.counter(
+            "packetflow_window_closed_total", "windows closed", "windows_closed", **window
+        )
+
 
     # -- records -------------------------------------------------------------------------
 
@@ -202,8 +197,8 @@ class WindowRuntime(AgentRuntime):
         watermark = self.watermarks.get(p, _NO_WATERMARK)
         # windows already due close before this record is added, as if a tick came between:
         # otherwise where a batch boundary falls would change what they hold
-        heap = self.heaps.get(p)
-        if heap and heap[0][0] <= watermark and await self._close_due(p, watermark):
+        due = self.timers.next_due(p, clock=False)
+        if due is not None and due <= watermark and await self._close_due(p, watermark):
             self._unsaved.add(p)
         key = _store_key(record.key)
         store = self.store
@@ -218,10 +213,9 @@ class WindowRuntime(AgentRuntime):
             await self._late(record, t, watermark)
             return
         store.put(p, key, state)
-        if self.window.timed and added.opened:
-            heap = self.heaps.setdefault(p, [])
+        if self.window.timed:
             for slot in added.opened:
-                heapq.heappush(heap, (self.window.close_at(slot, self.grace), key, slot[START]))
+                self._schedule(p, key, slot)
         if t > watermark:
             self.watermarks[p] = t
             self._unsaved.add(p)  # stored once per batch, by the tick that follows it
@@ -232,13 +226,17 @@ class WindowRuntime(AgentRuntime):
             if not self.updates:
                 await self._emit(record.key, state, slot, final=True)
             self.window.remove(state, slot, watermark, self.grace)
-            self.services.metrics.windows_closed[self.spec.name] += 1
+            self._closed_count.inc()
         if added.full and self.window.empty(state):
             store.delete(p, key)
 
+    def _schedule(self, p: int, key: bytes, slot: Slot) -> None:
+        """The slot's window closes when the watermark reaches its end plus grace."""
+        self.timers.set(p, key, str(slot[START]), self.window.close_at(slot, self.grace))
+
     async def _late(self, record: Record, t: int, watermark: int) -> None:
-        self.services.metrics.late[self.spec.name] += 1
-        await self.services.divert(
+        self._late_count.inc()
+        await self.services.set_aside(
             self.late_topic,
             record,
             [
@@ -279,19 +277,18 @@ class WindowRuntime(AgentRuntime):
 
     async def _close_due(self, p: int, watermark: int) -> int:
         """Close the windows of partition ``p`` due at ``watermark``; returns how many."""
-        heap = self.heaps.get(p)
         store, window = self.store, self.window
         closed = 0
-        while heap and heap[0][0] <= watermark:
-            close_at, key, start = heapq.heappop(heap)
+        for timer in self.timers.pop_due(p, watermark):
+            key = timer.key
             state = store.peek(p, key)
-            slot = None if state is None else window.find(state, start)
-            if state is None or slot is None or window.close_at(slot, self.grace) != close_at:
-                continue  # closed already, merged into another session, or moved later
+            slot = None if state is None else window.find(state, int(timer.name))
+            if state is None or slot is None or window.close_at(slot, self.grace) != timer.due:
+                continue  # closed already, or merged into another session
             if not self.updates:  # before remove, which prunes what a sliding result reads
                 await self._emit(_record_key(key), state, slot, final=True)
             window.remove(state, slot, watermark, self.grace)
-            self.services.metrics.windows_closed[self.spec.name] += 1
+            self._closed_count.inc()
             closed += 1
             if not window.empty(state):
                 store.put(p, key, state)
@@ -319,16 +316,17 @@ class WindowRuntime(AgentRuntime):
         context = decode_context(raw_ctx, raw_caps, raw_token)
         try:
             effects = normalize(self.spec.fn(result, context))
-            await self.services.interpreter.start(effects, Origin(self.spec.name, context, key))
+            await self.services.effects.run_effects(effects, Origin(self.spec.name, context, key))
         except Exception as exc:
             if not final:
                 raise  # an update: the record that caused it is dead-lettered
             # a window closing by time has no record to dead-letter: keep its result instead
-            self.services.metrics.errors[self.spec.name] += 1
+            self.services.failed()
             message = one_line(exc)
             log.warning("window %s: emitting %s failed: %s", self.spec.name, result, message)
+            names = self.services.names
             await self.services.producer.send(
-                self.services.topology.physical(self.services.topology.dead_letter_topic),
+                names.physical(names.dead_letters),
                 _result_json(result),
                 key,
                 [
@@ -341,23 +339,21 @@ class WindowRuntime(AgentRuntime):
 
     # -- partitions ----------------------------------------------------------------------
 
-    def assigned(self, partitions: set[int]) -> None:
+    async def assigned(self, partitions: set[int]) -> None:
         window = self.window
         for p in partitions:
-            heap: list[tuple[int, bytes, int]] = []
             self.watermarks.pop(p, None)
+            live = {(t.key, t.name) for t in self.timers.items(p)}
             for key, value in self.store.items(p):
                 if key == _WATERMARK:
                     self.watermarks[p] = int(value)
                 elif window.timed:
-                    for slot in value["s"]:
-                        heap.append((window.close_at(slot, self.grace), key, slot[START]))
-            heapq.heapify(heap)
-            self.heaps[p] = heap
+                    for slot in value["s"]:  # state from before timers were kept too
+                        if (key, str(slot[START])) not in live:
+                            self._schedule(p, key, slot)
 
-    def revoked(self, partitions: set[int]) -> None:
+    async def revoked(self, partitions: set[int]) -> None:
         for p in partitions:
-            self.heaps.pop(p, None)
             self.watermarks.pop(p, None)
             self.quiet_since.pop(p, None)
             self._unsaved.discard(p)
