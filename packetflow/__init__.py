@@ -35,10 +35,10 @@ from packetflow.core.tokens import (
     verify_token,
 )
 from packetflow.engine.client import Client, Received
+from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.security import KeyStore, Security
 from packetflow.engine.testing import TestDriver
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
-from packetflow.engine.worker import Worker
 
 __version__ = "0.1.0"
 

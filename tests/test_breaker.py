@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from packetflow.engine.breaker import Breaker, mark, read_mark
+from packetflow.engine.runtime.breaker import Breaker, mark, read_mark
 from packetflow.engine.transport import Committed, TopicPartition
 
 P0, P1 = TopicPartition("jobs", 0), TopicPartition("jobs", 1)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from packetflow.engine.outage import Outage
+from packetflow.engine.runtime.outage import Outage
 
 
 class Clock:

@@ -25,9 +25,9 @@ from packetflow.core.context import Context
 from packetflow.core.intent import Intent
 from packetflow.core.tokens import TokenError, decode_token
 from packetflow.engine.client import Client
+from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
 from packetflow.engine.transport import BrokerError, BrokerURL, BrokerURLError
-from packetflow.engine.worker import Worker
 
 app = typer.Typer(
     name="packetflow",

@@ -18,9 +18,9 @@ from packetflow.core.context import Context
 from packetflow.core.intent import Intent
 from packetflow.core.tokens import Issuer, KeyPair, decode_token
 from packetflow.engine.client import Client
+from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport.memory import MemoryTransport
-from packetflow.engine.worker import Worker
 
 Traffic = Callable[..., Iterator[tuple[Intent, Context]]]
 

@@ -5,7 +5,7 @@ interrupted from inside the event loop, and a worker stuck that way holds its pa
 while doing nothing. The watchdog is a thread that expects the loop to tick every second;
 when it has not for ``limit`` seconds it logs what the main thread is doing and exits the
 process (status 70), so a supervisor restarts it and the crash-loop breaker
-(``packetflow.engine.breaker``) counts the death against the record in hand.
+(``packetflow.engine.runtime.breaker``) counts the death against the record in hand.
 """
 
 from __future__ import annotations

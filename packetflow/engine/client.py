@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from packetflow.engine.codec import (
     encode_key,
     header,
 )
+from packetflow.engine.runtime.lifecycle import Lifecycle
 from packetflow.engine.security import Auditor, revocation_record
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import Producer, Record, Transport, open_transport
@@ -43,37 +44,23 @@ class Received:
         return None if raw is None else raw.decode(errors="replace")
 
 
-class Client:
+class Client(Lifecycle):
     """A producer (and reader) bound to one topology's topic names and intent types."""
 
     def __init__(self, broker: str | Transport, topology: Topology) -> None:
+        super().__init__()
         self.topology = topology
         self.transport = broker if isinstance(broker, Transport) else open_transport(broker)
         self._producer: Producer | None = None
 
-    async def start(self) -> None:
+    async def _open(self, resources: contextlib.AsyncExitStack) -> None:
         await self.transport.start()
+        resources.push_async_callback(self.transport.stop)
         await self.transport.ensure_topics(self.topology.topic_specs())
-        self._producer = self.transport.producer()
-        await self._producer.start()
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
-        await self.transport.stop()
-
-    async def __aenter__(self) -> Client:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+        producer = self.transport.producer()
+        await producer.start()
+        resources.push_async_callback(producer.stop)
+        self._producer = producer
 
     async def send(
         self,

@@ -29,9 +29,9 @@ from packetflow.core.intent import Intent
 from packetflow.core.tokens import TTL, Issuer, KeyPair, decode_token, public_keys
 from packetflow.engine.client import Client, Received
 from packetflow.engine.clock import VirtualClock
+from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport.memory import MemoryBroker, MemoryTransport
-from packetflow.engine.worker import Worker
 
 T = TypeVar("T")
 # (topic, partition, key, value, headers): a record on the broker before the driver starts

@@ -43,7 +43,6 @@ from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
 from packetflow.core.tokens import BAD_REPLY_TO
 from packetflow.engine.agent import AgentRuntime, AgentServices, Origin, Timer
-from packetflow.engine.buffer import BufferedReactor
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import (
     ERROR_HEADER,
@@ -59,11 +58,12 @@ from packetflow.engine.codec import (
     Rejected,
     one_line,
 )
-from packetflow.engine.interpreter import EffectError, Interpreter
-from packetflow.engine.metrics import WorkerMetrics
+from packetflow.engine.runtime.buffer import BufferedReactor
+from packetflow.engine.runtime.interpreter import EffectError, Interpreter
+from packetflow.engine.runtime.metrics import WorkerMetrics
+from packetflow.engine.runtime.state import StateError, StateStore
+from packetflow.engine.runtime.timers import NO_TIMERS, TimerStore
 from packetflow.engine.security import Auditor, Denial, Guard
-from packetflow.engine.state import StateError, StateStore
-from packetflow.engine.timers import NO_TIMERS, TimerStore
 from packetflow.engine.transport import (
     BROKER_MAX_MESSAGE_BYTES,
     BrokerError,

@@ -32,23 +32,27 @@ import logging
 import os
 import signal
 import uuid
-from collections.abc import Iterable
-from types import TracebackType
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from packetflow.engine.agent import current_agents
-from packetflow.engine.breaker import Breaker
 from packetflow.engine.clock import WALL_CLOCK, Clock
-from packetflow.engine.metrics import WorkerMetrics
-from packetflow.engine.outage import Outage, quiet_aiokafka
-from packetflow.engine.processor import Processor
+from packetflow.engine.runtime.admission import Admission
+from packetflow.engine.runtime.breaker import Breaker
+from packetflow.engine.runtime.commit import Committer
+from packetflow.engine.runtime.followers import TableFollowers
+from packetflow.engine.runtime.lifecycle import Lifecycle
+from packetflow.engine.runtime.metrics import WorkerMetrics
+from packetflow.engine.runtime.outage import Outage, quiet_aiokafka
+from packetflow.engine.runtime.processor import Processor
+from packetflow.engine.runtime.services import WorkerService
+from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.security import Guard, RevocationFollower, Security
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
 from packetflow.engine.transport import (
     BrokerError,
     Committed,
     Consumer,
-    Follower,
     Producer,
     RebalanceListener,
     Record,
@@ -64,7 +68,7 @@ HELD_POLL = 0.01  # s: how long a fetch waits while records are held back for a 
 RETRY_BACKOFF = (0.5, 10.0)  # s: first and longest wait before a failed batch is tried again
 
 
-class Worker(RebalanceListener):
+class Worker(Lifecycle, RebalanceListener):
     """One process's share of a topology: a group consumer, a producer and state stores."""
 
     def __init__(
@@ -78,6 +82,7 @@ class Worker(RebalanceListener):
         security: Security | None = None,
         tick_interval: float = 0.1,
         instance_id: str | None = None,
+        services: Sequence[WorkerService] = (),
     ) -> None:
         """``security`` replaces the topology's own settings for this worker (TestDriver).
 
@@ -87,8 +92,10 @@ class Worker(RebalanceListener):
         worker a static member of the consumer group: restarted with the same id, it takes
         its partitions back at once instead of after a rebalance; under exactly-once it is
         also the transactional id's suffix, so a restarted worker aborts what its crashed
-        predecessor left open.
+        predecessor left open. ``services`` live in the worker's lifecycle (an HTTP server,
+        say): started once it runs, stopped before it lets go of anything.
         """
+        super().__init__()
         if not topology.consumers():
             raise ValueError(f"topology {topology.name!r} has no reactors or agents to run")
         self.topology = topology
@@ -105,38 +112,37 @@ class Worker(RebalanceListener):
         explicit = instance_id or os.environ.get("PACKETFLOW_INSTANCE_ID")
         self.instance_id = explicit or uuid.uuid4().hex[:12]
         self.static = bool(explicit)  # a static group member (KIP-345)
+        self.services = list(services)
         self.metrics = WorkerMetrics()
         self.outage = Outage(f"broker {self.transport.url}")
         self.breaker = Breaker(topology.crash_loop_limit, max_batch)
-        self._watch_task: asyncio.Task[None] | None = None
+        self.committer = Committer(
+            topology.group_id, topology.exactly_once, self.breaker, self.metrics
+        )
+        self.admission = Admission()
         self.guard: Guard | None = None
+        self.view: WorkerView | None = None
         self._revocations: RevocationFollower | None = None
+        self._tables: TableFollowers | None = None
         self._producer: Producer | None = None
         self._consumer: Consumer | None = None
         self._processor: Processor | None = None
         self._lock = asyncio.Lock()
-        self._committing: asyncio.Task[None] | None = None
         self._assigned: set[TopicPartition] = set()
-        self._consumed: dict[TopicPartition, int] = {}  # next offset after what was processed
-        self._committed: dict[TopicPartition, int] = {}
         self._paused_topics: set[str] = set()
-        # records fetched for a full blocking buffer, offered once it has room (partition paused)
-        self._held: dict[TopicPartition, list[Record]] = {}
-        self._table_followers: list[tuple[Follower, str]] = []  # (follower, agent name)
-        self._followed: list[tuple[str, list[Record]]] = []  # read in the background (kafka)
-        self._table_task: asyncio.Task[None] | None = None
         self._last_tick: float | None = None
         self._stopping = False
-        self._started = False
         self._retrying = False
         self._failure: BaseException | None = None  # from a rebalance callback, raised by step
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect, create missing topics, join the consumer group."""
-        topology = self.topology
-        sealer = self.security.sealer(in_process=self.transport.in_process)
+    async def _open(self, resources: contextlib.AsyncExitStack) -> None:
+        """Connect, create missing topics, read revocations and followed tables to their
+        end, join the consumer group, start the services. Each thing opened is closed again
+        if a later one fails."""
+        topology, transport = self.topology, self.transport
+        sealer = self.security.sealer(in_process=transport.in_process)
         internal = sorted(t.intent_type for t in topology.intent_types.values() if t.internal)
         if internal and sealer is None:
             raise TopologyError(
@@ -145,39 +151,47 @@ class Worker(RebalanceListener):
                 "'packetflow caps secret' (it writes worker.secret to the keys directory) and "
                 "give every worker of the topology the same file"
             )
-        await self.transport.start()
+        await transport.start()
+        resources.push_async_callback(transport.stop)
         quiet_aiokafka(self.outage)
         specs = topology.topic_specs()
-        await self.transport.ensure_topics(specs)
-        limits = await self.transport.record_limits([spec.name for spec in specs])
-        self._producer = self.transport.producer(
+        await transport.ensure_topics(specs)
+        limits = await transport.record_limits([spec.name for spec in specs])
+        producer = self._producer = transport.producer(
             transactional_id=f"{topology.group_id}.{self.instance_id}"
             if topology.exactly_once
             else None
         )
-        await self._producer.start()
+        await producer.start()
+        resources.push_async_callback(producer.stop)
         guard = self.guard = Guard(topology.hierarchy, self.security, self.clock, sealer)
-        self._revocations = RevocationFollower(
-            self.transport,
+        revocations = self._revocations = RevocationFollower(
+            transport,
             topology.physical(topology.revocations_topic),
             self._apply_revocations,
             guard.refresh_keys,
         )
-        await self._revocations.start()
-        self._processor = Processor(
+        resources.push_async_callback(revocations.stop)
+        await revocations.start()
+        processor = self._processor = Processor(
             topology,
-            self._producer,
+            producer,
             self.clock,
             self.metrics,
-            self.guard,
+            guard,
             caught_up=self._caught_up,
             owned=lambda: self._assigned,
             pause=self._pause_topic,
             resume=self._resume_topic,
             limits=limits,
         )
-        await self._start_tables(self._processor)
-        self._consumer = self.transport.consumer(
+        for agent in processor.agents.values():
+            await agent.start()
+            resources.push_async_callback(agent.stop)
+        tables = self._tables = TableFollowers(transport, topology, processor.agents)
+        resources.push_async_callback(tables.stop)
+        await tables.start()
+        consumer = self._consumer = transport.consumer(
             topology.group_id,
             [topology.physical(t) for t in topology.source_topics()],
             self,
@@ -185,14 +199,57 @@ class Worker(RebalanceListener):
             copartitioned=topology.copartitioned,
             instance_id=self.instance_id if self.static else None,
         )
-        await self._consumer.start()
-        if not self.transport.in_process:
-            self._watch_task = asyncio.create_task(self._watch_outage())
-        for buffered in self._processor.buffered.values():
+        await consumer.start()
+        resources.push_async_callback(consumer.stop)
+        for buffered in processor.buffered.values():
             buffered.start()
-        self._started = True
-        log.info("worker for %s started on %s", self.topology.name, self.transport.url)
-        self._warn_about_security(self.guard)
+            resources.push_async_callback(buffered.stop)
+        if not transport.in_process:
+            watch = asyncio.create_task(self._watch_outage())
+            resources.push_async_callback(_cancel, watch)
+        self.view = WorkerView(
+            topology, self.instance_id, processor, consumer, self.metrics, self._assigned
+        )
+        log.info("worker for %s started on %s", topology.name, transport.url)
+        self._warn_about_security(guard)
+        for service in self.services:
+            await service.start(self.view, transport)
+            resources.push_async_callback(service.stop)
+        resources.callback(log.info, "worker for %s stopped", topology.name)
+
+    async def _close(self) -> None:
+        """Finish the batch in flight, let the intents in hand finish, commit, and hand the
+        partitions over cleanly (the resources close after, in reverse order)."""
+        self._stopping = True
+        for service in reversed(self.services):
+            await service.stop()
+        async with self._lock:
+            processor, consumer = self._processor, self._consumer
+            if processor is not None and processor.buffered:
+                for buffered in processor.buffered.values():
+                    await buffered.stop()  # the intent in hand finishes; the rest is re-read
+                if consumer is not None:
+                    await self.committer.commit(consumer, processor, self._assigned)
+            with contextlib.suppress(BrokerError):
+                await self.committer.settle()  # the last batch's offsets land before we leave
+                if consumer is not None:
+                    # a clean hand-over: whoever takes these partitions counts no death here
+                    await self.committer.commit_clean(consumer, set(self._assigned))
+
+    async def stop(self) -> None:
+        """Finish the batch in flight, commit, leave the group, close connections."""
+        self._stopping = True
+        await super().stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after the current batch (safe from signal handlers)."""
+        self._stopping = True
+
+    def handle_signals(self) -> None:
+        """Stop gracefully on SIGINT and SIGTERM."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
 
     def _apply_revocations(self, records: list[Record]) -> None:
         guard = self.guard
@@ -203,50 +260,6 @@ class Worker(RebalanceListener):
             security_log.info(
                 "revocation applied: %s %s (%s)", rev.kind, rev.subject, rev.reason or "-"
             )
-
-    async def _start_tables(self, processor: Processor) -> None:
-        """Read what agents follow (global tables) to its end, then keep following it."""
-        for name, spec in self.topology.agents.items():
-            for topic in spec.followed(self.topology.names):
-                physical = self.topology.physical(topic)
-                follower = self.transport.follow(
-                    physical, await self.transport.partitions_for(physical)
-                )
-                await follower.start()
-                self._table_followers.append((follower, name))
-                agent = processor.agents[name]
-                for record in await follower.catch_up():
-                    agent.follow(record)
-        waiting = [f for f, _ in self._table_followers if not f.immediate]
-        if waiting:
-            self._table_task = asyncio.create_task(self._follow_tables())
-
-    async def _follow_tables(self) -> None:
-        """Background task (kafka://): queue followed records for the next step to apply."""
-        while True:
-            for follower, name in self._table_followers:
-                try:
-                    records = await follower.poll(0.2)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # keep following through a broker hiccup
-                    log.warning("following tables: %s: %s", type(exc).__name__, exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                if records:
-                    self._followed.append((name, records))
-
-    def _apply_followed(self, processor: Processor) -> None:
-        for follower, name in self._table_followers:
-            if follower.immediate:
-                records = follower.poll_nowait()
-                if records:
-                    self._followed.append((name, records))
-        followed, self._followed = self._followed, []
-        for name, records in followed:
-            agent = processor.agents[name]
-            for record in records:
-                agent.follow(record)
 
     def _warn_about_security(self, guard: Guard) -> None:
         name = self.topology.name
@@ -272,62 +285,7 @@ class Worker(RebalanceListener):
                 "topology %s trusts token keys %s", name, ", ".join(sorted(guard.keys))
             )
 
-    async def stop(self) -> None:
-        """Finish the batch in flight, commit, leave the group, close connections."""
-        self._stopping = True
-        if not self._started:
-            return
-        self._started = False
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-            self._watch_task = None
-        async with self._lock:
-            processor = self._processor
-            if processor is not None and processor.buffered:
-                for buffered in processor.buffered.values():
-                    await buffered.stop()  # the intent in hand finishes; the rest is re-read
-                if self._consumer is not None:
-                    await self._commit(self._consumer, processor)
-            with contextlib.suppress(BrokerError):
-                await self._settle_commit()  # the last batch's offsets land before we leave
-                if self._consumer is not None:
-                    # a clean hand-over: whoever takes these partitions counts no death here
-                    await self._commit_clean(self._consumer, set(self._assigned))
-        if self._table_task is not None:
-            self._table_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._table_task
-            self._table_task = None
-        for follower, _ in self._table_followers:
-            await follower.stop()
-        self._table_followers = []
-        if self._revocations is not None:
-            await self._revocations.stop()
-            self._revocations = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
-        await self.transport.stop()
-        log.info("worker for %s stopped", self.topology.name)
-
-    def request_stop(self) -> None:
-        """Ask :meth:`run` to return after the current batch (safe from signal handlers)."""
-        self._stopping = True
-
-    async def __aenter__(self) -> Worker:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
+    # -- running -------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Process batches until :meth:`request_stop` (or a signal, after ``handle_signals``).
@@ -368,18 +326,14 @@ class Worker(RebalanceListener):
                 with contextlib.suppress(BrokerError):
                     await processor.producer.abort()
             processor.producer.discard()
-            task, self._committing = self._committing, None
-            if task is not None:
-                with contextlib.suppress(BrokerError):
-                    await task
+            await self.committer.discard()
             parts = set(self._assigned)
             committed = await consumer.committed(parts)
             starts, _ = await self._starts(consumer, parts, committed)
             await self._drop(processor, parts)
             await self._restore(processor, parts)
             consumer.seek(starts)
-            self._consumed = {}
-            self._committed = dict(starts)
+            self.committer.restart(starts)
         log.info("rewound %s to the last commit", _fmt(parts))
 
     async def _watch_outage(self) -> None:
@@ -391,35 +345,26 @@ class Worker(RebalanceListener):
                     await self.transport.ping()
                     self.outage.ok()
 
-    def handle_signals(self) -> None:
-        """Stop gracefully on SIGINT and SIGTERM."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_stop)
-
-    # -- the loop ------------------------------------------------------------------------
-
     async def step(self, timeout: float = 0.0) -> int:
         """Fetch and fully process one batch; returns how many records it held."""
         consumer, processor = self._require()
         if self._failure is not None:
             failure, self._failure = self._failure, None
             raise RuntimeError(f"worker cannot go on: {failure}") from failure
+        admission = self.admission
         wanted = self.max_batch
-        if self._held:
+        if admission:
             timeout = min(timeout, HELD_POLL)  # held records go in as soon as there is room
-            wanted = max(wanted - sum(map(len, self._held.values())), 1)  # held + fetched: a batch
+            wanted = max(wanted - admission.count(), 1)  # held + fetched: one batch
         batch = await consumer.getmany(timeout, wanted)
         if self._revocations is not None:
             self._revocations.poll_now()  # memory://: a revocation before these records counts
         current_agents.set(processor.agents)  # for table lookups inside reactors
         async with self._lock:
-            self._apply_followed(processor)
+            if self._tables is not None:
+                self._tables.apply()
             batch = {tp: recs for tp, recs in batch.items() if tp in self._assigned and recs}
-            was_held, self._held = self._held, {}
-            for tp, records in was_held.items():  # what was held back goes first
-                fetched = batch.get(tp)
-                batch[tp] = records + fetched if fetched else records
+            was_held = admission.take(batch)
             breaker = self.breaker
             if breaker.poisoned and batch:
                 await self._set_aside_poison(processor, batch)
@@ -428,12 +373,21 @@ class Worker(RebalanceListener):
                     if tp not in batch and await consumer.caught_up(tp):
                         breaker.processed(tp, breaker.window)  # nothing left there to probe
             if processor.buffered or breaker.probing or was_held:
-                batch = self._admit(consumer, processor, batch, was_held)
+                batch = admission.cut(
+                    consumer,
+                    batch,
+                    was_held,
+                    breaker,
+                    processor.buffered.values(),
+                    self._paused_topics,
+                )
             tick = self._tick_due(bool(batch))
-            if not batch and not tick and not self._safe_offsets(processor):
+            committer = self.committer
+            buffers = processor.buffered.values()
+            if not batch and not tick and not committer.safe(self._assigned, buffers):
                 return 0
             if breaker.probing:
-                await self._settle_commit()  # the mark names the one record about to run
+                await committer.settle()  # the mark names the one record about to run
             count = sum(len(r) for r in batch.values())
             try:
                 if len(batch) == 1 or not processor.concurrent:
@@ -442,16 +396,16 @@ class Worker(RebalanceListener):
                 elif batch:
                     await asyncio.gather(*(processor.process(r) for r in batch.values()))
                 for tp, records in batch.items():
-                    self._consumed[tp] = records[-1].offset + 1
+                    committer.processed(tp, records[-1].offset + 1)
                     breaker.processed(tp, len(records))
                 if tick:
                     await processor.tick(self._owned_of)
-                await self._commit(consumer, processor)
+                await committer.commit(consumer, processor, self._assigned)
             except BrokerError:
                 raise  # run() rewinds and retries
             except BaseException:
                 if self.topology.exactly_once:
-                    await self._abort(processor)
+                    await committer.abort(processor)
                 raise
             if batch:
                 self.metrics.consumed += count
@@ -479,66 +433,12 @@ class Worker(RebalanceListener):
                 "in native code, a hang or a kill); set aside so its partition can go on",
             )
             self.metrics.crash_loops += 1
-            self._consumed[tp] = record.offset + 1
+            self.committer.processed(tp, record.offset + 1)
             rest = records[1:]
             if rest:
                 batch[tp] = rest
             else:
                 del batch[tp]
-
-    def _admit(
-        self,
-        consumer: Consumer,
-        processor: Processor,
-        batch: dict[TopicPartition, list[Record]],
-        was_held: dict[TopicPartition, list[Record]],
-    ) -> dict[TopicPartition, list[Record]]:
-        """Cut each partition's records to what may run now: one record in the whole worker
-        while the crash-loop breaker probes, else the room its topic's blocking buffers have.
-
-        The rest is held back, its partition paused, and goes first next time: the batch
-        loop never waits for a slow reactor (other topics, commits, a stop or a rebalance
-        would wait with it), and held plus fetched records stay within max_batch.
-        """
-        held: dict[TopicPartition, list[Record]] = {}
-        probe = self.breaker.next_probe(tp for tp, records in batch.items() if records)
-        if probe is not None:
-            # one record in the whole worker, committed on its own: a death now is its doing
-            for tp, records in batch.items():
-                keep = 1 if tp == probe else 0
-                if len(records) > keep:
-                    held[tp] = records[keep:]
-                    batch[tp] = records[:keep]
-        rooms: dict[str, int] = {}
-        for buffered in processor.buffered.values():
-            room = buffered.room
-            if room is not None:
-                topic = buffered.source_topic
-                rooms[topic] = min(room, rooms.get(topic, room))
-        for topic, room in rooms.items():
-            tps = sorted(tp for tp in batch if tp.topic == topic)
-            give = dict.fromkeys(tps, 0)
-            while room > 0:  # share the room out evenly, each partition's records in order
-                wanting = [tp for tp in tps if give[tp] < len(batch[tp])]
-                if not wanting:
-                    break
-                share = max(room // len(wanting), 1)
-                for tp in wanting:
-                    n = min(share, len(batch[tp]) - give[tp], room)
-                    give[tp] += n
-                    room -= n
-            for tp in tps:
-                records = batch[tp]
-                if give[tp] < len(records):
-                    held[tp] = records[give[tp] :] + held.get(tp, [])
-                    batch[tp] = records[: give[tp]]
-        self._held = held
-        if held:
-            consumer.pause(held)
-        drained = [tp for tp in was_held if tp not in held and tp.topic not in self._paused_topics]
-        if drained:
-            consumer.resume(drained)
-        return {tp: records for tp, records in batch.items() if records}
 
     def _owned_of(self, topic: str) -> set[int]:
         return {tp.partition for tp in self._assigned if tp.topic == topic}
@@ -554,79 +454,6 @@ class Worker(RebalanceListener):
             return True
         return False
 
-    async def _commit(self, consumer: Consumer, processor: Processor) -> None:
-        """Make the batch's effects durable, then commit what is safe (or all in one txn)."""
-        offsets = self._safe_offsets(processor)  # before the flush that covers their effects
-        await processor.write_changelogs()
-        producer = processor.producer
-        marks = self.breaker.marks(offsets)
-        if self.topology.exactly_once:
-            if offsets:
-                await producer.send_offsets(offsets, self.topology.group_id, marks)
-            await producer.commit()  # flushes; a no-op when nothing was sent
-            self._committed.update(offsets)
-            self.metrics.commits += 1 if offsets else 0
-            self.metrics.emitted = processor.interpreter.emitted
-            return
-        await producer.flush()  # every record sent so far is acknowledged
-        self.metrics.emitted = processor.interpreter.emitted
-        await self._settle_commit()  # commits land in order, and their errors surface here
-        if not offsets:
-            return
-        self._committed.update(offsets)
-        if consumer.commit_in_background:
-            # The next batch is fetched and processed while this commit travels: at-least-once
-            # holds (its records are acknowledged), and a crash before it lands only repeats it.
-            self._committing = asyncio.create_task(self._commit_offsets(consumer, offsets, marks))
-        else:
-            await self._commit_offsets(consumer, offsets, marks)
-
-    async def _commit_clean(self, consumer: Consumer, partitions: set[TopicPartition]) -> None:
-        """Commit again where ``partitions`` stand, without the in-flight mark: they are let
-        go cleanly (what is processed but not yet committed stays for the next owner)."""
-        offsets = {tp: self._committed[tp] for tp in partitions if tp in self._committed}
-        if offsets:
-            await consumer.commit(offsets)
-
-    def _safe_offsets(self, processor: Processor) -> dict[TopicPartition, int]:
-        """Offsets to commit: what was processed, held back before what is still buffered,
-        where that moved past the last commit (empty: nothing new is safe to commit)."""
-        out = {}
-        buffered = processor.buffered.values()
-        for tp, consumed in self._consumed.items():
-            if tp not in self._assigned:
-                continue
-            safe = consumed
-            for b in buffered:
-                if b.source_topic == tp.topic:
-                    safe = b.safe_offset(tp, safe)
-            if safe > self._committed.get(tp, -1):
-                out[tp] = safe
-        return out
-
-    async def _abort(self, processor: Processor) -> None:
-        with contextlib.suppress(Exception):
-            await processor.producer.abort()
-        log.error(
-            "exactly-once transaction aborted: this worker's state may be ahead of the "
-            "committed changelog, so it stops; a restarted worker resumes from the last commit"
-        )
-
-    async def _commit_offsets(
-        self,
-        consumer: Consumer,
-        offsets: dict[TopicPartition, int],
-        marks: dict[TopicPartition, str],
-    ) -> None:
-        await consumer.commit(offsets, marks)
-        self.metrics.commits += 1
-
-    async def _settle_commit(self) -> None:
-        """Wait for the commit still travelling, if any; raise its error."""
-        task, self._committing = self._committing, None
-        if task is not None:
-            await task
-
     async def _caught_up(self, tp: TopicPartition) -> bool:
         consumer = self._consumer
         return consumer is not None and tp in self._assigned and await consumer.caught_up(tp)
@@ -639,8 +466,9 @@ class Worker(RebalanceListener):
     def _resume_topic(self, topic: str) -> None:
         self._paused_topics.discard(topic)
         if self._consumer is not None:  # partitions holding records stay paused until they went in
+            held = self.admission.held
             self._consumer.resume(
-                tp for tp in self._assigned if tp.topic == topic and tp not in self._held
+                tp for tp in self._assigned if tp.topic == topic and tp not in held
             )
 
     def _require(self) -> tuple[Consumer, Processor]:
@@ -651,6 +479,7 @@ class Worker(RebalanceListener):
     # -- rebalance -----------------------------------------------------------------------
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        committer = self.committer
         async with self._lock:  # the batch in flight has finished by now
             processor = self._processor
             consumer = self._consumer
@@ -658,16 +487,14 @@ class Worker(RebalanceListener):
                 if processor.buffered:
                     for buffered in processor.buffered.values():
                         await buffered.revoke(partitions)  # re-read by the next owner
-                    await self._commit(consumer, processor)
+                    await committer.commit(consumer, processor, self._assigned)
                 with contextlib.suppress(BrokerError):  # the group moved on: nothing to clean
-                    await self._settle_commit()  # its offsets are committed before we let go
-                    await self._commit_clean(consumer, partitions)
+                    await committer.settle()  # its offsets are committed before we let go
+                    await committer.commit_clean(consumer, partitions)
             self._assigned -= partitions
             if processor is not None:
                 await self._drop(processor, partitions)
-            for tp in partitions:
-                self._consumed.pop(tp, None)
-                self._committed.pop(tp, None)
+            committer.forget(partitions)
             self.breaker.forget(partitions)
         log.info("revoked %s", _fmt(partitions))
 
@@ -697,7 +524,7 @@ class Worker(RebalanceListener):
         for tp, note in self.breaker.notes(partitions):
             log.warning("%s[%d]: %s", tp.topic, tp.partition, note)
         await consumer.commit({tp: starts[tp] for tp in marks}, marks)  # our death counts too
-        self._committed.update(starts)
+        self.committer.committed.update(starts)
 
     async def _starts(
         self,
@@ -716,8 +543,7 @@ class Worker(RebalanceListener):
 
     async def _drop(self, processor: Processor, partitions: set[TopicPartition]) -> None:
         """Forget what this worker holds of ``partitions`` (records, buffers, state)."""
-        for tp in partitions:
-            self._held.pop(tp, None)  # never processed, so never committed: re-read
+        self.admission.forget(partitions)  # never processed, so never committed: re-read
         for buffered in processor.buffered.values():
             await buffered.revoke(partitions)
             buffered.release(partitions)  # held back that commit; now forgotten
@@ -758,58 +584,37 @@ class Worker(RebalanceListener):
                     timers.assigned(mine)
                 await agent.assigned(mine)
 
-    # -- inspection ----------------------------------------------------------------------
+    # -- inspection (see WorkerView) -------------------------------------------------------
 
     @property
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
 
     def state(self, reactor: str, key: str | bytes | None) -> Any:
-        """The current state of ``reactor`` (or agent: open windows, a table row) for ``key``
-        on this worker (None if not here)."""
-        _, processor = self._require()
-        raw = key.encode() if isinstance(key, str) else key
-        if reactor in processor.agents:
-            return processor.agents[reactor].state(raw)
-        if reactor not in processor.stores:
-            raise KeyError(f"{reactor!r} is not a stateful reactor of {self.topology.name!r}")
-        return processor.stores[reactor].find(raw)
+        """The current state of ``reactor`` (or agent) for ``key`` here (None if not here)."""
+        return self._view().state(reactor, key)
 
     def states(self, reactor: str) -> dict[str | None, Any]:
         """Every key's state of ``reactor`` held by this worker."""
-        _, processor = self._require()
-        store = processor.stores[reactor]
-        return {
-            (k.decode() if k is not None else None): v
-            for p in store.partitions
-            for k, v in store.items(p)
-        }
+        return self._view().states(reactor)
 
     async def lag(self) -> int:
-        consumer, _ = self._require()
-        return sum((await consumer.lag()).values())
+        return await self._view().lag()
 
     async def stream_metrics(self) -> dict[str, dict[str, Any]]:
-        """Per reactor and agent: processed, errors, dropped, buffer depth, consumer lag of
-        its source partitions here, and processing latency (ms from fetch to done)."""
-        consumer, _ = self._require()
-        lag = await consumer.lag()
-        m = self.metrics
-        out: dict[str, dict[str, Any]] = {}
-        for name, spec in [(c.name, c) for c in self.topology.consumers()]:
-            topic = self.topology.physical(spec.topic)
-            histogram = m.latency.get(name)
-            out[name] = {
-                "processed": m.processed[name],
-                "errors": m.errors[name],
-                "dropped": m.dropped[name],
-                "late": int(m.registry.value("packetflow_window_late_total", window=name)),
-                "buffer_depth": m.buffered.get(name, 0),
-                "buffer_peak": m.buffered_peak.get(name, 0),
-                "lag": sum(n for tp, n in lag.items() if tp.topic == topic),
-                "latency_ms": histogram.snapshot() if histogram else None,
-            }
-        return out
+        """Per reactor and agent: see :meth:`WorkerView.stream_metrics`."""
+        return await self._view().stream_metrics()
+
+    def _view(self) -> WorkerView:
+        if self.view is None:
+            raise RuntimeError("worker not started: use 'async with Worker(...)' or await start()")
+        return self.view
+
+    def next_timer(self) -> float | None:
+        """When (clock seconds) the earliest clock timer of this worker's agents is due."""
+        processor = self._processor
+        due = None if processor is None else processor.next_timer()
+        return None if due is None else due / 1000
 
     async def wait_idle(self, timeout: float = 30.0, settle: float = 0.0) -> None:
         """Wait until this worker holds partitions and has consumed everything in them."""
@@ -847,10 +652,16 @@ class Worker(RebalanceListener):
         if processor is None or not processor.buffered:
             return True
         return (
-            not self._held
+            not self.admission
             and all(b.idle for b in processor.buffered.values())
-            and not self._safe_offsets(processor)
+            and not self.committer.safe(self._assigned, processor.buffered.values())
         )
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _partitions_of(topic: str, partitions: Iterable[TopicPartition]) -> set[int]:

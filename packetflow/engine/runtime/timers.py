@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from packetflow.engine.agent import Timer
-from packetflow.engine.state import StateStore
+from packetflow.engine.runtime.state import StateStore
 
 
 def _store_key(key: bytes, name: str) -> bytes:

@@ -1,0 +1,89 @@
+"""A running worker, read-only: what it owns, holds and does.
+
+Services that live in a worker (the HTTP server, the MCP server, a metrics exporter) get a
+:class:`WorkerView`: state by key, assignment, metrics, the topology's description; never
+the worker's moving parts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packetflow.engine.runtime.metrics import WorkerMetrics
+from packetflow.engine.runtime.processor import Processor
+from packetflow.engine.topology import Topology
+from packetflow.engine.transport import Consumer, TopicPartition
+
+
+class WorkerView:
+    """What one worker holds for its topology (its partitions' state, its counters)."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        instance_id: str,
+        processor: Processor,
+        consumer: Consumer,
+        metrics: WorkerMetrics,
+        assigned: set[TopicPartition],
+    ) -> None:
+        self.topology = topology
+        self.instance_id = instance_id
+        self._processor = processor
+        self._consumer = consumer
+        self.metrics = metrics
+        self._assigned = assigned  # the worker's own set: kept current by it
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
+
+    def owns(self, topic: str, partition: int) -> bool:
+        """Whether this worker owns ``partition`` of ``topic`` (logical name) now."""
+        return TopicPartition(self.topology.physical(topic), partition) in self._assigned
+
+    def state(self, reactor: str, key: str | bytes | None) -> Any:
+        """The current state of ``reactor`` (or agent: open windows, a table row) for ``key``
+        on this worker (None if not here)."""
+        processor = self._processor
+        raw = key.encode() if isinstance(key, str) else key
+        if reactor in processor.agents:
+            return processor.agents[reactor].state(raw)
+        if reactor not in processor.stores:
+            raise KeyError(f"{reactor!r} is not a stateful reactor of {self.topology.name!r}")
+        return processor.stores[reactor].find(raw)
+
+    def states(self, reactor: str) -> dict[str | None, Any]:
+        """Every key's state of ``reactor`` held by this worker."""
+        store = self._processor.stores[reactor]
+        return {
+            (k.decode() if k is not None else None): v
+            for p in store.partitions
+            for k, v in store.items(p)
+        }
+
+    async def lag(self) -> int:
+        """Records not yet consumed in this worker's partitions."""
+        return sum((await self._consumer.lag()).values())
+
+    async def stream_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per reactor and agent: processed, errors, dropped, buffer depth, consumer lag of
+        its source partitions here, and processing latency (ms from fetch to done)."""
+        lag = await self._consumer.lag()
+        m = self.metrics
+        out: dict[str, dict[str, Any]] = {}
+        for spec in self.topology.consumers():
+            name = spec.name
+            topic = self.topology.physical(spec.topic)
+            histogram = m.latency.get(name)
+            out[name] = {
+                "processed": m.processed[name],
+                "errors": m.errors[name],
+                "dropped": m.dropped[name],
+                "late": int(m.registry.value("packetflow_window_late_total", window=name)),
+                "buffer_depth": m.buffered.get(name, 0),
+                "buffer_peak": m.buffered_peak.get(name, 0),
+                "lag": sum(n for tp, n in lag.items() if tp.topic == topic),
+                "latency_ms": histogram.snapshot() if histogram else None,
+            }
+        return out
