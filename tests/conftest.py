@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from workerproc import WorkerProcess
+    from support.workerproc import WorkerProcess
 
 # Workers in this process find their keys in a directory of the session's own (never the
 # user's ~/.cache/packetflow/keys): no token key, only a worker secret, which workers on
@@ -135,8 +135,8 @@ def broker(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.fixture
 def spawn(tmp_path: Path, kafka_url: str) -> Iterator[Callable[..., WorkerProcess]]:
     """``spawn(name, namespace[, url], module=, args=, env=)`` starts a worker process
-    (tests/workerproc.py) logging into ``tmp_path``; all are killed at teardown."""
-    from workerproc import WorkerProcess
+    (tests/support/workerproc.py) logging into ``tmp_path``; all are killed at teardown."""
+    from support.workerproc import WorkerProcess
 
     started: list[WorkerProcess] = []
 

@@ -1,4 +1,4 @@
-"""The topology the recovery tests run as ``packetflow worker tests/crashproc.py``.
+"""The topology the recovery tests run as ``packetflow worker tests/support/crashproc.py``.
 
 A ``Job`` with ``poison`` set kills the worker process that handles it (SIGKILL, as the
 kernel's out-of-memory killer would); one with ``hang`` set never returns (the watchdog ends

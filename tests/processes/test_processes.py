@@ -25,7 +25,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition as AioTP
-from workerproc import (
+from support.workerproc import (
     WORKER_KEY,
     WorkerProcess,
     assert_user_error,
@@ -41,7 +41,7 @@ from packetflow import Client, Context, Intent, Received, Topology, issue_token
 from packetflow.engine.codec import TOKEN_HEADER, TYPE_HEADER
 from topologies import orders
 
-# the worker processes trust WORKER_KEY (tests/workerproc.py): it signs these tokens
+# the worker processes trust WORKER_KEY (tests/support/workerproc.py): it signs these tokens
 TELLER = Context.new(
     "teller-1", token=issue_token("teller-1", ["teller:account/*"], key=WORKER_KEY, ttl="1d")
 )

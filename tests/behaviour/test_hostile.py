@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from running import new_topology, running, unique
+from support.running import new_topology, running, unique
 
 from packetflow import Context, Intent, KeyPair, Security, emit, issue_token
 from packetflow.engine.codec import (

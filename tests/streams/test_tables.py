@@ -9,7 +9,7 @@ internal repartition topic so keyed state for the new key lives in one place.
 from __future__ import annotations
 
 import pytest
-from running import new_topology, running, unique
+from support.running import new_topology, running, unique
 
 from packetflow import Context, Intent, TestDriver, Topology, TopologyError
 from packetflow.streams import TableError, table

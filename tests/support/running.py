@@ -1,7 +1,7 @@
 """A worker running in the background of a test, with a client, on one broker URL.
 
-Shared by tests/test_behaviour.py and tests/test_security.py; the ``broker`` fixture in
-conftest.py gives them the URL (a fresh ``memory://`` broker, or the session's real Kafka).
+Shared by the behaviour tests (tests/behaviour) and the stream tests; the ``broker`` fixture
+in conftest.py gives them the URL (a fresh ``memory://`` broker, or the session's real Kafka).
 """
 
 from __future__ import annotations

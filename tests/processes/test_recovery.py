@@ -14,19 +14,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import crashproc
-import markproc
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition as AioTP
-from workerproc import WorkerProcess, logs, new_namespace, topology_in, wait_split
+from support import crashproc, markproc
+from support.workerproc import WorkerProcess, logs, new_namespace, topology_in, wait_split
 
 from packetflow import Client, Context
 
 pytestmark = pytest.mark.kafka
 
-CRASH = "tests/crashproc.py"
-MARKS = "tests/markproc.py"
+CRASH = "tests/support/crashproc.py"
+MARKS = "tests/support/markproc.py"
 
 
 async def _until(check: Callable[[], Any], timeout: float, what: str, workers: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Every test declares its own small topology with a unique name and unique topics, so tests
 never share topics or consumer groups on the real broker. The ``broker`` fixture (in
-conftest.py) gives each test both URLs in turn; ``running`` (tests/running.py) runs a worker.
+conftest.py) gives each test both URLs in turn; ``running`` (tests/support/running.py) runs
+a worker.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from running import new_topology, running, unique
+from support.running import new_topology, running, unique
 
 from packetflow import (
     Context,
@@ -193,7 +194,7 @@ async def test_chain_across_two_reactors_reaches_the_end(broker: str) -> None:
 
 
 async def test_context_propagates_to_emitted_intents(broker: str) -> None:
-    # plain capabilities (opt-in) here; tests/test_security.py propagates signed tokens
+    # plain capabilities (opt-in) here; tests/behaviour/test_security.py propagates signed tokens
     topo = new_topology("context", capabilities={"clerk": ["note"]}, allow_unsigned=True)
     notes, echoes = unique("notes"), unique("echoes")
 
@@ -251,7 +252,7 @@ class Withdraw(
 
 async def test_capabilities_through_the_hierarchy_and_denial(broker: str) -> None:
     # the hierarchy's semantics, with plain capabilities (opt-in); the same check with signed
-    # tokens, and every way a token is refused, are in tests/test_security.py
+    # tokens, and every way a token is refused, are in tests/behaviour/test_security.py
     topo = new_topology(
         "caps",
         capabilities={"admin": ["teller"], "teller": ["withdraw", "read"]},

@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import crashproc
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from running import new_topology, running, unique
-from workerproc import (
+from support import crashproc
+from support.running import new_topology, running, unique
+from support.workerproc import (
     WORKER_KEY,
     WorkerProcess,
     cli,
@@ -127,7 +127,7 @@ async def test_killing_a_partition_leaders_broker_under_load_loses_nothing(
     url = kafka_cluster.url + "?replication_factor=3"
     namespace = new_namespace()
     topology = topology_in(namespace, crashproc.topology)
-    worker = spawn("cluster", namespace, url, module="tests/crashproc.py",
+    worker = spawn("cluster", namespace, url, module="tests/support/crashproc.py",
                    args=["--instance-id", "cluster-1"])
     await worker.wait_log(r"assigned .*jobs\[", timeout=90)
     count, killed = 1500, None
@@ -175,7 +175,7 @@ async def test_a_broker_outage_is_said_once_and_its_end_with_how_long(
     try:
         namespace = new_namespace()
         topology = topology_in(namespace, crashproc.topology)
-        worker = spawn("outage", namespace, broker.url, module="tests/crashproc.py")
+        worker = spawn("outage", namespace, broker.url, module="tests/support/crashproc.py")
         await worker.wait_log(r"assigned .*jobs\[", timeout=60)
         localkafka.kill_node(OUTAGE_PORT, 1)  # SIGKILL: the broker's machine is gone
         down = time.monotonic()

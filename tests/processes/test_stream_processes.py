@@ -1,6 +1,6 @@
 """Windows and exactly-once with real worker processes on a real Kafka broker.
 
-``python -m packetflow worker tests/streamproc.py`` runs as subprocesses, each test in its
+``python -m packetflow worker tests/support/streamproc.py`` runs as subprocesses, each test in its
 own ``$PACKETFLOW_NAMESPACE``. Every input carries a unique ``seq``; the tests check that
 each one's effects are in the output exactly once, whatever happened to the workers:
 
@@ -22,14 +22,14 @@ from collections.abc import Callable
 
 import orjson
 import pytest
-import streamproc
-from workerproc import WorkerProcess, logs, new_namespace, wait_records, wait_split
+from support import streamproc
+from support.workerproc import WorkerProcess, logs, new_namespace, wait_records, wait_split
 
 from packetflow import Client, Context, Received, Topology
 
 pytestmark = pytest.mark.kafka
 
-MODULE = "tests/streamproc.py"
+MODULE = "tests/support/streamproc.py"
 CAPS = Context.new("tests")  # the topology takes unsigned capabilities; Add requires none
 
 

@@ -5,8 +5,8 @@ loop (packetflow/engine/buffer.py). These tests hold each strategy to what it pr
 ``block``/``buffer`` pause the source and lose nothing (not across a stop or a rebalance
 either), ``drop_newest``/``drop_oldest``/``sample`` drop exactly what they say and keep it
 byte for byte on the drops topic, ``throttle`` bounds the rate, stream metrics add up, and a
-slow reactor keeps the worker's memory bounded. Like tests/test_behaviour.py, every test
-declares its own topology with unique topics; ``running`` (tests/running.py) runs a worker.
+slow reactor keeps the worker's memory bounded. Like tests/behaviour/test_behaviour.py, every test
+declares its own topology with unique topics; ``running`` (tests/support/running.py) runs a worker.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
-from running import WAIT, Running, new_topology, running, unique
+from support.running import WAIT, Running, new_topology, running, unique
 
 from packetflow import Client, Context, Intent, TestDriver, Topology, TopologyError, Worker
 from packetflow.core import backpressure as core_backpressure

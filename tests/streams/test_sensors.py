@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from workerproc import REPO, WORKER_KEY, WorkerProcess, cli, new_namespace, wait_records
+from support.workerproc import REPO, WORKER_KEY, WorkerProcess, cli, new_namespace, wait_records
 
 from packetflow import Client, Context, TestDriver, issue_token
 from topologies import sensors

@@ -1,9 +1,10 @@
 """``python -m packetflow worker topologies.orders`` as real subprocesses, for the Kafka tests.
 
-Shared by tests/test_processes.py and tests/test_security.py (the ``spawn`` fixture in
-conftest.py starts the processes and kills whatever is left at teardown). Each test runs in
-its own ``$PACKETFLOW_NAMESPACE`` (:func:`new_namespace`, :func:`orders_topology`), so no two
-tests share topics or consumer groups. Every wait is bounded, and a failed one shows the logs.
+Shared by the process tests (tests/processes) and tests/behaviour/test_security.py (the
+``spawn`` fixture in conftest.py starts the processes and kills whatever is left at
+teardown). Each test runs in its own ``$PACKETFLOW_NAMESPACE`` (:func:`new_namespace`,
+:func:`orders_topology`), so no two tests share topics or consumer groups. Every wait is
+bounded, and a failed one shows the logs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from packetflow import Client, KeyStore, Received, Topology
 from topologies import orders
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # topologies.orders takes signed tokens only: the worker processes (and the CLI) trust the key
 # generated here, through $PACKETFLOW_KEYS; the tests sign their tokens with it. The worker

@@ -20,8 +20,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from running import WAIT, new_topology, running, unique
-from workerproc import WORKER_KEY, cli, new_namespace, orders_topology, wait_records, wait_split
+from support.running import WAIT, new_topology, running, unique
+from support.workerproc import (
+    WORKER_KEY,
+    cli,
+    new_namespace,
+    orders_topology,
+    wait_records,
+    wait_split,
+)
 
 from packetflow import (
     Capability,

@@ -2,7 +2,7 @@
 last commit and tries again, and says when it resumed. Nothing is dead-lettered for it.
 
 The broker's failures are injected into ``memory://`` (a producer whose flush or commit
-fails the first times); tests/test_broker.py stops a real broker.
+fails the first times); tests/processes/test_broker.py stops a real broker.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from running import new_topology, unique
+from support.running import new_topology, unique
 
 from packetflow import Client, Context, Intent, Worker
 from packetflow.engine.transport import BrokerError, Producer

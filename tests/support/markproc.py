@@ -1,4 +1,4 @@
-"""The topology the exactly-once recovery tests run as ``packetflow worker tests/markproc.py``.
+"""The topology the exactly-once recovery tests run (``tests/support/markproc.py``).
 
 A ``Mark`` is answered by a ``Marked`` sent and acknowledged at once, inside the batch's
 transaction, after which the reactor waits ``$PF_TEST_STALL`` seconds: a transaction with

@@ -1,4 +1,4 @@
-"""The topology the stream process tests run as ``packetflow worker tests/streamproc.py``.
+"""The topology the stream process tests run as ``packetflow worker tests/support/streamproc.py``.
 
 ``PF_TEST_GUARANTEE`` picks at-least-once or exactly-once; ``PF_TEST_WINDOW`` the window
 (``count``: every 10 additions of an account; ``tumbling``: 2-second windows on the

@@ -1,5 +1,5 @@
 """The crash-loop breaker's judgement, from the marks commits carry (no process dies here;
-tests/test_recovery.py kills real workers)."""
+tests/processes/test_recovery.py kills real workers)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 import pytest
-from running import WAIT, new_topology, running, unique
+from support.running import WAIT, new_topology, running, unique
 
 from packetflow import Client, Context, Intent, Received, TestDriver, Topology, TopologyError
 from packetflow.streams import (

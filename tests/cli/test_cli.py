@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from workerproc import WORKER_KEY, assert_user_error, cli
+from support.workerproc import WORKER_KEY, assert_user_error, cli
 
 from packetflow import KeyStore, issue_token
 
