@@ -25,6 +25,7 @@ from packetflow.core.effects import (
     when,
 )
 from packetflow.core.intent import Intent
+from packetflow.core.replies import Refused
 from packetflow.core.tokens import (
     Issuer,
     KeyPair,
@@ -34,7 +35,7 @@ from packetflow.core.tokens import (
     issue_token,
     verify_token,
 )
-from packetflow.engine.client import Client, Received
+from packetflow.engine.client import AskTimeout, Client, Received, RequestRefused
 from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.security import KeyStore, Security
 from packetflow.engine.testing import TestDriver
@@ -60,6 +61,7 @@ async def send(
 
 
 __all__ = [
+    "AskTimeout",
     "Call",
     "Capability",
     "CapabilityHierarchy",
@@ -77,7 +79,9 @@ __all__ = [
     "Parallel",
     "Pipeline",
     "Received",
+    "Refused",
     "Reply",
+    "RequestRefused",
     "Retry",
     "Security",
     "Sequential",

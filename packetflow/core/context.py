@@ -45,6 +45,7 @@ class Context(BaseModel):
     capabilities: tuple[Capability, ...] = ()
     deadline: AwareDatetime | None = None  # a time zone is required: naive times are ambiguous
     reply_to: str | None = None
+    requester: str | None = None  # who waits for the reply: replies are keyed by it
     trace: tuple[str, ...] = ()
     baggage: dict[str, str] = Field(default_factory=dict)
     # A signed capability token (``packetflow.core.tokens``): the held capabilities, verified

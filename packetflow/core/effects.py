@@ -7,6 +7,11 @@ by looking at its return value. Compositions nest freely::
 
 Results: ``Emit``/``Reply``/``FanOut`` give :class:`Delivery` records, ``Call`` gives the
 function's return value, ``Sequential``/``Parallel`` a list, ``Pipeline`` its last step's.
+
+The set is open: a substrate (actors' ``Tell``, temporal's schedules) or an interface (an MCP
+call) declares its own :class:`Effect` subclass, and registers how to carry it out with
+``topology.register_effect(MyEffect, handler)``. An effect nobody handles is an error when
+the reactor returns it, not a silent no-op.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ class Delivery:
     offset: int
 
 
-class _Composable:
+class Effect:
+    """What a reactor wants done, as data. Subclass it for an effect of your own (a frozen
+    dataclass, as the ones here), and register its handler on the topology."""
+
     __slots__ = ()
 
     def __rshift__(self, other: Effect) -> Sequential:
@@ -43,7 +51,7 @@ class _Composable:
 
 
 @dataclass(frozen=True, slots=True)
-class Emit(_Composable):
+class Emit(Effect):
     """Send ``intent`` to ``topic`` (default: the topic its reactor consumes) with ``key``."""
 
     intent: Intent
@@ -53,14 +61,14 @@ class Emit(_Composable):
 
 
 @dataclass(frozen=True, slots=True)
-class Reply(_Composable):
+class Reply(Effect):
     """Answer the request: emit ``intent`` to the context's ``reply_to`` topic."""
 
     intent: Intent
 
 
 @dataclass(frozen=True, slots=True)
-class FanOut(_Composable):
+class FanOut(Effect):
     """Emit the same intent to several topics."""
 
     intent: Intent
@@ -69,7 +77,7 @@ class FanOut(_Composable):
 
 
 @dataclass(frozen=True, slots=True)
-class Call(_Composable):
+class Call(Effect):
     """Call a function (sync or async) for its side effect; its return value is the result."""
 
     fn: Callable[..., Any | Awaitable[Any]]
@@ -78,21 +86,21 @@ class Call(_Composable):
 
 
 @dataclass(frozen=True, slots=True)
-class Sequential(_Composable):
+class Sequential(Effect):
     """Run effects one after another; a failure stops the rest."""
 
     effects: tuple[Effect, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Parallel(_Composable):
+class Parallel(Effect):
     """Run effects concurrently; all must succeed."""
 
     effects: tuple[Effect, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Conditional(_Composable):
+class Conditional(Effect):
     """Run ``then`` if ``condition`` (a bool or no-argument callable) holds, else ``otherwise``."""
 
     condition: bool | Callable[[], bool]
@@ -101,7 +109,7 @@ class Conditional(_Composable):
 
 
 @dataclass(frozen=True, slots=True)
-class Pipeline(_Composable):
+class Pipeline(Effect):
     """Run ``first``; feed each result to the next step, which returns the next effect or None."""
 
     first: Effect
@@ -109,7 +117,7 @@ class Pipeline(_Composable):
 
 
 @dataclass(frozen=True, slots=True)
-class Retry(_Composable):
+class Retry(Effect):
     """Retry ``effect`` on failure with capped exponential backoff."""
 
     effect: Effect
@@ -133,10 +141,8 @@ class Retry(_Composable):
             delay *= self.factor
 
 
-Effect: TypeAlias = (
-    Emit | Reply | FanOut | Call | Sequential | Parallel | Conditional | Pipeline | Retry
-)
-EFFECT_TYPES = (Emit, Reply, FanOut, Call, Sequential, Parallel, Conditional, Pipeline, Retry)
+# The effects the engine itself knows how to carry out.
+BUILTIN_EFFECTS = (Emit, Reply, FanOut, Call, Sequential, Parallel, Conditional, Pipeline, Retry)
 
 # What a reactor may return as its effects: nothing, one, or many; a bare intent means emit it.
 Effects: TypeAlias = Effect | Intent | Iterable["Effect | Intent"] | None
@@ -194,7 +200,7 @@ def normalize(effects: Effects) -> list[Effect]:
     """A reactor's return value as a flat list of effects (bare intents become emits)."""
     if effects is None:
         return []
-    if isinstance(effects, EFFECT_TYPES):
+    if isinstance(effects, Effect):
         return [effects]
     if isinstance(effects, Intent):
         return [Emit(effects)]
@@ -202,7 +208,7 @@ def normalize(effects: Effects) -> list[Effect]:
     for item in effects:
         if isinstance(item, Intent):
             out.append(Emit(item))
-        elif isinstance(item, EFFECT_TYPES):
+        elif isinstance(item, Effect):
             out.append(item)
         else:
             raise TypeError(f"reactor returned {type(item).__name__}, not an effect or intent")

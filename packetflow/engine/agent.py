@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 import orjson
 
 from packetflow.core.context import Context
-from packetflow.core.effects import Effect
+from packetflow.core.effects import Delivery, Effect
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import StateSpec
 from packetflow.engine.clock import Clock
@@ -230,6 +230,31 @@ class EffectRunner(Protocol):
     (when something cannot be done) none of its sends."""
 
     async def run_effects(self, effects: Iterable[Effect], origin: Origin) -> None: ...
+
+    async def run(self, effect: Effect, origin: Origin) -> Any:
+        """Carry out one effect completely (nested ones too) and return its result."""
+        ...
+
+    async def emit(
+        self,
+        intent: Intent,
+        origin: Origin,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        sealed: bool = True,
+    ) -> Delivery:
+        """Send one intent on the reactor's behalf, checked as an emit and sealed as the
+        engine's own (every intent the engine emits for an effect is internal by default)."""
+        ...
+
+
+class EffectHandler(Protocol):
+    """Carries out an effect type the engine does not know (``topology.register_effect``):
+    ``runner`` runs the effects it is made of, if any. Its return value is the effect's
+    result (what a ``pipeline`` step receives). It raises to fail the record."""
+
+    async def __call__(self, effect: Any, origin: Origin, runner: EffectRunner) -> Any: ...
 
 
 class Seal(Protocol):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -14,6 +16,7 @@ import orjson
 from packetflow.core.context import Context
 from packetflow.core.effects import Delivery
 from packetflow.core.intent import Intent
+from packetflow.core.replies import Refused
 from packetflow.engine.codec import (
     CAPABILITIES_HEADER,
     CONTEXT_HEADER,
@@ -26,6 +29,7 @@ from packetflow.engine.codec import (
     header,
 )
 from packetflow.engine.runtime.lifecycle import Lifecycle
+from packetflow.engine.runtime.replies import ReplyWaiter
 from packetflow.engine.security import Auditor, revocation_record
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import Producer, Record, Transport, open_transport
@@ -44,14 +48,36 @@ class Received:
         return None if raw is None else raw.decode(errors="replace")
 
 
-class Client(Lifecycle):
-    """A producer (and reader) bound to one topology's topic names and intent types."""
+class RequestRefused(Exception):
+    """The engine set a request aside instead of answering it (denied, dead-lettered)."""
 
-    def __init__(self, broker: str | Transport, topology: Topology) -> None:
+    def __init__(self, refused: Refused) -> None:
+        super().__init__(f"{refused.reason}: {refused.error}")
+        self.reason = refused.reason
+        self.error = refused.error
+        self.source = refused.source
+
+
+class AskTimeout(TimeoutError):
+    """No reply (and no refusal) came within the time asked for."""
+
+
+class Client(Lifecycle):
+    """A producer (and reader) bound to one topology's topic names and intent types.
+
+    ``requester`` names this client when it asks (:meth:`ask`): replies are keyed by it, and
+    it reads only its partition of the reply topic (default: a new random name).
+    """
+
+    def __init__(
+        self, broker: str | Transport, topology: Topology, *, requester: str | None = None
+    ) -> None:
         super().__init__()
         self.topology = topology
         self.transport = broker if isinstance(broker, Transport) else open_transport(broker)
+        self.requester = requester or f"client-{uuid.uuid4().hex[:12]}"
         self._producer: Producer | None = None
+        self._replies: ReplyWaiter | None = None
 
     async def _open(self, resources: contextlib.AsyncExitStack) -> None:
         await self.transport.start()
@@ -93,6 +119,61 @@ class Client(Lifecycle):
         value, headers = encode(intent, context or Context.new())
         raw_key = encode_key(key if key is not None else intent.partition_key())
         return await self._producer.send(self.topology.physical(logical), value, raw_key, headers)
+
+    async def ask(
+        self,
+        intent: Intent,
+        *,
+        context: Context | None = None,
+        timeout: float = 10.0,
+        topic: str | None = None,
+        key: str | None = None,
+    ) -> Intent:
+        """Send ``intent`` as a request and return its reply: what its reactor answered
+        with ``reply(...)`` (a type the topology knows: name it in the reactor's ``emits=``).
+
+        Raises :class:`RequestRefused` at once when the engine set the request aside
+        (denied or dead-lettered: why), :class:`AskTimeout` when neither came within
+        ``timeout`` seconds (also the request's deadline, unless its context has one)."""
+        waiter = await self._waiter()
+        context = context or Context.new()
+        context = context.model_copy(
+            update={
+                "reply_to": waiter.topic,
+                "requester": self.requester,
+                "deadline": context.deadline
+                or datetime.now(UTC) + timedelta(seconds=timeout),
+            }
+        )
+        future = waiter.expect(context.intent_id)
+        try:
+            await self.send(intent, context=context, topic=topic, key=key)
+            try:
+                reply = await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                raise AskTimeout(
+                    f"no reply to {type(intent).intent_type} within {timeout:g}s"
+                ) from None
+        finally:
+            waiter.forget(context.intent_id)
+        if isinstance(reply.intent, Refused):
+            raise RequestRefused(reply.intent)
+        return reply.intent
+
+    async def _waiter(self) -> ReplyWaiter:
+        if self._replies is None:
+            topology = self.topology
+            waiter = ReplyWaiter(
+                self.transport,
+                topology.physical(topology.replies_topic),
+                self.requester,
+                topology.known_types,
+                topology.security.sealer(in_process=self.transport.in_process),
+            )
+            await waiter.start()
+            self._resources.push_async_callback(waiter.stop)
+            self._replies = waiter
+        return self._replies
 
     async def send_many(self, items: Iterable[tuple[Intent, Context | None]]) -> list[Delivery]:
         """Publish many intents, pipelined, and wait for all acknowledgements."""
@@ -172,7 +253,7 @@ class Client(Lifecycle):
         """Every record on ``topic`` (logical name) so far, decoded where possible."""
         records: list[Record] = []
         await self.transport.read_topic(self.topology.physical(topic), records.append)
-        types = self.topology.intent_types
+        types = self.topology.known_types
         out = []
         for record in records:
             out.append(_decode_loosely(record, types))

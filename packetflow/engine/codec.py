@@ -108,6 +108,7 @@ _OPTIONAL_CONTEXT_FIELDS = (
     "correlation_id",
     "principal",
     "reply_to",
+    "requester",
     "trace",
     "baggage",
 )

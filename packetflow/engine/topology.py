@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 from packetflow.core.backpressure import Backpressure
 from packetflow.core.capability import CapabilityHierarchy
+from packetflow.core.effects import BUILTIN_EFFECTS, Effect
 from packetflow.core.intent import Intent, intent_types_of
 from packetflow.core.reactor import ReactorSpec, StateSpec
-from packetflow.engine.agent import AgentSpec
+from packetflow.engine.agent import AgentSpec, EffectHandler
 from packetflow.engine.codec import DEFAULT_MAX_RECORD_BYTES
 from packetflow.engine.names import TopicNames
 from packetflow.engine.repartition import KeyBy, Repartition
@@ -119,6 +120,7 @@ class Topology:
             if security is not None and security.allow_unsigned != allow_unsigned:
                 raise TopologyError("allow_unsigned= contradicts security=")
             self.security.allow_unsigned = allow_unsigned
+        self.effect_handlers: dict[type[Effect], EffectHandler] = {}
         self.reactors: dict[str, ReactorSpec] = {}
         self.agents: dict[str, AgentSpec] = {}
         self.topics: dict[str, int] = {}
@@ -154,6 +156,15 @@ class Topology:
             if known is not default_type:
                 raise TopologyError(f"topic {name!r} already has default type {known.intent_type}")
         return name
+
+    def register_effect(self, effect_type: type[Effect], handler: EffectHandler) -> None:
+        """Carry out effects of ``effect_type`` (a subclass of ``Effect``) with ``handler``:
+        how a substrate or an interface adds an effect of its own."""
+        if not (isinstance(effect_type, type) and issubclass(effect_type, Effect)):
+            raise TopologyError(f"{effect_type!r} is not a subclass of packetflow.Effect")
+        if effect_type in BUILTIN_EFFECTS:
+            raise TopologyError(f"{effect_type.__name__} is the engine's own effect")
+        self.effect_handlers[effect_type] = handler
 
     def route(self, intent_type: type[Intent], topic: str) -> None:
         """Send intents of ``intent_type`` to ``topic`` unless an emit names another."""
@@ -326,6 +337,16 @@ class Topology:
                 out[t.intent_type] = t
         for t in self.routes:
             out[t.intent_type] = t
+        return out
+
+    @property
+    def known_types(self) -> dict[str, type[Intent]]:
+        """Every intent type the topology consumes, routes or names in a reactor's or
+        agent's ``emits=``: what a client can decode when it reads or asks."""
+        out = dict(self.intent_types)
+        for spec in self.consumers():
+            for t in spec.emits:
+                out.setdefault(t.intent_type, t)
         return out
 
     def intent_type(self, name: str) -> type[Intent]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from packetflow.core.context import Context
 from packetflow.core.effects import (
+    BUILTIN_EFFECTS,
     Call,
     Conditional,
     Delivery,
@@ -34,7 +35,7 @@ from packetflow.core.effects import (
     Sequential,
 )
 from packetflow.core.intent import Intent
-from packetflow.engine.agent import Origin
+from packetflow.engine.agent import EffectHandler, Origin
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, encode
 from packetflow.engine.security.seal import Sealer
@@ -91,6 +92,7 @@ class Interpreter:
         self._internal = {physical(t) for t in internal}
         self._reply_targets = topology.reply_targets()
         self._topics: dict[tuple[type[Intent], str | None], str] = {}
+        self._handlers = dict(topology.effect_handlers)
 
     # -- a reactor's result --------------------------------------------------------------
 
@@ -115,6 +117,8 @@ class Interpreter:
             elif isinstance(effect, (Emit, Reply, FanOut)):
                 outgoing.extend(self._records(effect, origin))
             else:
+                if not isinstance(effect, BUILTIN_EFFECTS):
+                    self._handler(effect)  # unknown: refused now, before anything is sent
                 compositions.append(effect)
         return Prepared(outgoing, compositions)
 
@@ -167,7 +171,42 @@ class Interpreter:
             return result
         if isinstance(effect, Retry):
             return await self._retry(effect, origin)
-        raise EffectError(f"not an effect: {effect!r}")
+        return await self._handler(effect)(effect, origin, self)
+
+    def _handler(self, effect: Effect) -> EffectHandler:
+        for cls in type(effect).__mro__:
+            handler = self._handlers.get(cls)
+            if handler is not None:
+                return handler
+        raise EffectError(
+            f"no handler for effect {type(effect).__name__}: register one with "
+            "topology.register_effect(...)"
+        )
+
+    async def emit(
+        self,
+        intent: Intent,
+        origin: Origin,
+        *,
+        topic: str | None = None,
+        key: str | None = None,
+        sealed: bool = True,
+    ) -> Delivery:
+        """Send ``intent`` for a registered effect's handler and wait for the broker: checked
+        as an emit (declared topic, not the engine's, fits), sealed as the engine's own unless
+        ``sealed=False``."""
+        if key is None:
+            key = intent.partition_key()
+        out = self._record(
+            self._topic_for(intent, topic),
+            intent,
+            origin.context.inherit(origin.reactor),
+            None if key is None else key.encode(),
+            sealed,
+        )
+        ack = await self.producer.send(out.topic, out.value, out.key, out.headers)
+        self.emitted += 1
+        return await ack
 
     async def _retry(self, effect: Retry, origin: Origin) -> Any:
         delays = effect.delays()
@@ -207,8 +246,9 @@ class Interpreter:
         if key is None:
             key = intent.partition_key()
         raw_key = None if key is None else key.encode()
-        if raw_key is None and isinstance(effect, Reply):
-            raw_key = origin.key
+        if isinstance(effect, Reply):  # keyed by whoever waits for it, else as the request
+            requester = origin.context.requester
+            raw_key = requester.encode() if requester else raw_key or origin.key
         sealed = isinstance(effect, Reply)  # the engine's own intents are always sealed
         return [self._record(topic, intent, context, raw_key, sealed) for topic in topics]
 

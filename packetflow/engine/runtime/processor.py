@@ -38,9 +38,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from packetflow.core.context import Context
-from packetflow.core.effects import normalize
+from packetflow.core.effects import Reply, normalize
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
+from packetflow.core.replies import Refused
 from packetflow.core.tokens import BAD_REPLY_TO
 from packetflow.engine.agent import AgentRuntime, AgentServices, Origin, Timer
 from packetflow.engine.clock import Clock
@@ -238,7 +239,10 @@ class Processor:
         intent, context = envelope.intent, envelope.context
         if context.deadline is not None and context.expired(self.clock.now()):
             await self.dead_letter(
-                record, "deadline", f"deadline {context.deadline.isoformat()} has passed"
+                record,
+                "deadline",
+                f"deadline {context.deadline.isoformat()} has passed",
+                context=context,
             )
             return
         cls = type(intent)
@@ -316,7 +320,7 @@ class Processor:
                     await self.clock.sleep(0.1 * 2**attempt)
                     continue
                 reason, message = _why(exc)
-                await self.dead_letter(record, reason, message, reactor=name)
+                await self.dead_letter(record, reason, message, reactor=name, context=context)
                 return
             self.metrics.processed[name] += 1
             return
@@ -387,7 +391,7 @@ class Processor:
         except Exception as exc:  # the reactor's failure is the record's, not the worker's
             self.metrics.errors[spec.name] += 1
             reason, message = _why(exc)
-            await self.dead_letter(record, reason, message, reactor=spec.name)
+            await self.dead_letter(record, reason, message, reactor=spec.name, context=context)
             return
         await interpreter.send(prepared.outgoing)
         if store is not None:
@@ -412,14 +416,31 @@ class Processor:
     # -- setting aside -------------------------------------------------------------------
 
     async def dead_letter(
-        self, record: Record, reason: str, message: str, *, reactor: str | None = None
+        self,
+        record: Record,
+        reason: str,
+        message: str,
+        *,
+        reactor: str | None = None,
+        context: Context | None = None,
     ) -> None:
-        """Keep ``record`` byte for byte on the dead-letter topic, with why."""
+        """Keep ``record`` byte for byte on the dead-letter topic, with why (and tell its
+        requester, if it is a request: ``context``)."""
         extra = [(REASON_HEADER, reason), (ERROR_HEADER, message)]
         if reactor:
             extra.append((REACTOR_HEADER, reactor))
         await self.divert(self._dead_letter_topic, record, extra)
         self.metrics.dead_lettered[reason] += 1
+        if context is not None and context.requester:
+            await self._refuse(record, context, reason, message)
+
+    async def _refuse(self, record: Record, context: Context, reason: str, message: str) -> None:
+        """Answer a request that was set aside with a Refused (see runtime.replies)."""
+        if context.reply_to not in self._reply_targets:
+            return  # nowhere the engine may write: the requester waits out its timeout
+        refused = Refused(reason=reason, error=message[:1000], source=_source(record))
+        origin = Origin("packetflow", context, record.key)
+        await self.interpreter.send(self.interpreter.prepare([Reply(refused)], origin).outgoing)
 
     async def _drop(self, record: Record, extra: list[tuple[str, str]]) -> None:
         await self.divert(self._drops_topic, record, extra)
@@ -469,6 +490,8 @@ class Processor:
         if denial.missing:
             extra.append((MISSING_HEADER, ", ".join(denial.missing)))
         await self.divert(self._denied_topic, record, extra)
+        if context is not None and context.requester:
+            await self._refuse(record, context, denial.reason, denial.message)
         intent_type = type(intent).intent_type
         self.metrics.denied[intent_type] += 1
         self.metrics.denied_reasons[denial.reason] += 1
@@ -500,8 +523,9 @@ class Processor:
         )
 
     async def write_changelogs(self) -> None:
-        """Queue this batch's state changes on the changelog topics."""
-        for store in self.stores.values():
+        """Queue this batch's state changes on the changelog topics (every store: the
+        main ones, an agent's others, its timers)."""
+        for store in self.all_stores.values():
             for partition, key, value in store.take_changes():
                 await self.producer.send(store.changelog_topic, value, key, (), partition)
 

@@ -284,8 +284,11 @@ class Transport(abc.ABC):
     ) -> int:
         """Read each partition from its beginning to its current end; returns records read."""
 
-    def follow(self, topic: str, partitions: int) -> Follower:
-        """A :class:`Follower` of the ``partitions`` partitions of ``topic`` (which must exist)."""
+    def follow(
+        self, topic: str, partitions: int, *, only: int | None = None, from_end: bool = False
+    ) -> Follower:
+        """A :class:`Follower` of the ``partitions`` partitions of ``topic`` (which must
+        exist), or of partition ``only``; from the beginning, or from its end as of start."""
         raise NotImplementedError(f"{type(self).__name__} cannot follow topics")
 
     async def read_topic(self, topic: str, on_record: Callable[[Record], None]) -> int:

@@ -632,9 +632,12 @@ class KafkaFollower(Follower):
         partitions: int,
         options: dict[str, str],
         client: dict[str, Any],
+        only: int | None = None,
+        from_end: bool = False,
     ):
         self._topic = topic
-        self._tps = [AioTP(topic, p) for p in range(partitions)]
+        self._from_end = from_end
+        self._tps = [AioTP(topic, p) for p in ([only] if only is not None else range(partitions))]
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             **client,
@@ -649,7 +652,12 @@ class KafkaFollower(Follower):
         try:
             await self._consumer.start()
             self._consumer.assign(self._tps)
-            await self._consumer.seek_to_beginning(*self._tps)
+            if self._from_end:
+                await self._consumer.seek_to_end(*self._tps)
+                for tp in self._tps:  # resolved now: what is written after start() is read
+                    await self._consumer.position(tp)
+            else:
+                await self._consumer.seek_to_beginning(*self._tps)
         except KafkaError as exc:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
@@ -813,8 +821,12 @@ class KafkaTransport(Transport):
             instance_id=instance_id,
         )
 
-    def follow(self, topic: str, partitions: int) -> Follower:
-        return KafkaFollower(self.bootstrap, topic, partitions, self.options, self._client)
+    def follow(
+        self, topic: str, partitions: int, *, only: int | None = None, from_end: bool = False
+    ) -> Follower:
+        return KafkaFollower(
+            self.bootstrap, topic, partitions, self.options, self._client, only, from_end
+        )
 
     async def read_partitions(
         self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]

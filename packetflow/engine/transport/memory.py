@@ -455,13 +455,22 @@ class MemoryFollower(Follower):
 
     immediate = True
 
-    def __init__(self, broker: MemoryBroker, topic: str) -> None:
+    def __init__(
+        self, broker: MemoryBroker, topic: str, only: int | None = None, from_end: bool = False
+    ) -> None:
         self._broker = broker
         self._topic = topic
-        self._positions: list[int] = []
+        self._only = only
+        self._from_end = from_end
+        self._positions: dict[int, int] = {}
 
     async def start(self) -> None:
-        self._positions = [0] * len(self._broker.partitions(self._topic))
+        count = len(self._broker.partitions(self._topic))
+        chosen = [self._only] if self._only is not None else range(count)
+        self._positions = {
+            p: self._broker.end_offset(TopicPartition(self._topic, p)) if self._from_end else 0
+            for p in chosen
+        }
 
     async def stop(self) -> None:
         return None
@@ -478,7 +487,7 @@ class MemoryFollower(Follower):
 
     def poll_nowait(self) -> list[Record]:
         out: list[Record] = []
-        for p, pos in enumerate(self._positions):
+        for p, pos in self._positions.items():
             records, self._positions[p] = self._broker.read(TopicPartition(self._topic, p), pos)
             out.extend(records)
         return out
@@ -528,8 +537,10 @@ class MemoryTransport(Transport):
             self.broker, group, topics, listener, isolation_level == "read_committed"
         )
 
-    def follow(self, topic: str, partitions: int) -> Follower:
-        return MemoryFollower(self.broker, topic)
+    def follow(
+        self, topic: str, partitions: int, *, only: int | None = None, from_end: bool = False
+    ) -> Follower:
+        return MemoryFollower(self.broker, topic, only, from_end)
 
     async def read_partitions(
         self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
