@@ -482,6 +482,7 @@ class Topology:
             if name not in self.topics:
                 specs.append(TopicSpec(self.physical(name), self.default_partitions))
         specs.append(TopicSpec(self.physical(self.revocations_topic), 1, compacted=True))
+        specs.append(TopicSpec(self.physical(self.members_topic), 1, compacted=True))
         for store in self.stores():
             specs.append(
                 TopicSpec(

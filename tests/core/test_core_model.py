@@ -600,6 +600,7 @@ class TestTopology:
             "staging.shop.audit": (3, False, None),
             "staging.shop.replies": (3, False, None),
             "staging.shop.revocations": (1, True, None),
+            "staging.shop.members": (1, True, None),
             "staging.shop.cats.changelog": (5, True, None),
         }
         assert topo.intent_type("pets.Dog") is Dog

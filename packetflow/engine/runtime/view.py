@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from packetflow.engine.clock import WALL_CLOCK, Clock
+from packetflow.engine.runtime.members import Member, Roster
 from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.processor import Processor
 from packetflow.engine.topology import Topology
@@ -26,13 +28,30 @@ class WorkerView:
         consumer: Consumer,
         metrics: WorkerMetrics,
         assigned: set[TopicPartition],
+        *,
+        clock: Clock = WALL_CLOCK,
+        roster: Roster | None = None,
+        advertised: dict[str, Any] | None = None,
     ) -> None:
         self.topology = topology
         self.instance_id = instance_id
+        self.clock = clock
         self._processor = processor
         self._consumer = consumer
         self.metrics = metrics
         self._assigned = assigned  # the worker's own set: kept current by it
+        self._roster = roster
+        self._advertised = advertised if advertised is not None else {}
+
+    def members(self) -> list[Member]:
+        """The topology's workers as they last announced themselves (runtime.members),
+        this one included once it has announced."""
+        return [] if self._roster is None else self._roster.members()
+
+    def advertise(self, **fields: Any) -> None:
+        """Add to what this worker announces about itself (``http="host:port"``, say): the
+        one thing a service may change through the view. Sent with the next announcement."""
+        self._advertised.update(fields)
 
     @property
     def assignment(self) -> set[TopicPartition]:

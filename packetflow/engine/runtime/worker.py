@@ -38,10 +38,12 @@ from typing import Any
 from packetflow.engine.agent import current_agents
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.runtime.admission import Admission
+from packetflow.engine.runtime.announcer import Announcer
 from packetflow.engine.runtime.breaker import Breaker
 from packetflow.engine.runtime.commit import Committer
 from packetflow.engine.runtime.followers import TableFollowers
 from packetflow.engine.runtime.lifecycle import Lifecycle
+from packetflow.engine.runtime.members import ANNOUNCE_EVERY, Roster
 from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.outage import Outage, quiet_aiokafka
 from packetflow.engine.runtime.processor import Processor
@@ -83,6 +85,7 @@ class Worker(Lifecycle, RebalanceListener):
         tick_interval: float = 0.1,
         instance_id: str | None = None,
         services: Sequence[WorkerService] = (),
+        announce_every: float = ANNOUNCE_EVERY,
     ) -> None:
         """``security`` replaces the topology's own settings for this worker (TestDriver).
 
@@ -94,6 +97,8 @@ class Worker(Lifecycle, RebalanceListener):
         also the transactional id's suffix, so a restarted worker aborts what its crashed
         predecessor left open. ``services`` live in the worker's lifecycle (an HTTP server,
         say): started once it runs, stopped before it lets go of anything.
+        ``announce_every``: seconds between the worker's announcements on the topology's
+        members topic (also sent when its assignment changes; see runtime.members).
         """
         super().__init__()
         if not topology.consumers():
@@ -113,6 +118,10 @@ class Worker(Lifecycle, RebalanceListener):
         self.instance_id = explicit or uuid.uuid4().hex[:12]
         self.static = bool(explicit)  # a static group member (KIP-345)
         self.services = list(services)
+        self.announce_every = announce_every
+        self.advertised: dict[str, Any] = {}  # what services add to the announcements
+        self.roster: Roster | None = None
+        self._running_services: list[WorkerService] = []
         self.metrics = WorkerMetrics()
         self.outage = Outage(f"broker {self.transport.url}")
         self.breaker = Breaker(topology.crash_loop_limit, max_batch)
@@ -207,22 +216,48 @@ class Worker(Lifecycle, RebalanceListener):
         if not transport.in_process:
             watch = asyncio.create_task(self._watch_outage())
             resources.push_async_callback(_cancel, watch)
+        roster = self.roster = Roster(self.clock, self.announce_every, sealer)
         self.view = WorkerView(
-            topology, self.instance_id, processor, consumer, self.metrics, self._assigned
+            topology,
+            self.instance_id,
+            processor,
+            consumer,
+            self.metrics,
+            self._assigned,
+            clock=self.clock,
+            roster=roster,
+            advertised=self.advertised,
         )
         log.info("worker for %s started on %s", topology.name, transport.url)
         self._warn_about_security(guard)
-        for service in self.services:
+        announcer = Announcer(
+            topology.physical(topology.members_topic),
+            roster,
+            sealer,
+            self.advertised,
+            self.announce_every,
+        )
+        # last to start (it announces what the others advertised), first to stop
+        resources.push_async_callback(self._stop_services)
+        for service in (*self.services, announcer):
             await service.start(self.view, transport)
-            resources.push_async_callback(service.stop)
+            self._running_services.append(service)
         resources.callback(log.info, "worker for %s stopped", topology.name)
+
+    async def _stop_services(self) -> None:
+        """Stop the services started so far, last first, each once."""
+        while self._running_services:
+            service = self._running_services.pop()
+            try:
+                await service.stop()
+            except Exception as exc:  # the others still stop
+                log.error("stopping service %s: %s", type(service).__name__, exc)
 
     async def _close(self) -> None:
         """Finish the batch in flight, let the intents in hand finish, commit, and hand the
         partitions over cleanly (the resources close after, in reverse order)."""
         self._stopping = True
-        for service in reversed(self.services):
-            await service.stop()
+        await self._stop_services()
         async with self._lock:
             processor, consumer = self._processor, self._consumer
             if processor is not None and processor.buffered:

@@ -162,8 +162,15 @@ class MemoryBroker:
     async def wait_for_records(self, timeout: float) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, timeout)
+        try:
+            # asyncio.wait, not wait_for: 3.11's wait_for can swallow a cancellation that
+            # arrives as the waiter completes, and a cancelled follower would poll forever
+            await asyncio.wait((waiter,), timeout=timeout)
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
 
     # -- groups --------------------------------------------------------------------------
 
