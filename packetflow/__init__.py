@@ -39,7 +39,8 @@ from packetflow.engine.client import AskTimeout, Client, Received, RequestRefuse
 from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.security import KeyStore, Security
 from packetflow.engine.testing import TestDriver
-from packetflow.engine.topology import Topology, TopologyError, default_broker_url
+from packetflow.engine.topology import Topology, TopologyError
+from packetflow.engine.topology import default_broker_url as _default_broker_url
 
 __version__ = "0.1.0"
 
@@ -56,7 +57,7 @@ async def send(
     """Publish one intent to its topic on ``broker`` (default: the topology's, else
     ``$PACKETFLOW_BROKER``) and wait for the acknowledgement. A connection per call: for
     many intents, ``async with Client(url, topology) as client`` and ``client.send``."""
-    async with Client(broker or topology.broker or default_broker_url(), topology) as client:
+    async with Client(broker or topology.broker or _default_broker_url(), topology) as client:
         return await client.send(intent, context=context, topic=topic, key=key)
 
 

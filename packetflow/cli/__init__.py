@@ -1,1 +1,8 @@
-"""PacketFlow command-line interface."""
+"""The ``packetflow`` command (an interface: the top layer).
+
+``app.py`` (worker, send, topology show, demo), ``caps.py`` (keys, tokens, revocation),
+``kafka.py`` (the local broker, from ``packetflow.localkafka``), ``options.py`` (options the
+commands share), ``render.py`` (a topology as text or a mermaid graph), ``loader.py``
+(finding a topology in a module), ``demo.py`` and ``watchdog.py``. User errors print one
+line and exit 2. May import: every layer below (engine, core, substrates, localkafka).
+"""

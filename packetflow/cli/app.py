@@ -8,23 +8,23 @@ import logging
 import sys
 import time
 import traceback
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import Progress
 
-from packetflow.cli import caps, describe, kafka
+from packetflow.cli import caps, kafka
+from packetflow.cli.demo import print_summary, run_demo
 from packetflow.cli.loader import LoadError, load_topology
+from packetflow.cli.options import BrokerOpt, TopologyOpt
+from packetflow.cli.render import as_mermaid, as_text
 from packetflow.cli.watchdog import watch_the_loop
-from packetflow.core.context import Context
-from packetflow.core.intent import Intent
-from packetflow.core.tokens import TokenError, decode_token
 from packetflow.engine.client import Client
+from packetflow.engine.describe import as_json
+from packetflow.engine.ingress import IngressError, Submission, hopeless, submission
 from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
 from packetflow.engine.transport import BrokerError, BrokerURL, BrokerURLError
@@ -61,23 +61,6 @@ def _options(
 ) -> None:
     global _debug
     _debug = debug
-
-
-BrokerOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--broker", "-b", help="kafka://host:port or memory:// (default $PACKETFLOW_BROKER)"
-    ),
-]
-TopologyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--topology",
-        "-t",
-        envvar="PACKETFLOW_TOPOLOGY",
-        help="Module holding the topology, e.g. topologies.orders ($PACKETFLOW_TOPOLOGY)",
-    ),
-]
 
 
 def _load(spec: str) -> Topology:
@@ -310,7 +293,7 @@ def _json(text: str, where: str) -> Any:
 
 def _read_lines(
     topology: Topology, file: Path, defaults: dict[str, Any], deadline: float | None
-) -> list[tuple[Intent, Context, str | None, str | None]]:
+) -> list[Submission]:
     try:
         text = sys.stdin.read() if str(file) == "-" else file.read_text()
     except OSError as exc:
@@ -335,99 +318,44 @@ def _read_lines(
 
 def _item(
     topology: Topology, line: dict[str, Any], where: str, deadline: float | None
-) -> tuple[Intent, Context, str | None, str | None]:
-    capabilities = line.get("capabilities") or []
-    if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
-        raise UserError(f'{where}: "capabilities" must be a list of "operation:resource" strings')
-    for name in ("key", "topic", "token", "principal"):
-        if line.get(name) is not None and not isinstance(line[name], str):
-            raise UserError(f'{where}: "{name}" must be a string')
-    token = line.get("token") or None
-    principal = line.get("principal")
-    if token is not None:
-        if capabilities:
-            raise UserError(f'{where}: give "token" or "capabilities", not both')
-        try:
-            holder = decode_token(token).holder
-        except TokenError as exc:
-            raise UserError(f"{where}: token: {exc.message}") from None
-        principal = principal or holder
+) -> Submission:
     try:
-        cls = topology.intent_type(str(line["type"]))
-        intent = cls.model_validate(line.get("data") or {})
-        context = Context.new(
-            principal,
-            capabilities,
-            deadline=(
-                datetime.now(UTC) + timedelta(seconds=deadline) if deadline is not None else None
-            ),
-            token=token,
-        )
-    except TopologyError as exc:
+        return submission(topology, line, deadline=deadline)
+    except IngressError as exc:
         raise UserError(f"{where}: {exc}") from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "value"
-        raise UserError(f"{where}: {exc.title}: {loc}: {first['msg']}") from None
-    except ValueError as exc:  # e.g. Capability.parse(":x") raises a plain ValueError
-        raise UserError(f"{where}: {exc}") from None
-    return intent, context, line.get("key"), line.get("topic")
 
 
-def _refuse_hopeless(
-    topology: Topology, items: list[tuple[Intent, Context, str | None, str | None]]
-) -> None:
+# how each refusal reads on the command line (see ingress.hopeless)
+_CLI_WORDING = {
+    "internal": "{} (--force sends it anyway)",
+    "deadline": "{} (--deadline takes seconds from now, > 0; --force sends it anyway)",
+    "no-token": "{}: pass --token (packetflow caps issue ...) or --force",
+    "expired": "{} (--force sends it anyway)",
+    "principal-mismatch": "--{}",
+}
+
+
+def _refuse_hopeless(topology: Topology, items: list[Submission]) -> None:
     """Refuse sends the topology's workers can only deny or dead-letter (``--force`` sends
     them anyway, e.g. to test that they are refused)."""
     now = time.time()
-    for intent, context, _, _ in items:
-        cls = type(intent)
-        what = cls.intent_type
-        if cls.internal:
-            raise UserError(
-                f"{what} is internal: only workers emit it (sealed with the worker secret), "
-                "so workers would deny this one (--force sends it anyway)"
-            )
-        if context.deadline is not None and context.deadline.timestamp() <= now:
-            raise UserError(
-                f"the deadline of this {what} has already passed: workers would dead-letter "
-                "it (--deadline takes seconds from now, > 0; --force sends it anyway)"
-            )
-        required = intent.requirements()
-        if not required:
-            continue
-        needs = ", ".join(f"{op}:{res}" for op, res in required)
-        if context.token is None and not topology.security.allow_unsigned:
-            raise UserError(
-                f"{what} requires {needs} and topology {topology.name} accepts signed tokens "
-                "only: pass --token (packetflow caps issue ...) or --force"
-            )
-        if context.token is not None:
-            claims = decode_token(context.token)
-            if claims.expires <= now:
-                raise UserError(
-                    f"the token of {claims.holder} expired at "
-                    f"{datetime.fromtimestamp(claims.expires, UTC).isoformat()}: workers would "
-                    "deny this (--force sends it anyway)"
-                )
-            if context.principal is not None and context.principal != claims.holder:
-                raise UserError(
-                    f"--principal {context.principal} is not the token's holder "
-                    f"({claims.holder}): workers would deny this (principal-mismatch)"
-                )
+    for item in items:
+        why = hopeless(topology, item, now)
+        if why is not None:
+            raise UserError(_CLI_WORDING.get(why.code, "{}").format(why.message))
 
 
-async def _send_all(
-    topology: Topology, url: str, items: list[tuple[Intent, Context, str | None, str | None]]
-) -> None:
+async def _send_all(topology: Topology, url: str, items: list[Submission]) -> None:
     try:
         async with Client(url, topology) as client:
             with Progress(console=err, transient=True, disable=len(items) < 1000) as progress:
                 task = progress.add_task("sending", total=len(items))
                 futures = []
-                for intent, context, key, topic in items:
+                for item in items:
                     futures.append(
-                        await client.enqueue(intent, context=context, key=key, topic=topic)
+                        await client.enqueue(
+                            item.intent, context=item.context, key=item.key, topic=item.topic
+                        )
                     )
                     progress.advance(task)
                 deliveries = [await ack for ack in futures]
@@ -438,7 +366,7 @@ async def _send_all(
     if len(deliveries) == 1:
         d = deliveries[0]
         out.print(
-            f"sent {type(items[0][0]).intent_type} to {d.topic}[{d.partition}] at offset {d.offset}"
+            f"sent {items[0].intent.intent_type} to {d.topic}[{d.partition}] at offset {d.offset}"
         )
     else:
         topics = sorted({d.topic for d in deliveries})
@@ -454,7 +382,7 @@ def topology_show(
     format: Annotated[str, typer.Option("--format", help="text, mermaid or json")] = "text",
 ) -> None:
     """Print a topology's topics, reactors, intent types and required capabilities."""
-    renderers = {"text": describe.as_text, "mermaid": describe.as_mermaid, "json": describe.as_json}
+    renderers = {"text": as_text, "mermaid": as_mermaid, "json": as_json}
     if format not in renderers:
         raise UserError(f"unknown format {format!r}: use text, mermaid or json")
     print(renderers[format](_load(module)))
@@ -472,8 +400,6 @@ def demo(
 
     A module with its own ``demo(count)`` (e.g. one that simulates on virtual time) runs that.
     """
-    from packetflow.cli.demo import print_summary, run_demo
-
     topology, mod = _load_with_module(module)
     if count < 1:
         raise UserError("--count must be at least 1")

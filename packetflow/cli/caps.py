@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 
 from packetflow.cli.loader import LoadError, load_topology
+from packetflow.cli.options import BrokerOpt, KeysOpt, TopologyOpt
 from packetflow.core.capability import Capability, CapabilityHierarchy
 from packetflow.core.tokens import (
     TokenClaims,
@@ -48,14 +49,6 @@ app = typer.Typer(
 _out = Console(highlight=False)
 _err = Console(stderr=True, highlight=False)
 
-KeysOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--keys",
-        help="Keys directory (default $PACKETFLOW_KEYS, else $PACKETFLOW_HOME/keys)",
-        file_okay=False,
-    ),
-]
 KidOpt = Annotated[
     str | None, typer.Option("--kid", help="Key id to sign with (default: the current key)")
 ]
@@ -64,19 +57,6 @@ GrantOpt = Annotated[
     typer.Option("--grant", "-g", help="Capability granted, op:resource (repeatable)"),
 ]
 TtlOpt = Annotated[str, typer.Option("--ttl", help="Lifetime: 90, 30s, 10m, 1h, 7d")]
-TopologyOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--topology",
-        "-t",
-        envvar="PACKETFLOW_TOPOLOGY",
-        help="Module holding the topology ($PACKETFLOW_TOPOLOGY)",
-    ),
-]
-BrokerOpt = Annotated[
-    str | None,
-    typer.Option("--broker", "-b", help="kafka://host:port (default $PACKETFLOW_BROKER)"),
-]
 
 
 def _fail(message: str) -> NoReturn:

@@ -29,6 +29,7 @@ from packetflow.core.intent import Intent
 from packetflow.core.tokens import TTL, Issuer, KeyPair, decode_token, public_keys
 from packetflow.engine.client import Client, Received
 from packetflow.engine.clock import VirtualClock
+from packetflow.engine.ingress import holder_of
 from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport.memory import MemoryBroker, MemoryTransport
@@ -106,7 +107,7 @@ class TestDriver:
         """
         if context is None:
             if token is not None and principal is None:
-                principal = _holder(token)
+                principal = holder_of(token)
             context = Context.new(principal, capabilities, token=token)
         self._run(self.client.send(intent, context=context, topic=topic, key=key))
         self.run_until_idle()
@@ -121,7 +122,7 @@ class TestDriver:
         """Publish many intents (each with its own context, or one made from ``token``), then
         process them all; returns how many were sent. Much faster than ``send`` one by one."""
         if token is not None and principal is None:
-            principal = _holder(token)
+            principal = holder_of(token)
         items = [
             item if isinstance(item, tuple) else (item, Context.new(principal, token=token))
             for item in intents
@@ -159,7 +160,7 @@ class TestDriver:
         """A token for ``holder`` with a subset of ``parent``'s grants (checked eagerly)."""
         token = self.issuer.delegate(parent, holder, grants, ttl=ttl)
         if audit:
-            self._run(self.client.record_issued(token, by=_holder(parent), at=self.clock.time()))
+            self._run(self.client.record_issued(token, by=holder_of(parent), at=self.clock.time()))
         return token
 
     def revoke(
@@ -276,9 +277,3 @@ class TestDriver:
     ) -> None:
         self.close()
 
-
-def _holder(token: str) -> str | None:
-    try:
-        return decode_token(token).holder
-    except ValueError:
-        return None  # a malformed token still goes out: the worker decides what to do with it

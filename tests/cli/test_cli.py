@@ -50,7 +50,7 @@ def _module(tmp_path: Path, body: str) -> str:
 
 @pytest.mark.parametrize(("body", "pattern"), MODULES.values(), ids=MODULES.keys())
 @pytest.mark.parametrize("command", ["worker", "show"])
-def test_a_broken_topology_module_isassert_user_error(
+def test_a_broken_topology_module_is_a_user_error(
     tmp_path: Path, body: str, pattern: str, command: str
 ) -> None:
     module = _module(tmp_path, body)
@@ -59,7 +59,7 @@ def test_a_broken_topology_module_isassert_user_error(
     assert_user_error(cli(*args), pattern)
 
 
-def test_a_topology_without_reactors_isassert_user_error(tmp_path: Path) -> None:
+def test_a_topology_without_reactors_is_a_user_error(tmp_path: Path) -> None:
     module = _module(tmp_path, 'topology = Topology("idle")\n')
     assert_user_error(cli("worker", module, "-b", DEAD_BROKER), r"topology 'idle' has no reactors")
 

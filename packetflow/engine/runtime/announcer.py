@@ -16,7 +16,8 @@ from packetflow.engine.codec import MAC_HEADER, TYPE_HEADER
 from packetflow.engine.runtime.members import ANNOUNCE_EVERY, MEMBER_TYPE, Member, Roster
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.security.seal import Sealer
-from packetflow.engine.transport import Follower, Producer, Transport
+from packetflow.engine.transport import Follower, Producer, Record, Transport
+from packetflow.engine.transport.following import follow_forever
 
 log = logging.getLogger("packetflow.members")
 
@@ -50,14 +51,13 @@ class Announcer:
         follower = transport.follow(self.topic, 1)
         await follower.start()
         self._follower = follower
-        for record in await follower.catch_up():
-            self.roster.apply(record)
+        self._apply(await follower.catch_up())
         producer = transport.producer()
         await producer.start()
         self._producer = producer
         await self.announce()
         self._tasks = [
-            asyncio.create_task(self._listen(follower)),
+            asyncio.create_task(follow_forever(follower, self._apply, "members", log)),
             asyncio.create_task(self._announce_now_and_then()),
         ]
 
@@ -117,16 +117,9 @@ class Announcer:
         ack = await producer.send(self.topic, value, key, headers)
         await ack
 
-    async def _listen(self, follower: Follower) -> None:
-        while True:
-            try:
-                for record in await follower.poll(1.0):
-                    self.roster.apply(record)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a broker hiccup: keep listening
-                log.debug("reading members: %s", exc)
-                await asyncio.sleep(1.0)
+    def _apply(self, records: list[Record]) -> None:
+        for record in records:
+            self.roster.apply(record)
 
     async def _announce_now_and_then(self) -> None:
         view = self._view

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from packetflow.core.context import Context
 from packetflow.core.effects import (
@@ -39,10 +39,8 @@ from packetflow.engine.agent import EffectHandler, Origin
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, encode
 from packetflow.engine.security.seal import Sealer
+from packetflow.engine.topology import Topology
 from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES, Producer, record_bytes
-
-if TYPE_CHECKING:
-    from packetflow.engine.topology import Topology
 
 
 class EffectError(RuntimeError):

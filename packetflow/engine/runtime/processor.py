@@ -34,8 +34,8 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from packetflow.core.context import Context
 from packetflow.core.effects import Reply, normalize
@@ -65,6 +65,7 @@ from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.state import StateError, StateStore
 from packetflow.engine.runtime.timers import NO_TIMERS, TimerStore
 from packetflow.engine.security import Auditor, Denial, Guard
+from packetflow.engine.topology import Topology
 from packetflow.engine.transport import (
     BROKER_MAX_MESSAGE_BYTES,
     BrokerError,
@@ -73,9 +74,6 @@ from packetflow.engine.transport import (
     TopicPartition,
     record_bytes,
 )
-
-if TYPE_CHECKING:
-    from packetflow.engine.topology import Topology
 
 log = logging.getLogger("packetflow.worker")
 
@@ -157,6 +155,9 @@ class Processor:
                 )
             )
         self.tickers = [rt for rt in self.agents.values() if rt.ticks]
+        self._agent_sources = {
+            name: physical(spec.topic) for name, spec in topology.agents.items()
+        }
         self._drops_topic = physical(topology.drops_topic)
         self.buffered: dict[str, BufferedReactor] = {
             spec.name: BufferedReactor(
@@ -327,6 +328,32 @@ class Processor:
 
     async def _agent_dead_letter(self, record: Record, reason: str, message: str) -> None:
         await self.dead_letter(record, reason, message)
+
+    async def agents_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Tell each agent (its timers first) which partitions of its source it now owns,
+        their state already restored."""
+        for name, agent, mine in self._agents_of(partitions):
+            timers = self.timers.get(name)
+            if timers is not None:
+                timers.assigned(mine)
+            await agent.assigned(mine)
+
+    async def agents_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Tell each agent (its timers first) which partitions of its source it lost."""
+        for name, agent, mine in self._agents_of(partitions):
+            timers = self.timers.get(name)
+            if timers is not None:
+                timers.revoked(mine)
+            await agent.revoked(mine)
+
+    def _agents_of(
+        self, partitions: set[TopicPartition]
+    ) -> Iterator[tuple[str, AgentRuntime, set[int]]]:
+        for name, agent in self.agents.items():
+            source = self._agent_sources[name]
+            mine = {tp.partition for tp in partitions if tp.topic == source}
+            if mine:
+                yield name, agent, mine
 
     async def tick(self, owned: Callable[[str], set[int]]) -> None:
         """Let time-driven agents act (windows closing, ...) and fire the clock timers due

@@ -32,6 +32,7 @@ from packetflow.engine.codec import (
 )
 from packetflow.engine.security.seal import Sealer
 from packetflow.engine.transport import Follower, Record, Transport, partition_for_key
+from packetflow.engine.transport.following import follow_forever
 
 log = logging.getLogger("packetflow.replies")
 
@@ -80,7 +81,7 @@ class ReplyWaiter:
         follower = self.transport.follow(self.topic, count, only=self.partition, from_end=True)
         await follower.start()
         self._follower = follower
-        self._task = asyncio.create_task(self._read(follower))
+        self._task = asyncio.create_task(follow_forever(follower, self._read, "replies", log))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -104,19 +105,10 @@ class ReplyWaiter:
     def forget(self, request_id: str) -> None:
         self._waiting.pop(request_id, None)
 
-    async def _read(self, follower: Follower) -> None:
-        while True:
-            try:
-                records = await follower.poll(0.5)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep listening through a broker hiccup
-                log.warning("reading replies: %s", exc)
-                await asyncio.sleep(1.0)
-                continue
-            for record in records:
-                if record.key == self._key:
-                    self._take(record)
+    def _read(self, records: list[Record]) -> None:
+        for record in records:
+            if record.key == self._key:
+                self._take(record)
 
     def _take(self, record: Record) -> None:
         headers = record.headers

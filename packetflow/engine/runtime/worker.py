@@ -586,15 +586,7 @@ class Worker(Lifecycle, RebalanceListener):
             for tp in partitions:
                 if tp.topic == store.source_topic:
                     store.close_partition(tp.partition)
-        for name, agent in processor.agents.items():
-            mine = _partitions_of(
-                self.topology.physical(self.topology.agents[name].topic), partitions
-            )
-            if mine:
-                timers = processor.timers.get(name)
-                if timers is not None:
-                    timers.revoked(mine)
-                await agent.revoked(mine)
+        await processor.agents_revoked(partitions)
 
     async def _restore(self, processor: Processor, partitions: set[TopicPartition]) -> None:
         """Rebuild the state of ``partitions`` from the changelogs, then tell the agents."""
@@ -609,15 +601,7 @@ class Worker(Lifecycle, RebalanceListener):
                 store.restore,
             )
             self.metrics.restored[owner] += restored
-        for name, agent in processor.agents.items():
-            mine = _partitions_of(
-                self.topology.physical(self.topology.agents[name].topic), partitions
-            )
-            if mine:
-                timers = processor.timers.get(name)
-                if timers is not None:
-                    timers.assigned(mine)
-                await agent.assigned(mine)
+        await processor.agents_assigned(partitions)
 
     # -- inspection (see WorkerView) -------------------------------------------------------
 

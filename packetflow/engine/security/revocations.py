@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from packetflow.engine.transport import Follower, Record, Transport
+from packetflow.engine.transport.following import follow_forever
 
 log = logging.getLogger("packetflow.security")
 
@@ -137,7 +138,9 @@ class RevocationFollower:
         self._follower = follower
         self._apply(await follower.catch_up())
         if not follower.immediate:
-            self._task = asyncio.create_task(self._follow(follower))
+            self._task = asyncio.create_task(
+                follow_forever(follower, self._apply_and_refresh, "revocations", log)
+            )
 
     def poll_now(self) -> None:
         """memory://: a revocation written before the records of a batch applies to them."""
@@ -146,16 +149,9 @@ class RevocationFollower:
             self._apply(follower.poll_nowait())
             self._refresh()
 
-    async def _follow(self, follower: Follower) -> None:
-        while True:
-            try:
-                self._apply(await follower.poll(0.5))
-                self._refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep following: a broker hiccup must not stop this
-                log.warning("following revocations: %s: %s", type(exc).__name__, exc)
-                await asyncio.sleep(1.0)
+    def _apply_and_refresh(self, records: list[Record]) -> None:
+        self._apply(records)
+        self._refresh()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -1,0 +1,32 @@
+"""Command-line options shared by the ``packetflow`` commands (one spelling, one help text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--broker", "-b", help="kafka://host:port or memory:// (default $PACKETFLOW_BROKER)"
+    ),
+]
+TopologyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--topology",
+        "-t",
+        envvar="PACKETFLOW_TOPOLOGY",
+        help="Module holding the topology, e.g. topologies.orders ($PACKETFLOW_TOPOLOGY)",
+    ),
+]
+KeysOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys",
+        help="Keys directory (default $PACKETFLOW_KEYS, else $PACKETFLOW_HOME/keys)",
+        file_okay=False,
+    ),
+]
