@@ -39,7 +39,7 @@ from benchmarks.harness import Harness
 from benchmarks.results_model import RunResults
 from benchmarks.runner import CONTESTANTS
 from benchmarks.workloads import STATE_RUN, WINDOWED, WORKLOADS
-from packetflow.cli.localkafka import LocalKafkaError
+from packetflow.localkafka import LocalKafkaError
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

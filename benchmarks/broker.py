@@ -20,7 +20,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from benchmarks.config import PARTITIONS
-from packetflow.cli import localkafka
+from packetflow import localkafka
 
 DEFAULT_PORT = 9092
 

@@ -36,7 +36,7 @@ _session_secret()
 # ``kafka_bootstrap`` resolves a real broker, in order of preference:
 #   1. $PACKETFLOW_TEST_BOOTSTRAP ("host:port" or "kafka://host:port"),
 #   2. a testcontainers Kafka (only if testcontainers is installed and Docker answers),
-#   3. the local KRaft broker from packetflow.cli.localkafka on
+#   3. the local KRaft broker from packetflow.localkafka on
 #      $PACKETFLOW_TEST_KAFKA_PORT (default 19092), stopped at session end only
 #      if this fixture started it.
 # If none works the Kafka tests are skipped locally but fail hard when $CI is set.
@@ -90,7 +90,7 @@ def kafka_bootstrap() -> Iterator[str]:
     else:
         reasons.append("testcontainers/Docker unavailable")
 
-    from packetflow.cli import localkafka
+    from packetflow import localkafka
 
     broker: localkafka.BrokerStatus | None = None
     try:
@@ -151,7 +151,7 @@ def spawn(tmp_path: Path, kafka_url: str) -> Iterator[Callable[..., WorkerProces
 
 
 # ---------------------------------------------------------------------------
-# Local Kafka variants from packetflow.cli.localkafka, started on first use and stopped
+# Local Kafka variants from packetflow.localkafka, started on first use and stopped
 # at session end only if the fixture started them (in $PACKETFLOW_HOME like the broker
 # above; skipped locally but failing under $CI when they cannot start):
 #   secure_kafka   a SASL_SSL (SCRAM) broker on $PACKETFLOW_TEST_SECURE_PORT (19192),
@@ -159,14 +159,14 @@ def spawn(tmp_path: Path, kafka_url: str) -> Iterator[Callable[..., WorkerProces
 # ---------------------------------------------------------------------------
 
 if TYPE_CHECKING:
-    from packetflow.cli.localkafka import BrokerStatus
+    from packetflow.localkafka import BrokerStatus
 
 _SECURE_PORT = int(os.environ.get("PACKETFLOW_TEST_SECURE_PORT", "19192"))
 _CLUSTER_PORT = int(os.environ.get("PACKETFLOW_TEST_CLUSTER_PORT", "19292"))
 
 
 def _local_kafka(what: str, port: int, **kwargs: Any) -> Iterator[BrokerStatus]:
-    from packetflow.cli import localkafka
+    from packetflow import localkafka
 
     try:
         broker = localkafka.start(port, **kwargs)

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from packetflow.cli import localkafka
-from packetflow.cli.localkafka import BrokerStatus, LocalKafkaError
+from packetflow import localkafka
+from packetflow.localkafka import BrokerStatus, LocalKafkaError
 
 app = typer.Typer(
     name="kafka",

@@ -18,9 +18,9 @@ from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 from typer.testing import CliRunner
 
+from packetflow import localkafka
 from packetflow.cli import kafka as kafka_cli
-from packetflow.cli import localkafka
-from packetflow.cli.localkafka import BrokerStatus
+from packetflow.localkafka import BrokerStatus
 
 
 def _free_port() -> int:

@@ -28,8 +28,7 @@ from support.workerproc import (
     topology_in,
 )
 
-from packetflow import Client, Context, Intent, issue_token
-from packetflow.cli import localkafka
+from packetflow import Client, Context, Intent, issue_token, localkafka
 from packetflow.engine.codec import TYPE_HEADER
 from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES
 from topologies import orders
