@@ -21,8 +21,8 @@ PYTEST_ARGS     ?=
 
 help:
 	@echo "make venv         create/update .venv (pip install -e '.[test]')"
-	@echo "make test         start local Kafka on :$(KAFKA_TEST_PORT), run pytest, stop Kafka"
-	@echo "make lint         ruff check + mypy packetflow"
+	@echo "make test         make lint, then start local Kafka on :$(KAFKA_TEST_PORT), run pytest, stop Kafka"
+	@echo "make lint         ruff check, mypy packetflow, lint-imports (the layers)"
 	@echo "make demo         run the orders topology (python -m topologies.orders)"
 	@echo "make kafka-start  start local Kafka on :$(KAFKA_PORT) (kafka-stop / kafka-status)"
 	@echo "make bench        run benchmarks (bench-quick for a short run)"
@@ -49,7 +49,7 @@ demo: venv
 
 # Unless PACKETFLOW_TEST_BOOTSTRAP points at a broker, start the local one and
 # always stop it again (also on failure / Ctrl-C), keeping pytest's exit code.
-test: venv
+test: venv lint
 	@if [ -n "$${PACKETFLOW_TEST_BOOTSTRAP:-}" ]; then \
 	  echo "using Kafka at $$PACKETFLOW_TEST_BOOTSTRAP"; \
 	  $(BIN)/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS); \
@@ -60,9 +60,11 @@ test: venv
 	    $(BIN)/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS); \
 	fi
 
+# ruff, mypy, and the import contracts in pyproject.toml (layers, engine wings, no circles)
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy packetflow
+	$(BIN)/lint-imports --no-cache
 
 kafka-start: venv
 	$(KAFKA_CLI) start --port $(KAFKA_PORT)
