@@ -93,8 +93,8 @@ class ReminderRuntime(AgentRuntime):
         return self.services.store.find(key)
 
 
-def reminder_topology(name: str = "reminders") -> Topology:
-    topo = Topology(name, namespace="", partitions=2)
+def reminder_topology(name: str = "reminders", **kwargs: Any) -> Topology:
+    topo = Topology(name, namespace="", partitions=2, **kwargs)
     topo.topic("reminded")
     topo.add_agent(
         ReminderSpec(
@@ -118,8 +118,14 @@ def _fresh() -> Iterator[None]:
 START = 1_700_000_000.0
 
 
-def test_clock_timers_fire_at_their_due_time_in_order_as_virtual_time_jumps() -> None:
-    with TestDriver(reminder_topology(), start_time=START) as driver:
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_clock_timers_fire_at_their_due_time_in_order_as_virtual_time_jumps(
+    guarantee: str,
+) -> None:
+    """Under exactly-once too: a timer fires inside a batch's transaction (the producer
+    is transactional, so a send outside one would fail)."""
+    topo = reminder_topology(processing_guarantee=guarantee)
+    with TestDriver(topo, start_time=START) as driver:
         for key, after in (("late", 30), ("soon", 10), ("middle", 20)):
             driver.send(Remind(key=key, note=f"{key}!", after=after))
         assert driver.emitted("reminded") == []
