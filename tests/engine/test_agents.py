@@ -122,8 +122,8 @@ START = 1_700_000_000.0
 def test_clock_timers_fire_at_their_due_time_in_order_as_virtual_time_jumps(
     guarantee: str,
 ) -> None:
-    """Under exactly-once too: a timer fires inside a batch's transaction (the producer
-    is transactional, so a send outside one would fail)."""
+    """Under exactly-once too: a timer fires inside a batch, so what it emits is committed
+    with that batch's transaction."""
     topo = reminder_topology(processing_guarantee=guarantee)
     with TestDriver(topo, start_time=START) as driver:
         for key, after in (("late", 30), ("soon", 10), ("middle", 20)):
