@@ -71,6 +71,9 @@ class AgentSpec(abc.ABC):
     kind: ClassVar[str] = "agent"
     # True: the agent keeps timers (``AgentServices.timers``), in a changelogged store
     timers: ClassVar[bool] = False
+    # False: its timers are kept in memory only, for an agent that sets them again from its
+    # own state in ``assigned`` (a window's close times follow from its open windows)
+    durable_timers: ClassVar[bool] = True
     name: str
     topic: str  # logical source topic
     intent_types: tuple[type[Intent], ...]
@@ -91,7 +94,7 @@ class AgentSpec(abc.ABC):
 
     def declared_stores(self) -> tuple[StoreDecl, ...]:
         """Every store the agent keeps, its timers' included."""
-        return (*self.stores, TIMERS) if self.timers else self.stores
+        return (*self.stores, TIMERS) if self.timers and self.durable_timers else self.stores
 
     def topics(self) -> list[TopicDecl]:
         """Other topics this agent writes to (they are created with the topology's)."""

@@ -435,7 +435,7 @@ class Topology:
 
     def stores(self) -> list[StoreInfo]:
         """Every changelog-backed store of the topology's reactors and agents (with the
-        timers store of agents that keep timers)."""
+        timers store of agents that keep durable timers)."""
         names = self.names
         out = []
         for spec in self.reactors.values():

@@ -118,6 +118,7 @@ class WindowSpec(AgentSpec):
 
     kind: ClassVar[str] = "window"
     timers: ClassVar[bool] = True  # closing times, in the engine's timer service
+    durable_timers: ClassVar[bool] = False  # set again from the open windows when assigned
     fn: Callable[[WindowResult, Context], Effects]
     window: Window
     aggregate: Aggregate
@@ -348,7 +349,7 @@ class WindowRuntime(AgentRuntime):
                 if key == _WATERMARK:
                     self.watermarks[p] = int(value)
                 elif window.timed:
-                    for slot in value["s"]:  # state from before timers were kept too
+                    for slot in value["s"]:  # close times follow from the open windows
                         if (key, str(slot[START])) not in live:
                             self._schedule(p, key, slot)
 

@@ -579,6 +579,15 @@ def test_windows_close_as_virtual_time_passes_without_a_new_record() -> None:
         assert len(driver.emitted("closed")) == 1  # once
 
 
+
+def test_close_times_are_set_again_from_the_open_windows_not_kept_in_a_changelog() -> None:
+    """A window's timers follow from its open windows (set again when its partitions are
+    assigned, see the restart test below), so no timer changelog is written per record."""
+    topo = new_topology("no-timer-log")
+    declare(topo, "ticks", "closed", {"sum10": (Tumbling(10), agg.sum("n"))})
+    assert [s.name for s in topo.stores() if s.owner == "sum10"] == [""]
+    assert not [t for t in topo.internal_topics() if "timers" in t]
+
 EVENT_TIMES: dict[str, Any] = {
     "datetime field": "when",
     "epoch seconds field": "epoch",

@@ -117,7 +117,9 @@ class Processor:
             )
         self.stores = {owner: s for (owner, name), s in self.all_stores.items() if name == ""}
         self.timers = {
-            owner: TimerStore(s) for (owner, name), s in self.all_stores.items() if name == "timers"
+            name: TimerStore(physical(spec.topic), self.all_stores.get((name, "timers")))
+            for name, spec in topology.agents.items()
+            if spec.timers
         }
         self._dead_letter_topic = physical(topology.dead_letter_topic)
         self._denied_topic = physical(topology.denied_topic)
@@ -365,7 +367,7 @@ class Processor:
         now = int(self.clock.time() * 1000)
         for name, timers in self.timers.items():
             agent = self.agents[name]
-            for timer in timers.clock_due(owned(timers.store.source_topic), now):
+            for timer in timers.clock_due(owned(timers.source_topic), now):
                 await self._fire(name, agent, timer)
 
     async def _fire(self, name: str, agent: AgentRuntime, timer: Timer) -> None:

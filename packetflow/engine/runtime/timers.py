@@ -2,7 +2,10 @@
 
 An agent's timers live in a changelog-backed store of their own
 (``<topology>.<agent>.timers.changelog``), so a timer set before a crash or a rebalance is
-there for the next owner of the partition, and fires there. In memory each partition keeps
+there for the next owner of the partition, and fires there (an agent that can set its timers
+again from its own state when partitions are assigned, as a window can from its open
+windows, keeps them in memory only: ``AgentSpec.durable_timers = False``, no changelog to
+write for every timer). In memory each partition keeps
 a heap by due time; setting a timer again (same key and name) moves it, cancelling removes
 it. Two kinds: **clock** timers, which the worker fires as its clock passes their due time
 (``AgentRuntime.on_timer``, inside the batch's transaction under exactly-once), and
@@ -32,24 +35,33 @@ def _split(store_key: bytes) -> tuple[bytes, str]:
 class TimerStore:
     """One agent's timers, per partition (see the module docstring)."""
 
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
+    def __init__(self, source_topic: str, store: StateStore | None = None) -> None:
+        self.source_topic = source_topic  # physical: the partitions are this topic's
+        self.store = store  # None: kept in memory only (AgentSpec.durable_timers)
         # per (partition, clock timer?): a heap of (due, key, name), stale entries included
         self._heaps: dict[tuple[int, bool], list[tuple[int, bytes, str]]] = {}
         # per partition: (key, name) -> (due, clock) of the live timer
         self._live: dict[int, dict[tuple[bytes, str], tuple[int, bool]]] = {}
 
     def set(self, partition: int, key: bytes, name: str, due: int, *, clock: bool = False) -> None:
-        live = self._live.setdefault(partition, {})
-        if live.get((key, name)) == (due, clock):
+        live = self._live.get(partition)
+        if live is None:
+            live = self._live[partition] = {}
+        entry = (due, clock)
+        if live.get((key, name)) == entry:
             return
-        live[(key, name)] = (due, clock)
-        heapq.heappush(self._heaps.setdefault((partition, clock), []), (due, key, name))
-        self.store.put(partition, _store_key(key, name), [due, int(clock)])
+        live[(key, name)] = entry
+        heap = self._heaps.get((partition, clock))
+        if heap is None:
+            heap = self._heaps[(partition, clock)] = []
+        heapq.heappush(heap, (due, key, name))
+        if self.store is not None:
+            self.store.put(partition, _store_key(key, name), [due, int(clock)])
 
     def cancel(self, partition: int, key: bytes, name: str) -> None:
         live = self._live.get(partition)
-        if live is not None and live.pop((key, name), None) is not None:
+        gone = live is not None and live.pop((key, name), None) is not None
+        if gone and self.store is not None:
             self.store.delete(partition, _store_key(key, name))  # the heap entry goes stale
 
     def pop_due(self, partition: int, upto: int) -> list[Timer]:
@@ -65,7 +77,9 @@ class TimerStore:
     def next_due(self, partition: int, *, clock: bool = True) -> int | None:
         """When the earliest live (clock, or event-time) timer of ``partition`` is due."""
         heap = self._heaps.get((partition, clock))
-        live = self._live.get(partition, {})
+        if not heap:  # asked for every record a window takes: the common case first
+            return None
+        live = self._live[partition]
         while heap:
             due, key, name = heap[0]
             if live.get((key, name)) == (due, clock):
@@ -88,7 +102,8 @@ class TimerStore:
             if live.get((key, name)) != (due, clock):
                 continue  # cancelled, or moved to another time
             del live[(key, name)]
-            self.store.delete(partition, _store_key(key, name))
+            if self.store is not None:
+                self.store.delete(partition, _store_key(key, name))
             out.append(Timer(partition, key, name, due))
         return out
 
@@ -98,11 +113,13 @@ class TimerStore:
     # -- partitions ------------------------------------------------------------------------
 
     def assigned(self, partitions: Iterable[int]) -> None:
-        """Rebuild the heaps of ``partitions`` from their restored store."""
+        """Rebuild the heaps of ``partitions`` from their restored store (empty when the
+        timers are kept in memory only: the agent sets them again)."""
         for p in partitions:
             live: dict[tuple[bytes, str], tuple[int, bool]] = {}
             heaps: dict[bool, list[tuple[int, bytes, str]]] = {False: [], True: []}
-            for store_key, (due, clock) in self.store.items(p):
+            stored = self.store.items(p) if self.store is not None else ()
+            for store_key, (due, clock) in stored:
                 key, name = _split(store_key)
                 live[(key, name)] = (int(due), bool(clock))
                 heaps[bool(clock)].append((int(due), key, name))
