@@ -14,7 +14,6 @@ reply topic's ACLs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from packetflow.engine.codec import (
 )
 from packetflow.engine.security.seal import Sealer
 from packetflow.engine.transport import Follower, Record, Transport, partition_for_key
-from packetflow.engine.transport.following import follow_forever
+from packetflow.engine.transport.following import follow_forever, stop_following
 
 log = logging.getLogger("packetflow.replies")
 
@@ -84,14 +83,8 @@ class ReplyWaiter:
         self._task = asyncio.create_task(follow_forever(follower, self._read, "replies", log))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._follower is not None:
-            await self._follower.stop()
-            self._follower = None
+        task, follower, self._task, self._follower = self._task, self._follower, None, None
+        await stop_following(task, follower)
         for future in self._waiting.values():
             future.cancel()
         self._waiting.clear()

@@ -10,7 +10,6 @@ then); a tombstone lifts one. Every worker reads it to its end before processing
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from typing import Any
 import orjson
 
 from packetflow.engine.transport import Follower, Record, Transport
-from packetflow.engine.transport.following import follow_forever
+from packetflow.engine.transport.following import follow_forever, stop_following
 
 log = logging.getLogger("packetflow.security")
 
@@ -154,11 +153,5 @@ class RevocationFollower:
         self._refresh()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._follower is not None:
-            await self._follower.stop()
-            self._follower = None
+        task, follower, self._task, self._follower = self._task, self._follower, None, None
+        await stop_following(task, follower)

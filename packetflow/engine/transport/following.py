@@ -4,6 +4,7 @@ through a broker's hiccups (said, then tried again a second later)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -28,3 +29,14 @@ async def follow_forever(
         except Exception as exc:  # keep following: a broker hiccup must not stop this
             log.warning("following %s: %s: %s", what, type(exc).__name__, exc)
             await asyncio.sleep(1.0)
+
+
+async def stop_following(task: asyncio.Task[None] | None, follower: Follower | None) -> None:
+    """Cancel the task that follows (see :func:`follow_forever`) and stop its follower;
+    either may be None (never started)."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if follower is not None:
+        await follower.stop()
