@@ -30,7 +30,7 @@ from packetflow.engine.codec import (
     header,
 )
 from packetflow.engine.security.seal import Sealer
-from packetflow.engine.transport import Follower, Record, Transport, partition_for_key
+from packetflow.engine.transport import END, Follower, Record, Transport, partition_for_key
 from packetflow.engine.transport.following import follow_forever, stop_following
 
 log = logging.getLogger("packetflow.replies")
@@ -77,7 +77,7 @@ class ReplyWaiter:
                 f"no reply topic {self.topic!r} yet: a worker of the topology creates it"
             )
         self.partition = partition_for_key(self._key, count)
-        follower = self.transport.follow(self.topic, count, only=self.partition, from_end=True)
+        follower = self.transport.follow(self.topic, count, only=self.partition, start=END)
         await follower.start()
         self._follower = follower
         self._task = asyncio.create_task(follow_forever(follower, self._read, "replies", log))

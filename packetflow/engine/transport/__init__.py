@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from packetflow.engine.transport.base import (
+    BEGINNING,
     BROKER_MAX_MESSAGE_BYTES,
+    END,
     Acked,
     BrokerError,
     Committed,
@@ -22,6 +24,7 @@ from packetflow.engine.transport.base import (
     Producer,
     RebalanceListener,
     Record,
+    StartAt,
     TopicPartition,
     TopicSpec,
     Transport,
@@ -46,7 +49,9 @@ def open_transport(url: str) -> Transport:
 
 
 __all__ = [
+    "BEGINNING",
     "BROKER_MAX_MESSAGE_BYTES",
+    "END",
     "SCHEMES",
     "Acked",
     "BrokerError",
@@ -59,6 +64,7 @@ __all__ = [
     "Producer",
     "RebalanceListener",
     "Record",
+    "StartAt",
     "TopicPartition",
     "TopicSpec",
     "Transport",

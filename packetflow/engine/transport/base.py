@@ -57,6 +57,21 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class StartAt:
+    """Where a :class:`Follower` starts in each partition: the beginning (the default), the
+    end as of its start, an ``offset`` (clamped to what the partition holds), or the first
+    record stamped at or after ``time_ms`` (the end where there is none)."""
+
+    end: bool = False
+    offset: int | None = None
+    time_ms: int | None = None
+
+
+BEGINNING = StartAt()
+END = StartAt(end=True)
+
+
+@dataclass(frozen=True, slots=True)
 class TopicSpec:
     name: str
     partitions: int
@@ -285,10 +300,10 @@ class Transport(abc.ABC):
         """Read each partition from its beginning to its current end; returns records read."""
 
     def follow(
-        self, topic: str, partitions: int, *, only: int | None = None, from_end: bool = False
+        self, topic: str, partitions: int, *, only: int | None = None, start: StartAt = BEGINNING
     ) -> Follower:
         """A :class:`Follower` of the ``partitions`` partitions of ``topic`` (which must
-        exist), or of partition ``only``; from the beginning, or from its end as of start."""
+        exist), or of partition ``only``, from ``start`` in each."""
         raise NotImplementedError(f"{type(self).__name__} cannot follow topics")
 
     async def read_topic(self, topic: str, on_record: Callable[[Record], None]) -> int:

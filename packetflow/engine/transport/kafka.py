@@ -50,6 +50,7 @@ from aiokafka.structs import TopicPartition as AioTP
 
 from packetflow.core.effects import Delivery
 from packetflow.engine.transport.base import (
+    BEGINNING,
     BROKER_MAX_MESSAGE_BYTES,
     BrokerError,
     Committed,
@@ -59,6 +60,7 @@ from packetflow.engine.transport.base import (
     Producer,
     RebalanceListener,
     Record,
+    StartAt,
     TopicPartition,
     TopicSpec,
     Transport,
@@ -633,10 +635,10 @@ class KafkaFollower(Follower):
         options: dict[str, str],
         client: dict[str, Any],
         only: int | None = None,
-        from_end: bool = False,
+        start: StartAt = BEGINNING,
     ):
         self._topic = topic
-        self._from_end = from_end
+        self._start = start
         self._tps = [AioTP(topic, p) for p in ([only] if only is not None else range(partitions))]
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -652,16 +654,30 @@ class KafkaFollower(Follower):
         try:
             await self._consumer.start()
             self._consumer.assign(self._tps)
-            if self._from_end:
-                await self._consumer.seek_to_end(*self._tps)
-                for tp in self._tps:  # resolved now: what is written after start() is read
-                    await self._consumer.position(tp)
-            else:
-                await self._consumer.seek_to_beginning(*self._tps)
+            await self._seek(self._start)
         except KafkaError as exc:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
             raise _broker_error(exc, f"following {self._topic}") from exc
+
+    async def _seek(self, start: StartAt) -> None:
+        consumer, tps = self._consumer, self._tps
+        if start.end:
+            await consumer.seek_to_end(*tps)
+            for tp in tps:  # resolved now: what is written after start() is read
+                await consumer.position(tp)
+        elif start.offset is not None:
+            firsts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, min(max(start.offset, firsts[tp]), ends[tp]))
+        elif start.time_ms is not None:
+            found = await consumer.offsets_for_times({tp: start.time_ms for tp in tps})
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                at = found.get(tp)
+                consumer.seek(tp, at.offset if at is not None else ends[tp])
+        else:
+            await consumer.seek_to_beginning(*tps)
 
     async def stop(self) -> None:
         await self._consumer.stop()
@@ -822,10 +838,10 @@ class KafkaTransport(Transport):
         )
 
     def follow(
-        self, topic: str, partitions: int, *, only: int | None = None, from_end: bool = False
+        self, topic: str, partitions: int, *, only: int | None = None, start: StartAt = BEGINNING
     ) -> Follower:
         return KafkaFollower(
-            self.bootstrap, topic, partitions, self.options, self._client, only, from_end
+            self.bootstrap, topic, partitions, self.options, self._client, only, start
         )
 
     async def read_partitions(

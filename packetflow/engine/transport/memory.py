@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from packetflow.core.effects import Delivery
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.transport.base import (
+    BEGINNING,
     BROKER_MAX_MESSAGE_BYTES,
     Acked,
     BrokerError,
@@ -27,6 +28,7 @@ from packetflow.engine.transport.base import (
     Producer,
     RebalanceListener,
     Record,
+    StartAt,
     TopicPartition,
     TopicSpec,
     Transport,
@@ -463,21 +465,28 @@ class MemoryFollower(Follower):
     immediate = True
 
     def __init__(
-        self, broker: MemoryBroker, topic: str, only: int | None = None, from_end: bool = False
+        self, broker: MemoryBroker, topic: str, only: int | None, start: StartAt
     ) -> None:
         self._broker = broker
         self._topic = topic
         self._only = only
-        self._from_end = from_end
+        self._start = start
         self._positions: dict[int, int] = {}
 
     async def start(self) -> None:
         count = len(self._broker.partitions(self._topic))
         chosen = [self._only] if self._only is not None else range(count)
-        self._positions = {
-            p: self._broker.end_offset(TopicPartition(self._topic, p)) if self._from_end else 0
-            for p in chosen
-        }
+        self._positions = {p: self._first(p) for p in chosen}
+
+    def _first(self, partition: int) -> int:
+        start, log = self._start, self._broker.partitions(self._topic)[partition]
+        if start.end:
+            return len(log)
+        if start.offset is not None:
+            return min(max(start.offset, 0), len(log))
+        if start.time_ms is not None:
+            return next((r.offset for r in log if r.timestamp >= start.time_ms), len(log))
+        return 0
 
     async def stop(self) -> None:
         return None
@@ -545,9 +554,9 @@ class MemoryTransport(Transport):
         )
 
     def follow(
-        self, topic: str, partitions: int, *, only: int | None = None, from_end: bool = False
+        self, topic: str, partitions: int, *, only: int | None = None, start: StartAt = BEGINNING
     ) -> Follower:
-        return MemoryFollower(self.broker, topic, only, from_end)
+        return MemoryFollower(self.broker, topic, only, start)
 
     async def read_partitions(
         self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
