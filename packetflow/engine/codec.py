@@ -43,6 +43,20 @@ MISSING_HEADER = "pf-missing"
 TRUNCATED_HEADER = "pf-truncated"
 ORIGINAL_SIZE_HEADER = "pf-original-size"
 SHA256_HEADER = "pf-sha256"
+# What the window and backpressure agents add to the records they set aside.
+EVENT_TIME_HEADER = "pf-event-time"
+WATERMARK_HEADER = "pf-watermark"
+STRATEGY_HEADER = "pf-strategy"
+# Every header the engine adds when it sets a record aside (taken off again to replay it).
+SET_ASIDE_HEADERS = frozenset(
+    {
+        REASON_HEADER, ERROR_HEADER, SOURCE_HEADER, REACTOR_HEADER, MISSING_HEADER,
+        TRUNCATED_HEADER, ORIGINAL_SIZE_HEADER, SHA256_HEADER, EVENT_TIME_HEADER,
+        WATERMARK_HEADER, STRATEGY_HEADER,
+    }
+)
+# A replayed record: ``topic/partition/offset`` of the set-aside copy it was made from.
+REPLAY_OF_HEADER = "pf-replay-of"
 
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
 

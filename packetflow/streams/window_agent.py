@@ -40,10 +40,12 @@ from packetflow.engine.codec import (
     CONTENT_TYPE_HEADER,
     CONTEXT_HEADER,
     ERROR_HEADER,
+    EVENT_TIME_HEADER,
     JSON,
     REACTOR_HEADER,
     REASON_HEADER,
     TOKEN_HEADER,
+    WATERMARK_HEADER,
     decode_context,
     one_line,
 )
@@ -248,8 +250,8 @@ class WindowRuntime(AgentRuntime):
                     f"(watermark {_iso(watermark)}, grace {self.grace / 1000:g}s)",
                 ),
                 (REACTOR_HEADER, self.spec.name),
-                ("pf-event-time", str(t)),
-                ("pf-watermark", str(watermark)),
+                (EVENT_TIME_HEADER, str(t)),
+                (WATERMARK_HEADER, str(watermark)),
             ],
         )
 

@@ -27,11 +27,9 @@ from packetflow.core.context import Context
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
 from packetflow.engine.clock import Clock
-from packetflow.engine.codec import REACTOR_HEADER, REASON_HEADER
+from packetflow.engine.codec import REACTOR_HEADER, REASON_HEADER, STRATEGY_HEADER
 from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.transport import Record, TopicPartition
-
-STRATEGY_HEADER = "pf-strategy"
 
 
 class _Item(NamedTuple):
