@@ -35,9 +35,11 @@ from packetflow.core.tokens import (
     issue_token,
     verify_token,
 )
-from packetflow.engine.client import AskTimeout, Client, Received, RequestRefused
+from packetflow.engine.client import AskTimeout, Client, Received, ReplayReport, RequestRefused
+from packetflow.engine.replay import ReplaySelection
 from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.security import KeyStore, Security
+from packetflow.engine.setaside import SetAside
 from packetflow.engine.testing import TestDriver
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.topology import default_broker_url as _default_broker_url
@@ -81,11 +83,14 @@ __all__ = [
     "Pipeline",
     "Received",
     "Refused",
+    "ReplayReport",
+    "ReplaySelection",
     "Reply",
     "RequestRefused",
     "Retry",
     "Security",
     "Sequential",
+    "SetAside",
     "TestDriver",
     "TokenError",
     "Topology",

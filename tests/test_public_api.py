@@ -16,8 +16,9 @@ PUBLIC = {
     packetflow: [
         "AskTimeout", "Call", "Capability", "CapabilityHierarchy", "Client", "Conditional",
         "Context", "Delivery", "Effect", "Emit", "FanOut", "Intent", "Issuer", "KeyPair",
-        "KeyStore", "Parallel", "Pipeline", "Received", "Refused", "Reply", "RequestRefused",
-        "Retry", "Security", "Sequential", "TestDriver", "TokenError", "Topology",
+        "KeyStore", "Parallel", "Pipeline", "Received", "Refused", "ReplayReport",
+        "ReplaySelection", "Reply", "RequestRefused", "Retry", "Security", "Sequential",
+        "SetAside", "TestDriver", "TokenError", "Topology",
         "TopologyError", "Worker", "call", "decode_token", "delegate_token", "emit", "fan_out",
         "issue_token", "parallel", "pipeline", "reply", "retry", "send", "sequential",
         "verify_token", "when",

@@ -16,8 +16,16 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from packetflow.cli import caps, kafka
+from packetflow.cli import caps, kafka, operate
 from packetflow.cli.demo import print_summary, run_demo
+from packetflow.cli.errors import (
+    UserError,
+    broker_url,
+    describe,
+    load,
+    safe_url,
+    shared_broker_url,
+)
 from packetflow.cli.loader import LoadError, load_topology
 from packetflow.cli.options import BrokerOpt, TopologyOpt
 from packetflow.cli.render import as_mermaid, as_text
@@ -26,8 +34,8 @@ from packetflow.engine.client import Client
 from packetflow.engine.describe import as_json
 from packetflow.engine.ingress import IngressError, Submission, hopeless, submission
 from packetflow.engine.runtime.worker import Worker
-from packetflow.engine.topology import Topology, TopologyError, default_broker_url
-from packetflow.engine.transport import BrokerError, BrokerURL, BrokerURLError
+from packetflow.engine.topology import Topology, TopologyError
+from packetflow.engine.transport import BrokerError
 
 app = typer.Typer(
     name="packetflow",
@@ -45,11 +53,6 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 
-class UserError(Exception):
-    """A mistake on the command line: reported in one line, exit code 2, no traceback
-    (``packetflow --debug ...`` shows the traceback of what caused it)."""
-
-
 _debug = False
 
 
@@ -61,35 +64,6 @@ def _options(
 ) -> None:
     global _debug
     _debug = debug
-
-
-def _load(spec: str) -> Topology:
-    try:
-        return load_topology(spec)[0]
-    except LoadError as exc:
-        raise UserError(str(exc)) from exc.__cause__
-
-
-def _broker(value: str | None) -> str:
-    url = value or default_broker_url()
-    try:
-        BrokerURL.parse(url)
-    except BrokerURLError as exc:
-        raise UserError(str(exc)) from None
-    return url
-
-
-def _safe(url: str) -> str:
-    """``url`` as it may be shown (no password)."""
-    return BrokerURL.parse(url).safe
-
-
-def _describe(exc: BaseException) -> str:
-    """An exception in one line, its type named once."""
-    message = str(exc).splitlines()[0] if str(exc) else ""
-    if isinstance(exc, BrokerError) or type(exc).__name__ in message:
-        return message or type(exc).__name__
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 # -- worker ------------------------------------------------------------------------------
@@ -128,8 +102,8 @@ def worker(
     )
     if log_level.lower() != "debug":  # aiokafka narrates every group join at INFO
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    topology = _load(module)
-    url = _broker(broker)
+    topology = load(module)
+    url = broker_url(broker)
     if url.startswith("memory://"):
         err.print(
             "note: memory:// lives inside this process; only intents sent from it are seen. "
@@ -150,7 +124,7 @@ async def _run_worker(w: Worker, hang_limit: float) -> None:
     except Exception as exc:
         with contextlib.suppress(Exception):
             await w.stop()
-        raise UserError(f"cannot start worker on {url}: {_describe(exc)}") from exc
+        raise UserError(f"cannot start worker on {url}: {describe(exc)}") from exc
     w.handle_signals()
     if hang_limit > 0:
         watch_the_loop(hang_limit)
@@ -247,13 +221,8 @@ def send(
     """Publish intents: one from arguments, or many from a JSON-lines file."""
     if topology_spec is None:
         raise UserError("name the topology with --topology MODULE (or set PACKETFLOW_TOPOLOGY)")
-    topology = _load(topology_spec)
-    url = _broker(broker)
-    if url.startswith("memory://"):
-        raise UserError(
-            "memory:// lives inside one process, so nothing would consume what this command "
-            "sends: pass --broker kafka://host:port or set PACKETFLOW_BROKER"
-        )
+    topology = load(topology_spec)
+    url = shared_broker_url(broker, "nothing would consume what this command sends")
     if token == "-":
         if file is not None and str(file) == "-":
             raise UserError("--token - and --file - cannot both read stdin")
@@ -362,7 +331,7 @@ async def _send_all(topology: Topology, url: str, items: list[Submission]) -> No
     except TopologyError as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:
-        raise UserError(f"cannot send to {_safe(url)}: {_describe(exc)}") from exc
+        raise UserError(f"cannot send to {safe_url(url)}: {describe(exc)}") from exc
     if len(deliveries) == 1:
         d = deliveries[0]
         out.print(
@@ -385,7 +354,7 @@ def topology_show(
     renderers = {"text": as_text, "mermaid": as_mermaid, "json": as_json}
     if format not in renderers:
         raise UserError(f"unknown format {format!r}: use text, mermaid or json")
-    print(renderers[format](_load(module)))
+    print(renderers[format](load(module)))
 
 
 # -- demo --------------------------------------------------------------------------------
@@ -419,6 +388,9 @@ def _load_with_module(spec: str) -> tuple[Topology, Any]:
         return load_topology(spec)
     except LoadError as exc:
         raise UserError(str(exc)) from exc.__cause__
+
+
+operate.register(app)  # after the commands above, so that help lists them first
 
 
 def main() -> None:

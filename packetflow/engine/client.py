@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from packetflow.core.context import Context
 from packetflow.core.effects import Delivery
 from packetflow.core.intent import Intent
 from packetflow.core.replies import Refused
+from packetflow.core.tokens import decode_token
 from packetflow.engine.codec import (
     CAPABILITIES_HEADER,
     CONTEXT_HEADER,
@@ -28,11 +29,20 @@ from packetflow.engine.codec import (
     encode_key,
     header,
 )
+from packetflow.engine.replay import ReplayPlan, ReplaySelection, plan_replay
 from packetflow.engine.runtime.lifecycle import Lifecycle
 from packetflow.engine.runtime.replies import ReplyWaiter
 from packetflow.engine.security import Auditor, revocation_record
+from packetflow.engine.setaside import SetAside
 from packetflow.engine.topology import Topology, TopologyError
-from packetflow.engine.transport import Producer, Record, Transport, open_transport
+from packetflow.engine.transport import (
+    BEGINNING,
+    Producer,
+    Record,
+    StartAt,
+    Transport,
+    open_transport,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,11 @@ class Received:
     def header(self, name: str) -> str | None:
         raw = header(self.record.headers, name)
         return None if raw is None else raw.decode(errors="replace")
+
+    @property
+    def set_aside(self) -> SetAside | None:
+        """Why and from where the engine set this record aside (None: it did not)."""
+        return SetAside.of(self.record)
 
 
 class RequestRefused(Exception):
@@ -270,6 +285,122 @@ class Client(Lifecycle):
             if loop.time() > deadline:
                 raise TimeoutError(f"{topic}: {len(received)} of {count} records after {timeout}s")
             await asyncio.sleep(0.1)
+
+
+    # -- operating what flows and what was set aside ---------------------------------------
+
+    def set_aside_topic(self, kind: str) -> str:
+        """The logical name of set-aside topic ``kind`` (dead-letters, denied, late, drops)."""
+        names = self.topology.names
+        topics = {
+            "dead-letters": names.dead_letters,
+            "denied": names.denied,
+            "late": names.late,
+            "drops": names.drops,
+        }
+        if kind not in topics:
+            raise ValueError(f"no set-aside topic {kind!r}: one of {', '.join(topics)}")
+        return topics[kind]
+
+    async def tail(
+        self,
+        topic: str,
+        *,
+        start: StartAt = BEGINNING,
+        follow: bool = False,
+        key: str | None = None,
+        intent_type: str | None = None,
+        poll: float = 0.5,
+    ) -> AsyncIterator[Received]:
+        """The records of ``topic`` (logical name) from ``start``, decoded where possible:
+        up to its end as of now, or (``follow``) as they arrive until the caller stops.
+        ``key`` and ``intent_type`` keep only the records with that key or ``pf-type``."""
+        physical = self.topology.physical(topic)
+        follower = self.transport.follow(
+            physical, await self.transport.partitions_for(physical), start=start
+        )
+        wanted_key = None if key is None else key.encode()
+        wanted_type = None if intent_type is None else intent_type.encode()
+        types = self.topology.known_types
+
+        def chosen(record: Record) -> bool:
+            if wanted_key is not None and record.key != wanted_key:
+                return False
+            return wanted_type is None or header(record.headers, TYPE_HEADER) == wanted_type
+
+        await follower.start()
+        try:
+            records = await follower.catch_up()
+            records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
+            while True:
+                for record in records:
+                    if chosen(record):
+                        yield _decode_loosely(record, types)
+                if not follow:
+                    return
+                records = await follower.poll(poll)
+        finally:
+            await follower.stop()
+
+    async def replay(
+        self,
+        kind: str = "dead-letters",
+        selection: ReplaySelection | None = None,
+        *,
+        token: str | None = None,
+        by: str | None = None,
+        dry_run: bool = False,
+        again: bool = False,
+        force: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ReplayReport:
+        """Publish set-aside records of ``kind`` again to the topics they came from (see
+        :mod:`packetflow.engine.replay`), each audited as ``replayed`` by ``by`` (default:
+        the holder of ``token``). ``dry_run``: say what would be replayed, publish nothing."""
+        topic = self.set_aside_topic(kind)
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("client not started: use 'async with Client(...)'")
+        records: list[Record] = []
+        await self.transport.read_topic(self.topology.physical(topic), records.append)
+        replayed = set() if again else {
+            str(e.get("source")) for e in await self.read_audit() if e.get("event") == "replayed"
+        }
+        principal = decode_token(token).holder if token is not None else None
+        internal = self.topology.internal_topics()
+        sources = {
+            self.topology.physical(t) for t in self.topology.source_topics() if t not in internal
+        }
+        plan = plan_replay(
+            records, kind=kind, selection=selection or ReplaySelection(), sources=sources,
+            replayed=replayed, token=token, principal=principal, again=again, force=force,
+        )
+        report = ReplayReport(plan, dry_run=dry_run)
+        if dry_run:
+            return report
+        operator = by or principal
+        token_id = decode_token(token).token_id if token is not None else None
+        for done, item in enumerate(plan.chosen, 1):
+            ack = await producer.send(item.topic, item.value, item.key, item.headers)
+            delivery = await ack
+            report.published.append(delivery)
+            await self.auditor.record(
+                "replayed", time.time(), key=operator, by=operator, token_id=token_id,
+                reason=item.reason, copy=item.copy, source=item.source,
+                to=f"{delivery.topic}/{delivery.partition}/{delivery.offset}",
+            )
+            if progress is not None:
+                progress(done, len(plan.chosen))
+        return report
+
+
+@dataclass
+class ReplayReport:
+    """What :meth:`Client.replay` published (``published``, in order) and what it left."""
+
+    plan: ReplayPlan
+    dry_run: bool = False
+    published: list[Delivery] = field(default_factory=list)
 
 
 def _decode_loosely(record: Record, types: dict[str, type[Intent]]) -> Received:

@@ -151,3 +151,49 @@ def test_worker_keys_hold_public_keys_and_the_secret_never_a_private_key(
     assert sorted(p.name for p in dest.iterdir()) == ["issuer.pub", "worker.secret"]
     assert (dest / "worker.secret").stat().st_mode & 0o777 == 0o600
     assert KeyStore(dest).secrets() == store.secrets()
+
+
+# -- tail, set-aside, replay: mistakes said in one line ----------------------------------
+
+OPERATE_ERRORS = {
+    "unknown topic": (
+        ("tail", "topologies.orders", "nosuch", "-b", DEAD_BROKER),
+        r"topology orders has no topic 'nosuch'; its topics: accounts, ledger, "
+        r"accounts\.changelog, audit, dead-letters, denied, drops, late, members, replies",
+    ),
+    "bad start": (
+        ("tail", "topologies.orders", "accounts", "--from", "yesterday", "-b", DEAD_BROKER),
+        r"time 'yesterday': expected an ISO time .* or an age \(15m, 2h\)",
+    ),
+    "memory broker": (
+        ("tail", "topologies.orders", "accounts", "-b", "memory://"),
+        r"memory:// lives inside one process, so there is nothing to read",
+    ),
+    "bad offset range": (
+        ("replay", "topologies.orders", "--offsets", "9-2", "-b", DEAD_BROKER),
+        r"--offsets '9-2': expected FIRST-LAST .* with FIRST <= LAST",
+    ),
+    "unknown set-aside topic": (
+        ("replay", "topologies.orders", "--from", "graveyard", "-b", DEAD_BROKER),
+        r"--from 'graveyard': one of dead-letters, denied, late, drops",
+    ),
+    "summary of an unknown topic": (
+        ("set-aside", "topologies.orders", "--topic", "lost", "-b", DEAD_BROKER),
+        r"--topic 'lost': one of dead-letters, denied, late, drops",
+    ),
+    "unreadable token": (
+        ("replay", "topologies.orders", "--token", "not-a-token", "-b", DEAD_BROKER),
+        r"--token: token is not 'payload\.signature'",
+    ),
+    "unreachable broker": (
+        ("set-aside", "topologies.orders", "-b", DEAD_BROKER),
+        r"kafka://127\.0\.0\.1:1: ",
+    ),
+}
+
+
+@pytest.mark.parametrize(("args", "pattern"), OPERATE_ERRORS.values(), ids=OPERATE_ERRORS.keys())
+def test_operating_commands_say_what_is_wrong_in_one_line(
+    args: tuple[str, ...], pattern: str
+) -> None:
+    assert_user_error(cli(*args), pattern)
