@@ -55,7 +55,7 @@ test: venv lint
 	  $(BIN)/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS); \
 	else \
 	  trap '$(KAFKA_CLI) stop --port $(KAFKA_TEST_PORT) || true' EXIT; \
-	  $(KAFKA_CLI) start --port $(KAFKA_TEST_PORT) || exit $$?; \
+	  $(KAFKA_CLI) start --port $(KAFKA_TEST_PORT) --fresh || exit $$?; \
 	  PACKETFLOW_TEST_BOOTSTRAP=127.0.0.1:$(KAFKA_TEST_PORT) \
 	    $(BIN)/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS); \
 	fi

@@ -94,7 +94,7 @@ def kafka_bootstrap() -> Iterator[str]:
 
     broker: localkafka.BrokerStatus | None = None
     try:
-        broker = localkafka.start(_LOCAL_PORT)
+        broker = localkafka.start(_LOCAL_PORT, fresh=True)
     except Exception as exc:
         reasons.append(f"local broker on port {_LOCAL_PORT} failed: {exc}")
     if broker is None:
@@ -169,7 +169,7 @@ def _local_kafka(what: str, port: int, **kwargs: Any) -> Iterator[BrokerStatus]:
     from packetflow import localkafka
 
     try:
-        broker = localkafka.start(port, **kwargs)
+        broker = localkafka.start(port, fresh=True, **kwargs)
     except Exception as exc:
         _no_broker([f"local {what} on port {port} failed: {exc}"])
         return

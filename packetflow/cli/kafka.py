@@ -139,6 +139,14 @@ def start(
         ),
     ] = 1,
     show_password: ShowPasswordOpt = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start with empty storage: no topics, offsets or groups from earlier runs "
+            "(a scratch broker, as make test uses); a running broker is left as it is.",
+        ),
+    ] = False,
 ) -> None:
     """Start the broker (fetching Kafka on first use); no-op if already running."""
     began = time.monotonic()
@@ -151,6 +159,7 @@ def start(
                 brokers=brokers,
                 home=home,
                 timeout=timeout,
+                fresh=fresh,
                 progress=lambda msg: spinner.update(msg),
             )
     except LocalKafkaError as exc:

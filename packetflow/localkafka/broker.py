@@ -9,10 +9,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from packetflow.localkafka._process import Progress, locked, say, tail
@@ -219,9 +220,14 @@ def start(
     brokers: int = 1,
     home: str | os.PathLike[str] | None = None,
     timeout: float | None = None,
+    fresh: bool = False,
     progress: Progress | None = None,
 ) -> BrokerStatus:
     """Start (fetching if needed) the broker on 127.0.0.1:*port*; idempotent.
+
+    ``fresh=True`` starts the nodes that are down with empty storage (a scratch broker: every
+    test run makes topics of its own, and a broker that keeps them all runs out of file
+    descriptors after some tens of thousands of partitions); running nodes are left alone.
 
     ``secure=True`` makes the client listener SASL_SSL with SCRAM users (see the package
     doc); ``brokers=3`` starts a three-node cluster on *port*..*port*+5. Only nodes that are
@@ -252,6 +258,8 @@ def start(
         java = find_java()
         check_java_version(java)
         lib = fetch(home, progress=progress)
+        if fresh:
+            wipe_storage(down, progress)
 
         say(progress, f"Configuring Kafka {KAFKA_VERSION} in {rdir}")
         configure(layout, down, java, lib, progress)
@@ -260,6 +268,16 @@ def start(
         say(progress, f"Starting Kafka {KAFKA_VERSION} on {HOST}:{port}{what}")
         _launch_and_wait(java, lib, layout, down, running, deadline, progress)
         return _replace_running(_status(layout), already_running=False)
+
+
+def wipe_storage(nodes: Iterable[Node], progress: Progress | None = None) -> None:
+    """Remove the storage (topics, offsets, metadata) of *nodes*, which must be down; it is
+    formatted again as they start."""
+    for node in nodes:
+        data = node.dir / "data"
+        if data.exists():
+            say(progress, f"Starting fresh: removing {data}")
+            shutil.rmtree(data)
 
 
 def start_node(

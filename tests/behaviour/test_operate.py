@@ -18,9 +18,9 @@ from typing import Any
 import orjson
 import pytest
 from support.running import WAIT, new_topology, running, unique
+from support.tokens import forge
 
-from packetflow import Capability, Client, Context, Intent, KeyPair, Security, issue_token
-from packetflow.core.tokens import TokenClaims, encode_token
+from packetflow import Client, Context, Intent, KeyPair, Security, issue_token
 from packetflow.engine.client import Received
 from packetflow.engine.codec import CONTEXT_HEADER, REPLAY_OF_HEADER, TOKEN_HEADER, TYPE_HEADER
 from packetflow.engine.inspect import as_line, describe
@@ -98,15 +98,7 @@ class Bank:
 
 def token(holder: str, *grants: str, expires_in: int = 3600) -> str:
     """A token signed by the trusted key; ``expires_in`` < 0 makes one already expired."""
-    now = int(time.time())
-    return encode_token(
-        TokenClaims(
-            token_id=unique("tok"), holder=holder, issuer="ops-test", key_id=KEY.kid,
-            grants=tuple(Capability.parse(g) for g in grants),
-            not_before=now - 60, expires=now + expires_in, issued_at=now - 60,
-        ),
-        KEY,
-    )
+    return forge(KEY, None, holder, list(grants), exp=int(time.time()) + expires_in)
 
 
 ALICE = issue_token("alice", ["deposit:account/a-*"], key=KEY, ttl="1h")

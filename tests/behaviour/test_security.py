@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.running import WAIT, new_topology, running, unique
+from support.tokens import forge
 from support.workerproc import (
     WORKER_KEY,
     cli,
@@ -31,7 +32,6 @@ from support.workerproc import (
 )
 
 from packetflow import (
-    Capability,
     Client,
     Context,
     Intent,
@@ -44,7 +44,7 @@ from packetflow import (
     delegate_token,
     issue_token,
 )
-from packetflow.core.tokens import MAX_TOKEN_BYTES, TokenClaims, encode_token
+from packetflow.core.tokens import MAX_TOKEN_BYTES
 from packetflow.engine.codec import CONTEXT_HEADER, TOKEN_HEADER, encode
 from packetflow.streams import block
 from topologies import orders
@@ -56,20 +56,6 @@ TOKEN_REASONS = {
     "bad-signature", "unknown-key", "expired", "not-yet-valid", "revoked", "insufficient",
     "delegation-widened", "malformed-token",
 }
-
-
-def forge(key: KeyPair, parent: str | None, holder: str, grants: list[str], **times: int) -> str:
-    """A token signed by ``key`` with any claims, bypassing every issuing check."""
-    now = int(time.time())
-    return encode_token(
-        TokenClaims(
-            token_id=unique("forged"), holder=holder, issuer="forger", key_id=key.kid,
-            grants=tuple(Capability.parse(g) for g in grants),
-            not_before=times.get("nbf", now - 5), expires=times.get("exp", now + 600),
-            issued_at=now - 5, parent=parent,
-        ),
-        key,
-    )
 
 
 class Note(Intent, type_name="sec.Note", key="key", requires=["note:thing/{key}"]):

@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 from packetflow import localkafka
 from packetflow.cli import kafka as kafka_cli
 from packetflow.localkafka import BrokerStatus
+from packetflow.localkafka.broker import wipe_storage
+from packetflow.localkafka.layout import plan
 
 
 def _free_port() -> int:
@@ -360,3 +362,17 @@ async def test_cluster_keeps_acks_all_writes_with_one_node_down(
     await _wait_in_sync(client, topic, replicas=3)
     received = await _consume(client, topic, 3)
     assert sorted(received) == [b"before", b"during-1", b"during-2"]
+
+
+def test_a_fresh_start_removes_the_storage_of_the_nodes_it_starts(tmp_path: Path) -> None:
+    """``kafka start --fresh`` (what make test uses): no topics from earlier runs, whose
+    partitions would pile up into the thousands of open files."""
+    layout = plan(19992, tmp_path, brokers=3, secure=False, controller_port=None)
+    for node in layout.nodes:
+        (node.dir / "data" / "orders-0").mkdir(parents=True)
+        (node.dir / "data" / "meta.properties").write_text("formatted\n")
+        (node.dir / "server.properties").write_text("kept\n")
+    wipe_storage(layout.nodes[:2])
+    assert [(n.dir / "data").exists() for n in layout.nodes] == [False, False, True]
+    assert all((n.dir / "server.properties").read_text() == "kept\n" for n in layout.nodes)
+    wipe_storage(layout.nodes[:2])  # nothing left to remove: no error

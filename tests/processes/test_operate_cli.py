@@ -10,26 +10,14 @@ import time
 from typing import Any
 
 import pytest
+from support.tokens import forge
 from support.workerproc import WORKER_KEY, cli, new_namespace, orders_topology, wait_records
 
-from packetflow import Capability, Client, Context, issue_token
-from packetflow.core.tokens import TokenClaims, encode_token
+from packetflow import Client, Context, issue_token
 from packetflow.engine.codec import TYPE_HEADER
 from topologies import orders
 
 MODULE = "topologies.orders"
-
-
-def _expired(holder: str, grant: str) -> str:
-    now = int(time.time())
-    return encode_token(
-        TokenClaims(
-            token_id=f"expired-{now}", holder=holder, issuer="tests", key_id=WORKER_KEY.kid,
-            grants=(Capability.parse(grant),), not_before=now - 120, expires=now - 60,
-            issued_at=now - 120,
-        ),
-        WORKER_KEY,
-    )
 
 
 def _ok(*args: str, ns: str) -> str:
@@ -45,7 +33,7 @@ async def test_an_operator_sees_what_was_set_aside_and_replays_it(
     ns = new_namespace()
     topology = orders_topology(ns)
     teller = issue_token("teller-1", ["teller:account/*"], key=WORKER_KEY, ttl="1h")
-    expired = _expired("teller-1", "teller:account/*")
+    expired = forge(WORKER_KEY, None, "teller-1", ["teller:account/*"], exp=int(time.time()) - 60)
     worker = spawn("worker", ns)
     async with Client(kafka_url, topology) as client:
         await client.send(
