@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from packetflow.cli.errors import UserError, describe, load, safe_url, shared_broker_url
 from packetflow.cli.options import BrokerOpt
@@ -65,7 +66,7 @@ def parse_time(text: str, now: float | None = None) -> int:
     age = _AGE.match(text.strip())
     if age:
         now = time.time() if now is None else now
-        return int((now - float(age.group(1)) * _SECONDS[age.group(2)]) * 1000)
+        return max(int((now - float(age.group(1)) * _SECONDS[age.group(2)]) * 1000), 0)
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
@@ -74,7 +75,10 @@ def parse_time(text: str, now: float | None = None) -> int:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
+    ms = int(when.timestamp() * 1000)
+    if ms < 0:
+        raise UserError(f"time {text!r} is before 1970: Kafka keeps no record of it")
+    return ms
 
 
 def parse_start(text: str | None, follow: bool) -> StartAt:
@@ -86,7 +90,7 @@ def parse_start(text: str | None, follow: bool) -> StartAt:
         return BEGINNING
     if text == "end":
         return END
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", text):
         return StartAt(offset=int(text))
     return StartAt(time_ms=parse_time(text))
 
@@ -204,7 +208,9 @@ def set_aside(
     ] = None,
     reason: ReasonOpt = None,
     since: SinceOpt = None,
-    show: Annotated[int, typer.Option("--show", help="Also print the first N records")] = 0,
+    show: Annotated[
+        int, typer.Option("--show", min=0, help="Also print the first N records")
+    ] = 0,
     fmt: FormatOpt = Format.text,
     broker: BrokerOpt = None,
 ) -> None:
@@ -236,21 +242,25 @@ def set_aside(
     if fmt is Format.json:
         for row in rows:
             seen = {"first_seen": _iso(row.first_ms), "last_seen": _iso(row.last_ms)}
-            sys.stdout.write(orjson.dumps({**row.__dict__, **seen}).decode() + "\n")
+            fields = {
+                k: safe_text(v, 1000) if isinstance(v, str) else v
+                for k, v in {**row.__dict__, **seen}.items()
+            }
+            sys.stdout.write(orjson.dumps(fields).decode() + "\n")
         for kind, received in found[:show]:
             sys.stdout.write(orjson.dumps(describe_record(received, kind)).decode() + "\n")
         return
     if not rows:
         having = f" with reason {reason}" if reason else ""
-        out.print(f"nothing set aside on {', '.join(kinds)}{having}")
+        out.print(f"nothing set aside on {', '.join(kinds)}{having}", markup=False)
         return
     table = Table("topic", "reason", "reactor", "source", "count", "first seen", "last seen")
     for column in table.columns:
         column.no_wrap = True
     for row in rows:
-        table.add_row(
-            *(safe_text(v or "-", 80) for v in (row.topic, row.reason, row.reactor)),
-            safe_text(row.source_topic or "-", 80),
+        cells = (row.topic, row.reason, row.reactor or "-", row.source_topic or "-")
+        table.add_row(  # Text: what a record says is never read as markup
+            *(Text(safe_text(cell, 80)) for cell in cells),
             str(row.count), _iso(row.first_ms), _iso(row.last_ms),
         )
     # piped or in a narrow terminal, the table keeps its rows whole rather than wrap them
@@ -302,12 +312,18 @@ def replay(
         physical_source = topology.physical(topic_name(topology, source))
     if token == "-":
         token = sys.stdin.read().strip()
-    by = getpass.getuser()
+    by = _os_user()
     if token is not None:
         try:
             by = decode_token(token).holder
         except TokenError as exc:
             raise UserError(f"--token: {exc}") from None
+        if not (reason or source or offsets or since):
+            raise UserError(
+                "--token vouches for what is replayed, and anyone who can produce can write to "
+                "a set-aside topic: choose the records with --offsets, --reason, --source or "
+                "--since (--dry-run shows each)"
+            )
     selection = ReplaySelection(
         reason=reason,
         source=physical_source,
@@ -324,24 +340,37 @@ def replay(
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            return await client.replay(
+            report = await client.replay(
                 kind, selection, token=token, by=by, dry_run=dry_run, again=again,
                 force=force, progress=advance,
             )
+            return report, [client.decode(item.record) for item in report.plan.chosen]
 
-    report = _run(url, topology, work)
+    report, decoded = _run(url, topology, work)
     plan = report.plan
     verb = "would replay" if dry_run else "replayed"
     done = len(plan.chosen) if dry_run else len(report.published)
-    out.print(f"{verb} {done} of {plan.matched} matching record(s) from {kind}")
-    for item in plan.chosen if dry_run else []:
-        out.print(f"  {item.copy} -> {item.topic} ({item.reason})", markup=False)
+    out.print(f"{verb} {done} of {plan.matched} matching record(s) from {kind}", markup=False)
+    for item, received in zip(plan.chosen, decoded, strict=True) if dry_run else ():
+        out.print(f"- to {safe_text(item.topic, 200)}:", markup=False)
+        out.print(as_line(describe_record(received, kind)), markup=False)
     for why, count in sorted(plan.skipped.items()):
         out.print(f"  skipped {count}: {why}: {SKIP_REASONS[why]}", markup=False)
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):  # any timestamp can be produced
+        return str(ms)
+
+
+def _os_user() -> str:
+    """Who runs this command, for the audit when no token names them."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container), no $USER
+        return "unknown-operator"
 
 
 def register(app: typer.Typer) -> None:

@@ -257,12 +257,21 @@ class Client(Lifecycle):
         )
 
     async def read_audit(self) -> list[dict[str, Any]]:
-        """Every event on the audit topic so far, oldest first within each partition."""
+        """Every event on the audit topic so far, oldest first (records that are not audit
+        events, which anyone who can produce may write there, are left out)."""
         out = []
         for r in await self.read(self.topology.audit_topic):
-            if r.record.value is not None:
-                out.append(orjson.loads(r.record.value))
-        return sorted(out, key=lambda e: e.get("at", 0))
+            try:
+                event = orjson.loads(r.record.value or b"")
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and isinstance(event.get("at"), int | float):
+                out.append(event)
+        return sorted(out, key=lambda e: e["at"])
+
+    def decode(self, record: Record) -> Received:
+        """``record`` decoded where its type is one of the topology's (never raises)."""
+        return _decode_loosely(record, self.topology.known_types)
 
     async def read(self, topic: str) -> list[Received]:
         """Every record on ``topic`` (logical name) so far, decoded where possible."""
@@ -328,8 +337,8 @@ class Client(Lifecycle):
                 return False
             return wanted_type is None or header(record.headers, TYPE_HEADER) == wanted_type
 
-        await follower.start()
         try:
+            await follower.start()
             records = await follower.catch_up()
             records.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
             while True:

@@ -6,6 +6,7 @@ the dashboard and MCP tools can serve the same dictionary.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,19 +28,41 @@ from packetflow.engine.codec import (
 from packetflow.engine.setaside import SetAside
 
 PREVIEW = 200  # characters of an undecodable value or an unknown header shown
+FIELD = 1000  # characters of any other string shown (a field, an error, an id)
 _SHOWN_ELSEWHERE = {
     TYPE_HEADER, VERSION_HEADER, CONTEXT_HEADER, TOKEN_HEADER, CAPABILITIES_HEADER,
     MAC_HEADER, CONTENT_TYPE_HEADER, *SET_ASIDE_HEADERS,
 }
-_SECRET_WORDS = ("token", "authorization", "secret", "password", "cookie")
+# headers whose names say they hold a secret are shown as "(hidden)"
+_SECRET_WORDS = (
+    "token", "auth", "secret", "password", "passwd", "cookie", "key", "bearer", "jwt",
+    "credential", "session",
+)
+# what looks like a signed token (payload.signature, base64url) or a bearer credential,
+# wherever it stands (an intent's field, a header, undecoded bytes)
+_TOKENISH = re.compile(r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{43,}")
+_BEARER = re.compile(r"(?i)\bbearer\s+\S+")
 
 
 def safe_text(text: str, limit: int | None = None) -> str:
-    """``text`` with every unprintable character escaped (no terminal control sequences),
-    cut to ``limit`` characters with a note of how many there were."""
+    """``text`` with every unprintable character escaped (no terminal control sequences,
+    C1 controls or direction overrides), anything that looks like a token hidden, cut to
+    ``limit`` characters with a note of how many there were."""
     over = limit is not None and len(text) > limit
-    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    cut = _BEARER.sub("Bearer (hidden)", _TOKENISH.sub("(token hidden)", text[:limit]))
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
     return f"{escaped}… ({len(text)} characters)" if over else escaped
+
+
+def _safe(value: Any, limit: int = FIELD) -> Any:
+    """Every string in ``value`` (keys too) through :func:`safe_text`."""
+    if isinstance(value, str):
+        return safe_text(value, limit)
+    if isinstance(value, dict):
+        return {safe_text(str(k), 100): _safe(v, limit) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_safe(v, limit) for v in value]
+    return value
 
 
 def preview(raw: bytes | None, limit: int = PREVIEW) -> str:
@@ -112,7 +135,7 @@ def describe(received: Received, topic: str | None = None) -> dict[str, Any]:
     }
     if others:
         out["headers"] = others
-    return out
+    return _safe(out)  # previews are cut already; every other string is cut here
 
 
 def as_line(described: dict[str, Any]) -> str:
@@ -156,4 +179,9 @@ def _secret(name: str) -> bool:
 
 
 def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    """A time in milliseconds as ISO 8601 (as a number where no calendar has it: any
+    timestamp can be produced)."""
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):
+        return f"{ms} ms since the epoch"

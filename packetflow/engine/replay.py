@@ -37,8 +37,10 @@ SKIP_REASONS = {
     "already-replayed": "replayed before; --again (again=True) replays it again",
     "truncated": "the set-aside copy keeps only the start of the value",
     "late": "it would be late again in its window; --force (force=True) replays it anyway",
-    "not-a-source": "its pf-source is not a topic this topology consumes from outside "
-    "(the engine's own topics are never written to)",
+    "not-a-source": "its pf-source is not a topic this topology consumes (the topics the "
+    "engine manages are never written to)",
+    "deadline": "its deadline has passed, so it would be set aside again; --force "
+    "(force=True) replays it anyway",
 }
 
 
@@ -75,6 +77,7 @@ class Replayable:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
+    record: Record  # the set-aside copy itself (to show what is vouched for)
 
 
 @dataclass
@@ -121,6 +124,8 @@ def plan_replay(
             why = "truncated"
         elif kind == "late" and not force:
             why = "late"
+        elif facts.reason == "deadline" and not force:
+            why = "deadline"
         elif topic is None or topic not in sources:
             why = "not-a-source"
         if why is not None:
@@ -128,13 +133,16 @@ def plan_replay(
             continue
         seen.add(source)
         assert topic is not None
-        headers = original_headers(record.headers)
+        # an earlier replay's mark goes: this one names the copy it is made from
+        headers = [h for h in original_headers(record.headers) if h[0] != REPLAY_OF_HEADER]
         if token is not None:
             headers = _as_operator(headers, token, principal)
         copy = f"{record.topic}/{record.partition}/{record.offset}"
         headers.append((REPLAY_OF_HEADER, copy.encode()))
         plan.chosen.append(
-            Replayable(copy, source, facts.reason, topic, record.key, record.value, headers)
+            Replayable(
+                copy, source, facts.reason, topic, record.key, record.value, headers, record
+            )
         )
     return plan
 

@@ -3,8 +3,8 @@ from where (``pf-source``), whether the copy is whole, and the record as it was 
 replay publishes again). :func:`summarise` counts them by reason, reactor and source.
 
 The engine appends its ``pf-*`` headers after the sender's when it sets a record aside
-(``Processor.divert``), so the sender's headers are the record's headers up to the first of
-those trailing ones.
+(``Processor.divert``), starting with ``pf-reason``: the sender's headers are the record's
+headers up to the last ``pf-reason``, whatever ``pf-*`` headers the sender sent itself.
 """
 
 from __future__ import annotations
@@ -41,12 +41,14 @@ class SetAside:
     @classmethod
     def of(cls, record: Record) -> SetAside | None:
         """The set-aside facts of ``record``; None when it carries no ``pf-reason``."""
-        added = dict((name, raw) for name, raw in _trailing(record.headers))
-        if REASON_HEADER not in added:
+        start = _engine_block(record.headers)
+        if start is None:
             return None
-        text = {name: raw.decode(errors="replace") for name, raw in added.items()}
+        text = {
+            name: (raw or b"").decode(errors="replace")
+            for name, raw in list(record.headers)[start:]
+        }
         missing = text.get(MISSING_HEADER)
-        size = text.get(ORIGINAL_SIZE_HEADER)
         known = {REASON_HEADER, ERROR_HEADER, SOURCE_HEADER, REACTOR_HEADER, MISSING_HEADER,
                  TRUNCATED_HEADER, ORIGINAL_SIZE_HEADER}
         return cls(
@@ -56,7 +58,7 @@ class SetAside:
             reactor=text.get(REACTOR_HEADER),
             missing=tuple(m.strip() for m in missing.split(",")) if missing else (),
             truncated=text.get(TRUNCATED_HEADER) == "true",
-            original_size=int(size) if size and size.isdigit() else None,
+            original_size=_number(text.get(ORIGINAL_SIZE_HEADER)),
             details={k: v for k, v in text.items() if k not in known},
         )
 
@@ -64,31 +66,39 @@ class SetAside:
     def source_topic(self) -> str | None:
         """The (physical) topic the record was read from."""
         parts = self.source.rsplit("/", 2) if self.source else []
-        return parts[0] if len(parts) == 3 else None
+        return parts[0] if len(parts) == 3 and parts[0] else None
 
     @property
     def source_partition(self) -> int | None:
         parts = self.source.rsplit("/", 2) if self.source else []
-        return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+        return _number(parts[1]) if len(parts) == 3 else None
 
 
 def original_headers(headers: Headers) -> list[tuple[str, bytes]]:
-    """``headers`` without those the engine added when it set the record aside."""
+    """``headers`` as the sender sent them: without the block the engine added when it set
+    the record aside."""
+    start = _engine_block(headers)
     kept = list(headers)
-    while kept and kept[-1][0] in SET_ASIDE_HEADERS:
-        kept.pop()
-    return kept
+    return kept if start is None else kept[:start]
 
 
-def _trailing(headers: Headers) -> list[tuple[str, bytes]]:
-    """The engine's headers at the end of a set-aside record (a sender's own ``pf-reason``
-    earlier in the list is not the engine's)."""
-    out: list[tuple[str, bytes]] = []
-    for name, raw in reversed(headers):
-        if name not in SET_ASIDE_HEADERS:
-            break
-        out.append((name, raw or b""))
-    return out
+def _engine_block(headers: Headers) -> int | None:
+    """Where the engine's headers start: it appends them after the sender's, beginning with
+    ``pf-reason`` (``Processor.divert``), so its block is the last ``pf-reason`` and what
+    follows, all of them set-aside headers. A sender's own ``pf-*`` headers come before."""
+    names = [name for name, _ in headers]
+    for i in range(len(names) - 1, -1, -1):
+        if names[i] == REASON_HEADER:
+            rest = names[i:]
+            return i if all(n in SET_ASIDE_HEADERS for n in rest) else None
+    return None
+
+
+def _number(text: str | None) -> int | None:
+    """A non-negative decimal number, or None (whatever a forged header holds)."""
+    if not text or len(text) > 20 or not text.isascii() or not text.isdecimal():
+        return None
+    return int(text)
 
 
 @dataclass

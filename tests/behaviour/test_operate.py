@@ -25,7 +25,7 @@ from packetflow.engine.client import Received
 from packetflow.engine.codec import CONTEXT_HEADER, REPLAY_OF_HEADER, TOKEN_HEADER, TYPE_HEADER
 from packetflow.engine.inspect import as_line, describe
 from packetflow.engine.replay import ReplaySelection, plan_replay
-from packetflow.engine.setaside import original_headers, summarise
+from packetflow.engine.setaside import SetAside, original_headers, summarise
 from packetflow.engine.transport import END, Record, StartAt
 from packetflow.streams import Tumbling, agg, sample, window
 
@@ -410,3 +410,107 @@ def test_a_selection_keeps_what_every_criterion_allows(
         records, kind="dead-letters", selection=selection, sources={"deposits"}, replayed=set()
     )
     assert [int(item.copy.rsplit("/", 1)[1]) for item in plan.chosen] == chosen
+
+
+def test_a_senders_own_set_aside_headers_neither_pass_for_the_engines_nor_are_lost() -> None:
+    """Anyone can send pf-* headers: the engine's block is the last pf-reason onwards."""
+    sent = (
+        (TYPE_HEADER, b"ops.Deposit"),
+        ("pf-reason", b"forged"),
+        ("pf-truncated", b"false"),
+        ("pf-source", b"t.apply.changelog/0/0"),
+    )
+    engine = (
+        ("pf-reason", b"reactor-error"),
+        ("pf-error", b"boom"),
+        ("pf-source", b"deposits/1/7"),
+        ("pf-truncated", b"true"),
+        ("pf-original-size", b"2000000"),
+    )
+    record = Record("t.dead-letters", 0, 0, b"k", b'{"acc', (*sent, *engine), 1)
+    facts = SetAside.of(record)
+    assert facts is not None
+    assert (facts.reason, facts.source, facts.truncated, facts.original_size) == (
+        "reactor-error", "deposits/1/7", True, 2_000_000
+    )
+    assert original_headers(record.headers) == list(sent)
+    plan = plan_replay(
+        [record], kind="dead-letters", selection=ReplaySelection(), sources={"deposits"},
+        replayed=set(),
+    )
+    assert plan.skipped == {"truncated": 1}  # the copy is not the record: never replayed
+
+
+HOSTILE_HEADERS = [
+    ("pf-type", b"\xff\xfe"),
+    ("x-api-key", b"sk-live-123"),
+    ("note", None),
+    ("pf-reason", "\u202e[link=http://x]evil[/]\x1b[2J\x9b".encode()),
+    ("pf-original-size", "\u00b2".encode()),
+    ("pf-source", b"/"),
+    ("pf-error", b"e" * 100_000),
+]
+
+
+def test_hostile_set_aside_records_are_shown_safely_and_never_stop_the_tools() -> None:
+    value = orjson.dumps({"token": ALICE, "auth": f"Bearer {ALICE}", "n": "\x9b\u202e"})
+    record = Record(
+        "t.dead-letters", 0, 0, b"\x1b]8;;x\x07", value, HOSTILE_HEADERS, 10**17  # year 3e6
+    )
+    received = Received(record, None, None)
+    described = describe(received, "dead-letters")
+    text = orjson.dumps(described).decode()
+    line = as_line(described)
+    for shown_as in (text, line):
+        assert ALICE not in shown_as and "sk-live-123" not in shown_as
+        assert not any(c in shown_as for c in "\x1b\x07\x9b\u202e")
+    assert described["headers"]["x-api-key"] == "(hidden)"
+    assert described["timestamp"] == f"{10**17} ms since the epoch"
+    assert len(described["set_aside"]["error"]) < 1100  # cut, with its length
+    assert described["set_aside"]["original_size"] is None
+    rows = summarise([("dead-letters", record)])
+    assert [(r.reason[:1], r.source_topic, r.count) for r in rows] == [("\u202e", None, 1)]
+    plan = plan_replay(
+        [record], kind="dead-letters", selection=ReplaySelection(), sources={"deposits"},
+        replayed=set(),
+    )
+    assert plan.skipped == {"not-a-source": 1}
+
+
+def test_a_token_inside_an_intents_fields_is_hidden_too() -> None:
+    record = Record(
+        "deposits", 0, 0, b"a-1", b"{}",
+        ((TYPE_HEADER, b"ops.Deposit"), (TOKEN_HEADER, ALICE.encode())), 1_700_000_000_000,
+    )
+    note = Deposit(account="a-1", amount=1).model_copy(update={"account": f"x {ALICE} y"})
+    described = describe(Received(record, note, as_alice()), "deposits")
+    assert described["intent"]["account"] == "x (token hidden) y"
+    assert described["token"]["holder"] == "alice" and ALICE not in as_line(described)
+
+
+def test_a_passed_deadline_is_replayed_only_by_force_and_a_replay_names_its_own_copy() -> None:
+    record = _set_aside("deposits/0/1", 5)
+    headers = list(record.headers)
+    headers[2:2] = [("pf-replay-of", b"t.dead-letters/0/1")]  # it was replayed once before
+    headers[-2] = ("pf-reason", b"deadline")
+    record = Record(record.topic, 0, 5, b"k", b"{}", tuple(headers), 1)
+    kw: dict[str, Any] = {
+        "selection": ReplaySelection(), "sources": {"deposits"}, "replayed": set()
+    }
+    assert plan_replay([record], kind="dead-letters", **kw).skipped == {"deadline": 1}
+    (item,) = plan_replay([record], kind="dead-letters", force=True, **kw).chosen
+    assert [v for k, v in item.headers if k == REPLAY_OF_HEADER] == [b"t.dead-letters/0/5"]
+
+
+async def test_garbage_on_the_audit_topic_does_not_stop_a_replay() -> None:
+    bank = Bank(always_broken)
+    topo = bank.topology
+    async with running(topo, f"memory://{unique('audit')}") as run:
+        await run.send(Deposit(account="a-1", amount=1), as_alice())
+        await run.dead_letters(1)
+        for junk in (b"not json", b"[1]", b'{"event": "replayed", "at": "soon"}'):
+            await run.client.send_raw(topo.audit_topic, junk)
+        bank.check = fine
+        report = await run.client.replay("dead-letters", by="ops")
+        assert len(report.published) == 1
+        await run.wait_for(bank.receipts, 1)

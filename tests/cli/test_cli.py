@@ -185,6 +185,18 @@ OPERATE_ERRORS = {
         ("replay", "topologies.orders", "--token", "not-a-token", "-b", DEAD_BROKER),
         r"--token: token is not 'payload\.signature'",
     ),
+    "a start that is no offset and no time": (
+        ("tail", "topologies.orders", "accounts", "--from", "\u00b2", "-b", DEAD_BROKER),
+        r"time '\u00b2': expected an ISO time",
+    ),
+    "a time before 1970": (
+        ("tail", "topologies.orders", "accounts", "--from", "1900-01-01", "-b", DEAD_BROKER),
+        r"time '1900-01-01' is before 1970",
+    ),
+    "a token vouching for everything": (
+        ("replay", "topologies.orders", "--from", "denied", "--token", TOKEN, "-b", DEAD_BROKER),
+        r"--token vouches for what is replayed, .* choose the records with --offsets",
+    ),
     "unreachable broker": (
         ("set-aside", "topologies.orders", "-b", DEAD_BROKER),
         r"kafka://127\.0\.0\.1:1: ",

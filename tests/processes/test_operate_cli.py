@@ -77,8 +77,11 @@ async def test_an_operator_sees_what_was_set_aside_and_replays_it(
 
     dry = _ok("replay", MODULE, "--from", "denied", "--dry-run", *where, ns=ns)
     assert "would replay 1 of 1 matching record(s) from denied" in dry
+    assert '{"account":"acct-1","amount":7}' in dry and "reason=expired" in dry  # what it is
+    assert expired not in dry
     operator = issue_token("ops-1", ["teller:account/*"], key=WORKER_KEY, ttl="1h")
-    done = _ok("replay", MODULE, "--from", "denied", "--token", operator, *where, ns=ns)
+    vouched = ("--reason", "expired", "--token", operator)
+    done = _ok("replay", MODULE, "--from", "denied", *vouched, *where, ns=ns)
     assert "replayed 1 of 1 matching record(s) from denied" in done
 
     async with Client(kafka_url, topology) as client:
@@ -87,6 +90,6 @@ async def test_an_operator_sees_what_was_set_aside_and_replays_it(
         replays = [e for e in await client.read_audit() if e["event"] == "replayed"]
         assert [(e["by"], e["reason"]) for e in replays] == [("ops-1", "expired")]
 
-    again = _ok("replay", MODULE, "--from", "denied", "--token", operator, *where, ns=ns)
+    again = _ok("replay", MODULE, "--from", "denied", *vouched, *where, ns=ns)
     assert "replayed 0 of 1" in again and "skipped 1: already-replayed" in again
     await worker.terminate()

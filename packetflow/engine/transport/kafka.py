@@ -655,7 +655,7 @@ class KafkaFollower(Follower):
             await self._consumer.start()
             self._consumer.assign(self._tps)
             await self._seek(self._start)
-        except KafkaError as exc:
+        except (KafkaError, ValueError) as exc:  # ValueError: a time aiokafka cannot look up
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
             raise _broker_error(exc, f"following {self._topic}") from exc
