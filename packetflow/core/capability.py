@@ -50,7 +50,7 @@ class Capability(BaseModel):
         return f"{self.operation}:{self.resource}"
 
     def matches_resource(self, resource: str) -> bool:
-        return _pattern(self.resource).fullmatch(resource) is not None
+        return resource_pattern(self.resource).fullmatch(resource) is not None
 
 
 def _split(text: str) -> dict[str, str]:
@@ -61,11 +61,13 @@ def _split(text: str) -> dict[str, str]:
 
 
 @lru_cache(maxsize=4096)
-def _pattern(resource_pattern: str) -> re.Pattern[str]:
-    if resource_pattern in ("*", "**"):
+def resource_pattern(pattern: str) -> re.Pattern[str]:
+    """A resource pattern (``*``: any run without ``/``, ``**`` or a lone ``*``: anything)
+    as a regular expression to match whole resources with."""
+    if pattern in ("*", "**"):
         return re.compile(r".*", re.S)
     parts = []
-    for token in re.split(r"(\*\*|\*)", resource_pattern):
+    for token in re.split(r"(\*\*|\*)", pattern):
         if token == "**":
             parts.append(".*")
         elif token == "*":

@@ -428,6 +428,64 @@ def test_guard_ignores_malformed_revocation_keys_but_honours_bad_values() -> Non
     assert decide(g, token) == "revoked"
 
 
+
+def test_the_guard_keeps_the_tokens_in_use_past_its_cache_size_and_forgeries_apart() -> None:
+    """Bounded LRU caches: the least recently used token is the one verified again, and a
+    flood of distinct refused tokens never pushes out an accepted one."""
+    clock = VirtualClock(NOW)
+    g = guard(clock, token_cache=3)
+    tokens = [issue_token(f"t{i}", ["teller:account/*"], key=KEY, now=NOW) for i in range(4)]
+    for token in tokens[:3]:
+        assert decide(g, token) == "allowed"
+    assert g.verifications == 3
+    assert decide(g, tokens[0]) == "allowed"  # in use again: now the most recent
+    assert decide(g, tokens[3]) == "allowed"  # pushes out tokens[1], the least recent
+    assert g.verifications == 4
+    assert [decide(g, t) for t in (tokens[0], tokens[2], tokens[3])] == ["allowed"] * 3
+    assert g.verifications == 4  # none of them verified again
+    assert decide(g, tokens[1]) == "allowed" and g.verifications == 5
+
+    rogue = KeyPair.generate("rogue")
+    forged = [issue_token("eve", ["teller:**"], key=rogue, now=NOW) for _ in range(10)]
+    g = guard(clock, token_cache=3)
+    assert decide(g, tokens[0]) == "allowed"
+    for token in forged:
+        assert decide(g, token) == "unknown-key"
+    assert decide(g, forged[-1]) == "unknown-key"  # a refusal is remembered too
+    assert g.verifications == 11
+    assert decide(g, tokens[0]) == "allowed" and g.verifications == 11  # still there
+
+    revoke(g, NOW + 1, holder="t0")  # a decision kept in the cache still meets revocations
+    assert decide(g, tokens[0]) == "revoked"
+
+
+GRANTS = [
+    ["teller:account/*"],
+    ["deposit:account/a-*", "read:**"],
+    ["auditor:account/*/history", "withdraw:account/b?c"],
+    ["teller:*"],
+    ["read:account/**"],
+]
+RESOURCES = [
+    "account/a-1", "account/b-2", "account/a-", "account/a-1/x", "account/b?c", "account/bxc",
+    "account/a-1/history", "ledger/a-1", "", "account/", "account/(a)", "account/a.1",
+]
+
+
+@pytest.mark.parametrize("grants", GRANTS, ids=lambda g: ",".join(g))
+def test_compiled_grants_decide_exactly_as_the_hierarchy(grants: list[str]) -> None:
+    """The guard's per-operation regular expression (what makes the check one match per
+    record whatever the number of accounts) against the reference: ``hierarchy.allows``."""
+    g = guard(VirtualClock(NOW))
+    token = issue_token("h", grants, key=KEY, now=NOW).encode()
+    held = tuple(Capability.parse(c) for c in grants)
+    for op in ("deposit", "withdraw", "read", "teller", "auditor", "unknown"):
+        for resource in RESOURCES:
+            ctx = Context.new()
+            denial = g.authorize(((op, resource),), token, b"", ctx, "tok.X")
+            assert (denial is None) == BANK.allows(held, op, resource), (op, resource)
+
+
 def test_key_rotation() -> None:
     clock = VirtualClock(NOW)
     old, new = KeyPair.generate("old"), KeyPair.generate("new")

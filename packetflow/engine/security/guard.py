@@ -6,10 +6,15 @@ decides whether the record's ``pf-token`` (or, only where the topology opted in,
 
 - the token's chain is verified once per distinct token (signatures with the trusted public
   keys by key id, and attenuation with the topology's capability hierarchy) and the result is
-  cached by the raw header bytes, so the per-record cost is a dictionary lookup;
+  kept by the raw header bytes, in two bounded LRU caches (``Security(token_cache=65536)``
+  each): accepted tokens, and refused ones, so that a flood of distinct forgeries costs one
+  check each and never evicts the tokens in use;
 - then, per record: valid in time (``nbf <= now < exp`` on the worker's clock), not revoked
   (no token id of the chain, and no holder of the chain since the token was issued, is on
-  the revocations topic), and every required capability implied by a granted one.
+  the revocations topic), and every required capability implied by a granted one: each
+  token's grants are compiled, per operation, into one regular expression of the resources
+  they allow (through the hierarchy), so a requirement costs one match whatever the number
+  of distinct resources (accounts) it names.
 
 The principal a reactor sees is the verified holder of the token (``principal-mismatch``
 when the context names someone else). Internal intents are authorised by a worker's seal
@@ -19,7 +24,9 @@ instead (:mod:`packetflow.engine.security.seal`); the guard holds the worker sec
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,7 +34,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from packetflow.core.capability import Capability, CapabilityHierarchy
+from packetflow.core.capability import Capability, CapabilityHierarchy, resource_pattern
 from packetflow.core.context import Context
 from packetflow.core.tokens import (
     BAD_REPLY_TO,
@@ -53,9 +60,6 @@ log = logging.getLogger("packetflow.security")
 
 __all__ = ["BAD_REPLY_TO", "Denial", "Guard"]
 
-_CACHE_LIMIT = 10_000
-
-
 # -- the guard ---------------------------------------------------------------------------
 
 
@@ -69,6 +73,41 @@ class Denial:
     claims: TokenClaims | None = None
 
 
+class Grants:
+    """Held capabilities compiled for the per-record check: per operation, one regular
+    expression matching every resource some held capability allows it on (through the
+    hierarchy); built on the first requirement of each operation."""
+
+    __slots__ = ("_by_op", "held", "hierarchy")
+
+    def __init__(self, held: tuple[Capability, ...], hierarchy: CapabilityHierarchy) -> None:
+        self.held = held
+        self.hierarchy = hierarchy
+        self._by_op: dict[str, re.Pattern[str] | None] = {}
+
+    def missing(self, required: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+        """The required ``op:resource`` pairs none of the held capabilities allows."""
+        by_op = self._by_op
+        out: tuple[str, ...] = ()
+        for op, res in required:
+            try:
+                pattern = by_op[op]
+            except KeyError:
+                pattern = by_op[op] = self._compile(op)
+            if pattern is None or pattern.fullmatch(res) is None:
+                out = (*out, f"{op}:{res}")
+        return out
+
+    def _compile(self, op: str) -> re.Pattern[str] | None:
+        implied = self.hierarchy.operations_implied_by
+        patterns = sorted(
+            {resource_pattern(c.resource).pattern for c in self.held if op in implied(c.operation)}
+        )
+        if not patterns:
+            return None
+        return re.compile("|".join(f"(?:{p})" for p in patterns), re.S)
+
+
 class _Entry:
     """What the guard knows about one distinct ``pf-token`` value."""
 
@@ -78,22 +117,43 @@ class _Entry:
         "gen",
         "grants",
         "holder",
-        "missing",
+        "matcher",
         "not_before",
         "revoked",
         "token",
     )
 
-    def __init__(self, token: VerifiedToken | None, denial: Denial | None) -> None:
+    def __init__(
+        self, token: VerifiedToken | None, denial: Denial | None, hierarchy: CapabilityHierarchy
+    ) -> None:
         self.token = token
         self.denial = denial
         self.holder: str | None = token.holder if token else None
         self.grants: tuple[Capability, ...] = token.grants if token else ()
+        self.matcher = Grants(self.grants, hierarchy)
         self.not_before = token.not_before if token else 0
         self.expires = token.expires if token else 0
         self.gen = -1
         self.revoked: Denial | None = None
-        self.missing: dict[tuple[tuple[str, str], ...], tuple[str, ...]] = {}
+
+
+class _LRU(OrderedDict[bytes, _Entry]):
+    """A dictionary that forgets its least recently used entry past ``size``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def find(self, key: bytes) -> _Entry | None:
+        entry = self.get(key)
+        if entry is not None:
+            self.move_to_end(key)
+        return entry
+
+    def keep(self, key: bytes, entry: _Entry) -> None:
+        self[key] = entry
+        if len(self) > self.size:
+            self.popitem(last=False)
 
 
 class Guard:
@@ -114,10 +174,13 @@ class Guard:
         self.audit_allowed = security.audit_allowed
         self.keys: dict[str, Ed25519PublicKey] = security.resolve_keys()
         self._keys_checked = time.monotonic()
-        self._entries: dict[bytes, _Entry] = {}
+        size = security.token_cache
+        self._accepted = _LRU(size)  # verified tokens
+        self._refused = _LRU(size)  # tokens that failed verification: never tried twice
+        self.verifications = 0  # tokens verified (signatures checked) so far
         self._last_raw: bytes | None = None
         self._last_entry: _Entry | None = None
-        self._unsigned: dict[tuple[bytes, tuple[tuple[str, str], ...]], tuple[str, ...]] = {}
+        self._unsigned: OrderedDict[bytes, Grants] = OrderedDict()  # by pf-capabilities
         self.revoked_tokens: dict[str, Revocation] = {}
         self.revoked_holders: dict[str, Revocation] = {}
         self._gen = 0  # bumped by every revocation change
@@ -139,7 +202,7 @@ class Guard:
             entry = self._last_entry
             assert entry is not None
         else:
-            entry = self._entries.get(token_raw)
+            entry = self._accepted.find(token_raw) or self._refused.find(token_raw)
             if entry is None:
                 entry = self._verify(token_raw)
             self._last_raw, self._last_entry = token_raw, entry
@@ -153,12 +216,7 @@ class Guard:
             if principal is not None:
                 return self._impostor(entry, principal, intent_type)
             context.__dict__["principal"] = entry.holder  # the principal is the token's
-        missing = entry.missing.get(required)
-        if missing is None:
-            missing = self._missing(entry.grants, required)
-            if len(entry.missing) > 1000:
-                entry.missing.clear()
-            entry.missing[required] = missing
+        missing = entry.matcher.missing(required)
         if missing:
             claims = entry.token.claims if entry.token else None
             who = context.principal or (claims.holder if claims else "anonymous")
@@ -208,9 +266,9 @@ class Guard:
         authorised it is still in time and unrevoked (None: still valid)."""
         if token_raw is None:
             return None
-        entry = self._entries.get(token_raw)
-        if entry is None or entry.token is None:
-            return None  # not verified here: it was not what authorised the intent
+        entry = self._accepted.get(token_raw)
+        if entry is None:
+            return None  # not verified here (or forgotten): it was not what authorised it
         return self._lapsed(entry)
 
     def _lapsed(self, entry: _Entry) -> Denial | None:
@@ -241,31 +299,27 @@ class Guard:
             return Denial(INSUFFICIENT, _lacks(who, everything, intent_type) + note, everything)
         if not caps_raw and context.capabilities:  # capabilities came inside pf-context
             caps_raw = orjson.dumps([str(c) for c in context.capabilities])
-        key = (caps_raw, required)
-        missing = self._unsigned.get(key)
-        if missing is None:
-            missing = self._missing(context.capabilities, required)
-            if len(self._unsigned) > _CACHE_LIMIT:
-                self._unsigned.clear()
-            self._unsigned[key] = missing
+        grants = self._unsigned.get(caps_raw)
+        if grants is None:
+            grants = self._unsigned[caps_raw] = Grants(context.capabilities, self.hierarchy)
+            if len(self._unsigned) > self.security.token_cache:
+                self._unsigned.popitem(last=False)
+        missing = grants.missing(required)
         if missing:
             return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing)
         return None
 
-    def _missing(
-        self, held: tuple[Capability, ...], required: tuple[tuple[str, str], ...]
-    ) -> tuple[str, ...]:
-        allows = self.hierarchy.allows
-        return tuple(f"{op}:{res}" for op, res in required if not allows(held, op, res))
-
     def _verify(self, token_raw: bytes) -> _Entry:
+        self.verifications += 1
+        raw = bytes(token_raw)
         try:
-            entry = _Entry(verify_token(bytes(token_raw), self.keys, self.hierarchy), None)
+            entry = _Entry(verify_token(raw, self.keys, self.hierarchy), None, self.hierarchy)
         except TokenError as exc:
-            entry = _Entry(None, Denial(exc.reason, exc.message, (), exc.claims))
-        if len(self._entries) > _CACHE_LIMIT:
-            self._entries.clear()
-        self._entries[bytes(token_raw)] = entry
+            denial = Denial(exc.reason, exc.message, (), exc.claims)
+            entry = _Entry(None, denial, self.hierarchy)
+            self._refused.keep(raw, entry)
+            return entry
+        self._accepted.keep(raw, entry)
         return entry
 
     def _time_denial(self, entry: _Entry, now: float) -> Denial:
@@ -338,7 +392,8 @@ class Guard:
     def set_keys(self, keys: Mapping[str, Ed25519PublicKey]) -> None:
         """Trust exactly ``keys`` from now on (verification results are recomputed)."""
         self.keys = dict(keys)
-        self._entries.clear()
+        self._accepted.clear()
+        self._refused.clear()
         self._last_raw = self._last_entry = None
 
     def refresh_keys(self, force: bool = False) -> bool:

@@ -165,6 +165,8 @@ class SecuritySettings:
     ``worker_secret``: the secret (64 hex characters, or bytes) that seals internal intents;
     None (the default) reads ``worker.secret`` (and ``worker.secret.previous``) from
     ``keys_dir``; workers on ``memory://`` without one share a per-process secret.
+    ``token_cache``: how many distinct tokens a worker keeps verified, and how many refused
+    (each an LRU cache; a token forgotten is verified again when it comes back).
     """
 
     trusted_keys: Mapping[str, PublicKeyLike] | Iterable[KeyPair] | None = None
@@ -173,6 +175,7 @@ class SecuritySettings:
     audit_allowed: bool = False
     key_refresh: float = 10.0
     worker_secret: str | bytes | None = None
+    token_cache: int = 65_536
 
     @property
     def keys_from_dir(self) -> bool:
