@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -128,6 +129,11 @@ async def _run_worker(w: Worker, hang_limit: float) -> None:
     w.handle_signals()
     if hang_limit > 0:
         watch_the_loop(hang_limit)
+    # What the process holds once started (modules, models, the topology, restored state)
+    # lives as long as it does: out of the collector's sight, every full collection the
+    # batch loop triggers scans only what came since (see the README's performance section).
+    gc.collect()
+    gc.freeze()
     log = logging.getLogger("packetflow.worker")
     log.info(
         "running %s (%s, instance %s): %s on %s; Ctrl-C to stop",
