@@ -11,6 +11,7 @@ seconds) is set by the input's producer; W1 and W2 carry it without looking at i
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field
 
 from benchmarks.wire import (
@@ -21,8 +22,16 @@ from benchmarks.wire import (
     PRINCIPAL,
     WINDOW_TOTAL,
 )
-from packetflow import Context, Intent
-from packetflow.engine.codec import encode
+from packetflow import Capability, Context, Intent, KeyPair, issue_token
+from packetflow.engine.codec import CAPABILITIES_HEADER, encode, encode_capabilities
+
+# The benchmark's own signing key (fixed, so every process of a run derives it: it signs
+# nothing but this benchmark's input), and the one token every input carries, as a
+# deployment's senders do. The PacketFlow contestant checks the token (the path users run);
+# the hand-written contestants check the plain ``pf-capabilities`` the inputs also carry.
+BENCH_KEY = KeyPair(Ed25519PrivateKey.from_private_bytes(bytes(range(32))), kid="bench")
+TOKEN = issue_token(PRINCIPAL, HELD, key=BENCH_KEY, ttl="7d")
+_HELD_HEADER = encode_capabilities(tuple(Capability.parse(c) for c in HELD))
 
 
 class Deposit(Intent, type_name=DEPOSIT, key="account", requires=["deposit:account/{account}"]):
@@ -55,8 +64,11 @@ class WindowTotal(Intent, type_name=WINDOW_TOTAL, key="account"):
 def encode_deposit(
     account: str, amount: int, sent_us: int, event_time: float
 ) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """One input record's value and headers, exactly as PacketFlow writes them."""
-    return encode(
+    """One input record's value and headers, as PacketFlow writes them with the bench token,
+    plus the plain capabilities the hand-written contestants check."""
+    value, headers = encode(
         Deposit(account=account, amount=amount, event_time=event_time, sent_us=sent_us),
-        Context.new(PRINCIPAL, HELD),
+        Context.new(PRINCIPAL, token=TOKEN),
     )
+    headers.append((CAPABILITIES_HEADER, _HELD_HEADER))
+    return value, headers

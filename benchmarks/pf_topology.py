@@ -8,8 +8,8 @@ result), each window's ``WindowTotal`` emitted once, when the partition's waterm
 its end + grace; ``BENCH_INPUT`` / ``BENCH_OUTPUT``
 name the topics and ``BENCH_GROUP`` the topology (so its group, changelog, dead-letter and
 denied topics are unique per run). Decoding, the capability check (``Deposit`` requires
-``deposit:account/{account}``; inputs hold ``teller:account/*``) and the derived context
-are the engine's.
+``deposit:account/{account}``; inputs carry a token signed by the bench key granting
+``teller:account/*``) and the derived context are the engine's.
 
     BENCH_WORKLOAD=W2 packetflow worker benchmarks.pf_topology --broker kafka://...
 """
@@ -18,17 +18,19 @@ from __future__ import annotations
 
 from benchmarks.config import GRACE_SECONDS, WINDOW_SECONDS
 from benchmarks.contestants.common import ContestantEnv, FirstRecord
-from benchmarks.intents import BalanceChanged, Deposit, DepositAccepted, WindowTotal
+from benchmarks.intents import BENCH_KEY, BalanceChanged, Deposit, DepositAccepted, WindowTotal
 from benchmarks.wire import HIERARCHY
-from packetflow import Context, Topology
+from packetflow import Context, Security, Topology
 from packetflow.streams import Tumbling, WindowResult, agg, window
 
 env = ContestantEnv.from_env()
 first = FirstRecord(env.marker)
 
-# The inputs carry plain capabilities (``pf-capabilities``), which is what the hand-written
-# contestants check too; a topology accepts them only when it says so.
-topology = Topology(env.group, capabilities=HIERARCHY, allow_unsigned=True)
+# The inputs carry the bench's signed token: the worker verifies it (once: one token for
+# every input, as a deployment's senders share theirs) and checks its grants per record.
+topology = Topology(
+    env.group, capabilities=HIERARCHY, security=Security(trusted_keys=[BENCH_KEY])
+)
 topology.route(DepositAccepted, env.output)
 topology.route(BalanceChanged, env.output)
 topology.route(WindowTotal, env.output)
