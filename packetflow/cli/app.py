@@ -24,10 +24,10 @@ from packetflow.cli.errors import (
     broker_url,
     describe,
     load,
+    load_with_module,
     safe_url,
     shared_broker_url,
 )
-from packetflow.cli.loader import LoadError, load_topology
 from packetflow.cli.options import BrokerOpt, TopologyOpt
 from packetflow.cli.render import as_mermaid, as_text
 from packetflow.cli.watchdog import watch_the_loop
@@ -375,7 +375,7 @@ def demo(
 
     A module with its own ``demo(count)`` (e.g. one that simulates on virtual time) runs that.
     """
-    topology, mod = _load_with_module(module)
+    topology, mod = load_with_module(module)
     if count < 1:
         raise UserError("--count must be at least 1")
     own = getattr(mod, "demo", None)
@@ -387,13 +387,6 @@ def demo(
         raise UserError(f"{module} has no generate_traffic(count) or demo(count) function")
     result = asyncio.run(run_demo(topology, traffic, count, console=out))
     print_summary(topology, result, out, getattr(mod, "DEMO_STATE", None))
-
-
-def _load_with_module(spec: str) -> tuple[Topology, Any]:
-    try:
-        return load_topology(spec)
-    except LoadError as exc:
-        raise UserError(str(exc)) from exc.__cause__
 
 
 operate.register(app)  # after the commands above, so that help lists them first

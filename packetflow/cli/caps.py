@@ -21,7 +21,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from packetflow.cli.loader import LoadError, load_topology
+from packetflow.cli.errors import broker_url, load, shared_broker_url
 from packetflow.cli.options import BrokerOpt, KeysOpt, TopologyOpt
 from packetflow.core.capability import Capability, CapabilityHierarchy
 from packetflow.core.tokens import (
@@ -35,8 +35,8 @@ from packetflow.core.tokens import (
 )
 from packetflow.engine.client import Client
 from packetflow.engine.security import KeyStore, default_keys_dir
-from packetflow.engine.topology import Topology, default_broker_url
-from packetflow.engine.transport import BrokerURL, BrokerURLError
+from packetflow.engine.topology import Topology
+from packetflow.engine.transport import BrokerURL
 
 app = typer.Typer(
     name="caps",
@@ -69,28 +69,15 @@ def _store(keys: Path | None) -> KeyStore:
 
 
 def _topology(spec: str | None) -> Topology | None:
-    if spec is None:
-        return None
-    try:
-        return load_topology(spec)[0]
-    except LoadError as exc:
-        _fail(str(exc))
+    return None if spec is None else load(spec)
 
 
 def _kafka_url(value: str | None, *, required: bool) -> str | None:
-    url = value or default_broker_url()
-    try:
-        parsed = BrokerURL.parse(url)
-    except BrokerURLError as exc:
-        _fail(str(exc))
-    if parsed.scheme != "kafka":
-        if required:
-            _fail(
-                "memory:// lives inside one process, so no worker would see this: pass "
-                "--broker kafka://host:port or set PACKETFLOW_BROKER"
-            )
-        return None
-    return url
+    """The broker to audit to or revoke on: required, or None where it is memory://."""
+    if required:
+        return shared_broker_url(value, "no worker would see this")
+    url = broker_url(value)
+    return url if BrokerURL.parse(url).scheme == "kafka" else None
 
 
 def _grants(grant: list[str]) -> list[Capability]:

@@ -4,6 +4,8 @@ shares (the topology module, the broker URL) into one or the other."""
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from packetflow.cli.loader import LoadError, load_topology
 from packetflow.engine.topology import Topology, default_broker_url
 from packetflow.engine.transport import BrokerError, BrokerURL, BrokerURLError
@@ -14,12 +16,18 @@ class UserError(Exception):
     (``packetflow --debug ...`` shows the traceback of what caused it)."""
 
 
-def load(spec: str) -> Topology:
-    """The topology of module ``spec``, or a :class:`UserError` saying what is wrong."""
+def load_with_module(spec: str) -> tuple[Topology, ModuleType]:
+    """The topology of module ``spec`` and the module, or a :class:`UserError` saying what
+    is wrong."""
     try:
-        return load_topology(spec)[0]
+        return load_topology(spec)
     except LoadError as exc:
         raise UserError(str(exc)) from exc.__cause__
+
+
+def load(spec: str) -> Topology:
+    """The topology of module ``spec``, or a :class:`UserError` saying what is wrong."""
+    return load_with_module(spec)[0]
 
 
 def broker_url(value: str | None) -> str:
