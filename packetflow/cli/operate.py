@@ -30,7 +30,7 @@ from packetflow.engine.client import Client, Received
 from packetflow.engine.inspect import as_line, safe_text
 from packetflow.engine.inspect import describe as describe_record
 from packetflow.engine.replay import KINDS, SKIP_REASONS, ReplaySelection
-from packetflow.engine.setaside import SetAside, summarise
+from packetflow.engine.setaside import summarise
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import BEGINNING, END, StartAt
 
@@ -230,7 +230,7 @@ def set_aside(
             start = BEGINNING if since_ms is None else StartAt(time_ms=since_ms)
             try:
                 async for received in client.tail(name, start=start):
-                    facts = SetAside.of(received.record)
+                    facts = received.set_aside
                     if reason is None or (facts is not None and facts.reason == reason):
                         found.append((kind, received))
             except LookupError:

@@ -29,7 +29,7 @@ from packetflow.engine.codec import (
     encode_key,
     header,
 )
-from packetflow.engine.replay import ReplayPlan, ReplaySelection, plan_replay
+from packetflow.engine.replay import KINDS, ReplayPlan, ReplaySelection, plan_replay
 from packetflow.engine.runtime.lifecycle import Lifecycle
 from packetflow.engine.runtime.replies import ReplyWaiter
 from packetflow.engine.security import Auditor, revocation_record
@@ -300,13 +300,7 @@ class Client(Lifecycle):
 
     def set_aside_topic(self, kind: str) -> str:
         """The logical name of set-aside topic ``kind`` (dead-letters, denied, late, drops)."""
-        names = self.topology.names
-        topics = {
-            "dead-letters": names.dead_letters,
-            "denied": names.denied,
-            "late": names.late,
-            "drops": names.drops,
-        }
+        topics = dict(zip(KINDS, self.topology.names.set_aside, strict=True))
         if kind not in topics:
             raise ValueError(f"no set-aside topic {kind!r}: one of {', '.join(topics)}")
         return topics[kind]
@@ -375,7 +369,8 @@ class Client(Lifecycle):
         replayed = set() if again else {
             str(e.get("source")) for e in await self.read_audit() if e.get("event") == "replayed"
         }
-        principal = decode_token(token).holder if token is not None else None
+        claims = decode_token(token) if token is not None else None
+        principal = claims.holder if claims else None
         internal = self.topology.internal_topics()
         sources = {
             self.topology.physical(t) for t in self.topology.source_topics() if t not in internal
@@ -388,7 +383,7 @@ class Client(Lifecycle):
         if dry_run:
             return report
         operator = by or principal
-        token_id = decode_token(token).token_id if token is not None else None
+        token_id = claims.token_id if claims else None
         for done, item in enumerate(plan.chosen, 1):
             ack = await producer.send(item.topic, item.value, item.key, item.headers)
             delivery = await ack

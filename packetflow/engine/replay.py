@@ -28,7 +28,8 @@ from packetflow.engine.codec import (
 from packetflow.engine.setaside import SetAside, original_headers
 from packetflow.engine.transport import Record
 
-# What a replay can start from: the set-aside topics' short names.
+# What a replay can start from: the set-aside topics' short names, in the order of
+# ``TopicNames.set_aside``.
 KINDS = ("dead-letters", "denied", "late", "drops")
 
 # Why a selected record is not replayed (``ReplayPlan.skipped``).

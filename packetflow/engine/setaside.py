@@ -68,11 +68,6 @@ class SetAside:
         parts = self.source.rsplit("/", 2) if self.source else []
         return parts[0] if len(parts) == 3 and parts[0] else None
 
-    @property
-    def source_partition(self) -> int | None:
-        parts = self.source.rsplit("/", 2) if self.source else []
-        return _number(parts[1]) if len(parts) == 3 else None
-
 
 def original_headers(headers: Headers) -> list[tuple[str, bytes]]:
     """``headers`` as the sender sent them: without the block the engine added when it set
