@@ -50,7 +50,7 @@ class Capability(BaseModel):
         return f"{self.operation}:{self.resource}"
 
     def matches_resource(self, resource: str) -> bool:
-        return resource_pattern(self.resource).fullmatch(resource) is not None
+        return _pattern(self.resource).fullmatch(resource) is not None
 
 
 def _split(text: str) -> dict[str, str]:
@@ -61,7 +61,7 @@ def _split(text: str) -> dict[str, str]:
 
 
 @lru_cache(maxsize=4096)
-def resource_pattern(pattern: str) -> re.Pattern[str]:
+def _pattern(pattern: str) -> re.Pattern[str]:
     """A resource pattern (``*``: any run without ``/``, ``**`` or a lone ``*``: anything)
     as a regular expression to match whole resources with."""
     if pattern in ("*", "**"):
@@ -135,5 +135,46 @@ class CapabilityHierarchy:
             operation in self._closure(h.operation) and h.matches_resource(resource) for h in held
         )
 
+    def compile(self, held: tuple[Capability, ...]) -> CompiledGrants:
+        """``held`` compiled for checking many requirements: what :meth:`allows` decides,
+        at one regular-expression match per requirement (the hierarchy must not change
+        afterwards)."""
+        return CompiledGrants(held, self)
+
     def as_dict(self) -> dict[str, list[str]]:
         return {op: sorted(implied) for op, implied in sorted(self._direct.items())}
+
+
+class CompiledGrants:
+    """Held capabilities compiled for a per-record check (``CapabilityHierarchy.compile``):
+    per operation, one regular expression matching every resource some held capability
+    allows it on through the hierarchy, built on the first requirement of that operation."""
+
+    __slots__ = ("_by_op", "held", "hierarchy")
+
+    def __init__(self, held: tuple[Capability, ...], hierarchy: CapabilityHierarchy) -> None:
+        self.held = held
+        self.hierarchy = hierarchy
+        self._by_op: dict[str, re.Pattern[str] | None] = {}
+
+    def missing(self, required: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+        """The required ``op:resource`` pairs none of the held capabilities allows."""
+        by_op = self._by_op
+        out: tuple[str, ...] = ()
+        for op, res in required:
+            try:
+                pattern = by_op[op]
+            except KeyError:
+                pattern = by_op[op] = self._compile(op)
+            if pattern is None or pattern.fullmatch(res) is None:
+                out = (*out, f"{op}:{res}")
+        return out
+
+    def _compile(self, op: str) -> re.Pattern[str] | None:
+        implied = self.hierarchy.operations_implied_by
+        patterns = sorted(
+            {_pattern(c.resource).pattern for c in self.held if op in implied(c.operation)}
+        )
+        if not patterns:
+            return None
+        return re.compile("|".join(f"(?:{p})" for p in patterns), re.S)

@@ -12,9 +12,10 @@ decides whether the record's ``pf-token`` (or, only where the topology opted in,
 - then, per record: valid in time (``nbf <= now < exp`` on the worker's clock), not revoked
   (no token id of the chain, and no holder of the chain since the token was issued, is on
   the revocations topic), and every required capability implied by a granted one: each
-  token's grants are compiled, per operation, into one regular expression of the resources
-  they allow (through the hierarchy), so a requirement costs one match whatever the number
-  of distinct resources (accounts) it names.
+  token's grants are compiled (``CapabilityHierarchy.compile``), per operation, into one
+  regular expression of the resources they allow (through the hierarchy), so a
+  requirement costs one match whatever the number of distinct resources (accounts) it
+  names.
 
 The principal a reactor sees is the verified holder of the token (``principal-mismatch``
 when the context names someone else). Internal intents are authorised by a worker's seal
@@ -24,7 +25,6 @@ instead (:mod:`packetflow.engine.security.seal`); the guard holds the worker sec
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -34,7 +34,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from packetflow.core.capability import Capability, CapabilityHierarchy, resource_pattern
+from packetflow.core.capability import Capability, CapabilityHierarchy, CompiledGrants
 from packetflow.core.context import Context
 from packetflow.core.tokens import (
     BAD_REPLY_TO,
@@ -73,41 +73,6 @@ class Denial:
     claims: TokenClaims | None = None
 
 
-class Grants:
-    """Held capabilities compiled for the per-record check: per operation, one regular
-    expression matching every resource some held capability allows it on (through the
-    hierarchy); built on the first requirement of each operation."""
-
-    __slots__ = ("_by_op", "held", "hierarchy")
-
-    def __init__(self, held: tuple[Capability, ...], hierarchy: CapabilityHierarchy) -> None:
-        self.held = held
-        self.hierarchy = hierarchy
-        self._by_op: dict[str, re.Pattern[str] | None] = {}
-
-    def missing(self, required: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
-        """The required ``op:resource`` pairs none of the held capabilities allows."""
-        by_op = self._by_op
-        out: tuple[str, ...] = ()
-        for op, res in required:
-            try:
-                pattern = by_op[op]
-            except KeyError:
-                pattern = by_op[op] = self._compile(op)
-            if pattern is None or pattern.fullmatch(res) is None:
-                out = (*out, f"{op}:{res}")
-        return out
-
-    def _compile(self, op: str) -> re.Pattern[str] | None:
-        implied = self.hierarchy.operations_implied_by
-        patterns = sorted(
-            {resource_pattern(c.resource).pattern for c in self.held if op in implied(c.operation)}
-        )
-        if not patterns:
-            return None
-        return re.compile("|".join(f"(?:{p})" for p in patterns), re.S)
-
-
 class _Entry:
     """What the guard knows about one distinct ``pf-token`` value."""
 
@@ -130,7 +95,7 @@ class _Entry:
         self.denial = denial
         self.holder: str | None = token.holder if token else None
         self.grants: tuple[Capability, ...] = token.grants if token else ()
-        self.matcher = Grants(self.grants, hierarchy)
+        self.matcher = hierarchy.compile(self.grants)
         self.not_before = token.not_before if token else 0
         self.expires = token.expires if token else 0
         self.gen = -1
@@ -180,7 +145,7 @@ class Guard:
         self.verifications = 0  # tokens verified (signatures checked) so far
         self._last_raw: bytes | None = None
         self._last_entry: _Entry | None = None
-        self._unsigned: OrderedDict[bytes, Grants] = OrderedDict()  # by pf-capabilities
+        self._unsigned: OrderedDict[bytes, CompiledGrants] = OrderedDict()  # by pf-capabilities
         self.revoked_tokens: dict[str, Revocation] = {}
         self.revoked_holders: dict[str, Revocation] = {}
         self._gen = 0  # bumped by every revocation change
@@ -301,7 +266,7 @@ class Guard:
             caps_raw = orjson.dumps([str(c) for c in context.capabilities])
         grants = self._unsigned.get(caps_raw)
         if grants is None:
-            grants = self._unsigned[caps_raw] = Grants(context.capabilities, self.hierarchy)
+            grants = self._unsigned[caps_raw] = self.hierarchy.compile(context.capabilities)
             if len(self._unsigned) > self.security.token_cache:
                 self._unsigned.popitem(last=False)
         missing = grants.missing(required)
