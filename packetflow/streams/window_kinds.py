@@ -86,6 +86,19 @@ class Window(abc.ABC):
                 return slot
         return None
 
+    def _fold_into(
+        self, state: State, start: int, end: int, value: Any, ctx: Any, agg: Aggregate,
+        out: Added,
+    ) -> None:  # fmt: skip
+        """Fold ``value`` into the window ``[start, end)``, opening it if it is new."""
+        slot = self.find(state, start)
+        if slot is None:
+            slot = [start, end, agg.init(), 0, None]
+            state["s"].append(slot)
+            out.opened.append(slot)
+        _fold(slot, value, ctx, agg)
+        out.changed.append(slot)
+
     def describe(self) -> str:
         return self.kind
 
@@ -116,13 +129,7 @@ class Tumbling(Window):
         if watermark >= start + size + grace:
             return Added(late=True)
         out = Added()
-        slot = self.find(state, start)
-        if slot is None:
-            slot = [start, start + size, agg.init(), 0, None]
-            state["s"].append(slot)
-            out.opened.append(slot)
-        _fold(slot, value, ctx, agg)
-        out.changed.append(slot)
+        self._fold_into(state, start, start + size, value, ctx, agg, out)
         return out
 
     def describe(self) -> str:
@@ -150,13 +157,7 @@ class Hopping(Window):
         start = t - t % advance
         while start > t - size:
             if watermark < start + size + grace:
-                slot = self.find(state, start)
-                if slot is None:
-                    slot = [start, start + size, agg.init(), 0, None]
-                    state["s"].append(slot)
-                    out.opened.append(slot)
-                _fold(slot, value, ctx, agg)
-                out.changed.append(slot)
+                self._fold_into(state, start, start + size, value, ctx, agg, out)
             start -= advance
         out.late = not out.changed
         return out
