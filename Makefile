@@ -9,6 +9,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.packetflow-installed
 BENCH_STAMP := $(VENV)/.packetflow-bench-installed
+QUIX_VENV   := .venv-quix
+QUIX_STAMP  := $(QUIX_VENV)/.installed
 
 # Broker CLI (override e.g. KAFKA_CLI="$(BIN)/python -m packetflow.cli.kafka").
 KAFKA_CLI       ?= $(BIN)/packetflow kafka
@@ -44,6 +46,13 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	@touch $@
 
+# Quix Streams (a benchmark contestant) pins other versions than the engine: its own venv.
+$(QUIX_STAMP): benchmarks/quix-requirements.txt
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/python -m pip install --quiet -r benchmarks/quix-requirements.txt
+	@touch $@
+
 demo: venv
 	$(BIN)/python -m topologies.orders
 
@@ -75,10 +84,10 @@ kafka-stop: venv
 kafka-status: venv
 	$(KAFKA_CLI) status --port $(KAFKA_PORT)
 
-bench: $(BENCH_STAMP)
+bench: $(BENCH_STAMP) $(QUIX_STAMP)
 	$(BIN)/python -m benchmarks
 
-bench-quick: $(BENCH_STAMP)
+bench-quick: $(BENCH_STAMP) $(QUIX_STAMP)
 	$(BIN)/python -m benchmarks --quick
 
 clean:
@@ -86,4 +95,4 @@ clean:
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(QUIX_VENV)

@@ -1,7 +1,8 @@
 """``python -m benchmarks [--quick] [--records N] [--only W1,W2,W3,state] [--contestants ...]``
 
-Runs raw aiokafka (the ceiling), faust-streaming (the peer) and PacketFlow on the same
-Kafka and the same input, one at a time, prints a table with PASS/FAIL for the targets and
+Runs raw aiokafka (the hand-written loop, and its lean floor), Quix Streams (the engine
+Python teams pick), faust-streaming and PacketFlow on the same Kafka and the same input,
+one at a time, prints a table with PASS/FAIL for the targets and
 writes ``benchmarks/results/latest.json``. Exit status 0 when every contestant answered
 correctly (whatever the targets say), 1 when one crashed or produced wrong output, 2 for a
 usage error.
@@ -37,7 +38,7 @@ from benchmarks import config, report
 from benchmarks.config import RunSize
 from benchmarks.harness import Harness
 from benchmarks.results_model import RunResults
-from benchmarks.runner import CONTESTANTS
+from benchmarks.runner import CONTESTANTS, QUIX_PYTHON
 from benchmarks.workloads import STATE_RUN, WINDOWED, WORKLOADS
 from packetflow.localkafka import LocalKafkaError
 
@@ -47,7 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="PacketFlow vs raw aiokafka vs faust-streaming on one Kafka.",
+        description="PacketFlow vs raw aiokafka, Quix Streams and faust-streaming on one Kafka.",
     )
     parser.add_argument("--quick", action="store_true", help="short run (a few minutes)")
     parser.add_argument("--records", type=int, help="input records per throughput run")
@@ -55,7 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, help="steady load per latency run")
     everything = ",".join([*WORKLOADS, STATE_RUN])
     parser.add_argument("--only", default=everything, help=f"workloads: {everything}")
-    parser.add_argument("--contestants", default=",".join(CONTESTANTS), help="raw,faust,packetflow")
+    parser.add_argument("--contestants", default=",".join(CONTESTANTS), help=",".join(CONTESTANTS))
     parser.add_argument(
         "--latency-rate",
         type=float,
@@ -90,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in contestants if c not in CONTESTANTS]
     if unknown or not contestants:
         console.print(f"error: contestants are {', '.join(CONTESTANTS)}, not {unknown}")
+        return 2
+    if "quix" in contestants and not QUIX_PYTHON.exists():
+        console.print(
+            f"error: Quix Streams runs from {QUIX_PYTHON.parent.parent}: `make bench` creates it"
+        )
         return 2
     size = RunSize.quick() if args.quick else RunSize.full()
     size = dataclasses.replace(

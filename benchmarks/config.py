@@ -44,8 +44,11 @@ def packetflow_url(bootstrap: str) -> str:
 
 # -- targets (printed PASS/FAIL, never asserted in tests) ---------------------------------
 
+TARGET_VS_QUIX = 1.0  # PacketFlow records/s >= Quix Streams' (stretch: STRETCH_VS_QUIX)
+STRETCH_VS_QUIX = 1.5
 TARGET_VS_FAUST = 5.0  # PacketFlow records/s >= 5x faust-streaming
-TARGET_VS_RAW = 0.5  # PacketFlow records/s >= 50% of the raw aiokafka ceiling
+TARGET_CPU_US = 20.0  # W1 and W2: PacketFlow CPU per record, from its first record on
+CPU_WORKLOADS = ("W1", "W2")
 TARGET_P99_MS = 50.0  # p99 end-to-end latency at 50% of max load
 TARGET_STATE_RSS = 1024**3  # W2 with 1,000,000 accounts: worker RSS <= 1 GiB
 TARGET_STATE_ACCOUNTS = 1_000_000

@@ -210,9 +210,11 @@ class Harness:
             if table:
                 await asyncio.sleep(FAUST_CLEANUP_WAIT)
             result.peak_rss, result.cpu_seconds = proc.peak_rss(), proc.cpu_seconds()
-            start = proc.first_record_time()
+            start, cpu_start = proc.first_record_time(), proc.cpu_at_first_record()
             if start is None:
                 raise Failed("wrote no first-record marker")
+            if cpu_start is not None:
+                result.cpu_us_per_record = (result.cpu_seconds - cpu_start) / expected.count * 1e6
             result.seconds = end - start
             result.rate = expected.count / result.seconds
         except Failed as exc:

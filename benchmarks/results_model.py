@@ -22,6 +22,8 @@ class Throughput:
     rate: float | None = None  # records/s
     peak_rss: int | None = None  # bytes (VmHWM)
     cpu_seconds: float | None = None  # contestant process, user + system, whole life
+    # CPU seconds from its first consumed record to the last output, per input record
+    cpu_us_per_record: float | None = None
     log: str = ""  # where its output went, when it failed
 
 

@@ -18,14 +18,20 @@ from pathlib import Path
 from benchmarks.config import packetflow_url
 from benchmarks.contestants.common import ContestantEnv
 
-CONTESTANTS = ("raw", "faust", "packetflow")
+CONTESTANTS = ("raw", "raw-lean", "quix", "faust", "packetflow")
 REPO = Path(__file__).resolve().parent.parent
+# Quix Streams pins versions the engine does not use: it runs from its own environment
+QUIX_PYTHON = REPO / ".venv-quix" / "bin" / "python"
 
 
 def command(name: str, env: ContestantEnv) -> list[str]:
     py = sys.executable
     if name == "raw":
         return [py, "-m", "benchmarks.contestants.raw"]
+    if name == "raw-lean":
+        return [py, "-m", "benchmarks.contestants.raw", "--lean"]
+    if name == "quix":
+        return [str(QUIX_PYTHON), "-m", "benchmarks.contestants.quix_app"]
     if name == "faust":
         # faust's worker command starts its web server on 0.0.0.0:6066 unless told not to
         return [
@@ -101,8 +107,14 @@ class ContestantProcess:
         return None if self._proc is None else self._proc.poll()
 
     def first_record_time(self) -> float | None:
-        with contextlib.suppress(OSError, ValueError):
-            return float(Path(self.env.marker).read_text())
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return float(Path(self.env.marker).read_text().split()[0])
+        return None
+
+    def cpu_at_first_record(self) -> float | None:
+        """The process's CPU seconds when it consumed its first record (start-up before)."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return float(Path(self.env.marker).read_text().split()[1])
         return None
 
     def peak_rss(self) -> int:

@@ -18,7 +18,13 @@ the partition's watermark. There is no flush at the end of input: the input's en
 markers move the watermark past every window (see ``config.END_OF_INPUT_TIME``), so the
 windows close by the same rule as the rest, as in the other two contestants.
 
-Run by the harness: ``python -m benchmarks.contestants.raw`` with ``BENCH_*`` variables.
+``--lean`` (the ``raw-lean`` contestant) is the floor: the same loop, batches, state and
+changelog, but each record only decoded with orjson (no pydantic, no type or capability
+check, no context) and each output written with ``orjson.dumps`` and its ``pf-type`` header
+alone. Nothing that serves users is done; it shows what the loop itself costs.
+
+Run by the harness: ``python -m benchmarks.contestants.raw [--lean]`` with ``BENCH_*``
+variables.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from typing import NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -34,13 +41,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from benchmarks.config import CONSUMER, GRACE_SECONDS, MAX_BATCH, PARTITIONS, PRODUCER
 from benchmarks.contestants.common import (
     WINDOW_MS,
     CapabilityCheck,
     ContestantEnv,
+    Deposit,
     FirstRecord,
     Input,
     Rejected,
@@ -50,8 +58,84 @@ from benchmarks.contestants.common import (
     read_input,
     window_total,
 )
+from benchmarks.wire import BALANCE_CHANGED, DEPOSIT_ACCEPTED, WINDOW_TOTAL
 
 HOP = "raw"
+OUT_TYPE = {"W1": DEPOSIT_ACCEPTED, "W2": BALANCE_CHANGED, "W3": WINDOW_TOTAL}
+
+
+class Work:
+    """The per-record work: what PacketFlow does, by hand (``contestants.common``)."""
+
+    hop = HOP
+
+    def __init__(self, workload: str) -> None:
+        self.workload = workload
+        self.check = CapabilityCheck()
+
+    def read(self, m: ConsumerRecord) -> Input:
+        """The input checked (type, value, context, capability); raises when refused."""
+        source = read_input(m.headers, m.value)
+        if not self.check.allows(source.capabilities, source.deposit.account):
+            raise Rejected("missing deposit capability")
+        return source
+
+    def headers(self, source: Input) -> list:
+        return output_headers(self.workload, source, self.hop)
+
+    def accepted(self, deposit: Deposit) -> bytes:
+        return accepted(deposit)
+
+    def balance_changed(self, deposit: Deposit, balance: int) -> bytes:
+        return balance_changed(deposit, balance)
+
+    def window_total(self, account: str, start_ms: int, count: int, total: int) -> bytes:
+        return window_total(account, start_ms, count, total)
+
+
+class LeanDeposit(NamedTuple):
+    account: str
+    amount: int
+    event_time: float
+    sent_us: int
+
+
+class LeanWork(Work):
+    """The floor: decode, state, produce; no validation, no checks, no context."""
+
+    hop = "raw-lean"
+
+    def __init__(self, workload: str) -> None:
+        super().__init__(workload)
+        self._headers = [("pf-type", OUT_TYPE[workload].encode())]
+
+    def read(self, m: ConsumerRecord) -> Input:
+        d = orjson.loads(m.value)
+        deposit = LeanDeposit(d["account"], d["amount"], d["event_time"], d["sent_us"])
+        return Input(deposit, {}, None, b"")  # type: ignore[arg-type]
+
+    def headers(self, source: Input) -> list:
+        return self._headers
+
+    def accepted(self, deposit: Deposit) -> bytes:
+        return orjson.dumps(
+            {"account": deposit.account, "amount": deposit.amount, "sent_us": deposit.sent_us}
+        )
+
+    def balance_changed(self, deposit: Deposit, balance: int) -> bytes:
+        return orjson.dumps(
+            {
+                "account": deposit.account,
+                "amount": deposit.amount,
+                "balance": balance,
+                "sent_us": deposit.sent_us,
+            }
+        )
+
+    def window_total(self, account: str, start_ms: int, count: int, total: int) -> bytes:
+        return orjson.dumps(
+            {"account": account, "start": start_ms // 1000, "count": count, "total": total}
+        )
 
 
 def partition_of(key: bytes, cache: dict[bytes, int] = {}) -> int:  # noqa: B006 - a memo
@@ -132,23 +216,26 @@ def window_state(slot: list) -> bytes:
     )
 
 
-async def run(env: ContestantEnv) -> None:
+async def run(env: ContestantEnv, work: Work) -> None:
     windowed = env.workload == "W3"
     changelog = f"{env.group}.{'windows' if windowed else 'balances'}.changelog"
     stateful = env.workload in ("W2", "W3")
     if stateful:
         await create_changelog(env.bootstrap, changelog)
     consumer = AIOKafkaConsumer(
-        env.input, bootstrap_servers=env.bootstrap, group_id=env.group, client_id=HOP, **CONSUMER
+        env.input,
+        bootstrap_servers=env.bootstrap,
+        group_id=env.group,
+        client_id=work.hop,
+        **CONSUMER,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, client_id=HOP, **PRODUCER)
+    producer = AIOKafkaProducer(bootstrap_servers=env.bootstrap, client_id=work.hop, **PRODUCER)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
     first = FirstRecord(env.marker)
-    check = CapabilityCheck()
     balances: dict[bytes, int] = {}
     partitions: dict[int, Windows] = {}
     rejected = late = 0
@@ -168,32 +255,30 @@ async def run(env: ContestantEnv) -> None:
                     if windows is None:
                         windows = partitions[tp.partition] = Windows()
                     bad, too_late = await window_batch(
-                        env, messages, windows, tp.partition, check, outputs, changelog
+                        env, messages, windows, tp.partition, work, outputs, changelog
                     )
                     rejected, late = rejected + bad, late + too_late
                     continue
                 changed: dict[bytes, int] = {}
                 for m in messages:
                     try:
-                        source = read_input(m.headers, m.value)
+                        source = work.read(m)
                         deposit = source.deposit
-                        if not check.allows(source.capabilities, deposit.account):
-                            raise Rejected("missing deposit capability")
-                    except (Rejected, ValueError):
+                    except (Rejected, ValueError, KeyError, TypeError):
                         rejected += 1  # the other contestants dead-letter / deny these
                         continue
                     if stateful:
                         balance = balances.get(m.key, 0) + deposit.amount
                         balances[m.key] = changed[m.key] = balance
-                        value = balance_changed(deposit, balance)
+                        value = work.balance_changed(deposit, balance)
                     else:
-                        value = accepted(deposit)
+                        value = work.accepted(deposit)
                     await outputs.add(
                         env.output,
                         partition_of(m.key),
                         m.key,
                         value,
-                        output_headers(env.workload, source, HOP),
+                        work.headers(source),
                     )
                 for key, balance in changed.items():
                     await outputs.add(changelog, tp.partition, key, b"%d" % balance, [])
@@ -208,9 +293,9 @@ async def run(env: ContestantEnv) -> None:
         await consumer.stop()
         await producer.stop()
     if rejected:
-        print(f"raw: rejected {rejected} records", file=sys.stderr)
+        print(f"{work.hop}: rejected {rejected} records", file=sys.stderr)
     if late:
-        print(f"raw: {late} late records (their windows had closed)", file=sys.stderr)
+        print(f"{work.hop}: {late} late records (their windows had closed)", file=sys.stderr)
 
 
 async def window_batch(
@@ -218,7 +303,7 @@ async def window_batch(
     messages: list,
     windows: Windows,
     partition: int,
-    check: CapabilityCheck,
+    work: Work,
     outputs: Outputs,
     changelog: str,
 ) -> tuple[int, int]:
@@ -229,11 +314,9 @@ async def window_batch(
     rejected = late = 0
     for m in messages:
         try:
-            source = read_input(m.headers, m.value)
+            source = work.read(m)
             deposit = source.deposit
-            if not check.allows(source.capabilities, deposit.account):
-                raise Rejected("missing deposit capability")
-        except (Rejected, ValueError):
+        except (Rejected, ValueError, KeyError, TypeError):
             rejected += 1  # the other contestants dead-letter / deny these
             continue
         t = int(deposit.event_time * 1000)
@@ -262,8 +345,8 @@ async def window_batch(
                 env.output,
                 partition_of(key),
                 key,
-                window_total(source.deposit.account, start, slot[0], slot[1]),
-                output_headers(env.workload, source, HOP),
+                work.window_total(source.deposit.account, start, slot[0], slot[1]),
+                work.headers(source),
             )
             changed[(key, start)] = None
     for (key, start), slot in changed.items():
@@ -276,7 +359,9 @@ async def window_batch(
 
 
 def main() -> None:
-    asyncio.run(run(ContestantEnv.from_env()))
+    env = ContestantEnv.from_env()
+    work = LeanWork(env.workload) if "--lean" in sys.argv[1:] else Work(env.workload)
+    asyncio.run(run(env, work))
 
 
 if __name__ == "__main__":
