@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not contestants:
         console.print(f"error: contestants are {', '.join(CONTESTANTS)}, not {unknown}")
         return 2
+    if args.latency_seconds is not None and args.latency_seconds <= config.LATENCY_WARMUP:
+        console.print(
+            f"error: --latency-seconds must be more than the {config.LATENCY_WARMUP:g} s warm-up"
+        )
+        return 2
     if "quix" in contestants and not QUIX_PYTHON.exists():
         console.print(
             f"error: Quix Streams runs from {QUIX_PYTHON.parent.parent}: `make bench` creates it"

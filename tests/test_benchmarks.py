@@ -451,33 +451,36 @@ def _message(account: str, amount: int, t: float) -> _Message:
     return _Message(account.encode(), value, headers)
 
 
-def _raw_windows(batches: list[list[_Message]]) -> tuple[_Outputs, int]:
+def _raw_windows(
+    batches: list[list[_Message]], work: raw.Work | None = None
+) -> tuple[_Outputs, int]:
     env = ContestantEnv("W3", "-", "in", "out", "g", "")
     windows, outputs, late = raw.Windows(), _Outputs(), 0
+    work = work or raw.Work("W3")
     for batch in batches:
         _, too_late = asyncio.run(
-            raw.window_batch(env, batch, windows, 0, CapabilityCheck(), outputs, "changelog")  # type: ignore[arg-type]
+            raw.window_batch(env, batch, windows, 0, work, outputs, "changelog")  # type: ignore[arg-type]
         )
         late += too_late
     return outputs, late
 
 
+@pytest.mark.parametrize("lean", [False, True], ids=["raw", "raw-lean"])
 @pytest.mark.parametrize("split", [1, 2, 3, 6], ids=lambda n: f"batches of {n}")
-def test_raw_windows_close_on_the_watermark_whatever_the_batches(split: int) -> None:
+def test_raw_windows_close_on_the_watermark_whatever_the_batches(split: int, lean: bool) -> None:
     messages = [_message(*row) for row in W3_INPUT]
     messages.append(_message(end_marker_accounts()[0], 1, END_OF_INPUT_TIME))
     batches = [messages[i : i + split] for i in range(0, len(messages), split)]
-    outputs, late = _raw_windows(batches)
+    outputs, late = _raw_windows(batches, raw.LeanWork("W3") if lean else raw.Work("W3"))
     results = [(h, v) for topic, _, _, v, h in outputs.records if topic == "out" and v]
     verdict = verify("W3", results, _w3_expected())
     assert verdict.ok, verdict.detail
     assert late == 0
     decoded = [WindowTotal.model_validate_json(v) for _, v in results]
     assert {(w.account, w.start) for w in decoded} == set(W3_WINDOWS)
+    wanted = ["pf-type"] if lean else ["pf-type", "pf-version", "content-type", "pf-context"]
     for headers, _ in results:
-        assert [name for name, _ in headers][:4] == [
-            "pf-type", "pf-version", "content-type", "pf-context",
-        ]  # fmt: skip
+        assert [name for name, _ in headers][:4] == wanted  # the lean floor writes its type only
 
 
 def test_raw_windows_stay_open_until_the_watermark_passes_end_plus_grace() -> None:

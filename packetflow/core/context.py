@@ -23,7 +23,8 @@ def new_id() -> str:
     return f"{random.getrandbits(128):032x}"
 
 
-def _span_id() -> str:
+def new_span_id() -> str:
+    """A 64-bit random span id in hex."""
     return f"{random.getrandbits(64):016x}"
 
 
@@ -37,7 +38,7 @@ class Context(BaseModel):
 
     intent_id: str = Field(default_factory=new_id)
     trace_id: str = Field(default_factory=new_id)
-    span_id: str = Field(default_factory=_span_id)
+    span_id: str = Field(default_factory=new_span_id)
     parent_span_id: str | None = None
     causation_id: str | None = None
     correlation_id: str | None = None
@@ -97,7 +98,7 @@ class Context(BaseModel):
         return self._derive(
             {
                 "intent_id": new_id(),
-                "span_id": _span_id(),
+                "span_id": new_span_id(),
                 "parent_span_id": self.span_id,
                 "causation_id": self.intent_id,
                 "correlation_id": self.correlation_id or self.intent_id,

@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from packetflow.core.capability import Capability
-from packetflow.core.context import Context
+from packetflow.core.context import Context, new_id, new_span_id
 from packetflow.core.intent import Intent
 from packetflow.engine.transport import Headers, Record
 
@@ -126,6 +126,41 @@ _OPTIONAL_CONTEXT_FIELDS = (
     "trace",
     "baggage",
 )
+
+
+def encode_inherited(context: Context, hop: str) -> bytes:
+    """``pf-context`` of ``context.inherit(hop)``, written without making that context:
+    the engine emits one for every output record (the fields as :func:`encode_context`)."""
+    d = context.__dict__
+    intent_id = d["intent_id"]
+    fields: dict[str, Any] = {
+        "intent_id": new_id(),
+        "trace_id": d["trace_id"],
+        "span_id": new_span_id(),
+    }
+    parent, correlation = d["span_id"], d["correlation_id"] or intent_id
+    if parent:
+        fields["parent_span_id"] = parent
+    if intent_id:
+        fields["causation_id"] = intent_id
+    if correlation:
+        fields["correlation_id"] = correlation
+    for name in _CARRIED_CONTEXT_FIELDS:
+        value = d[name]
+        if value:
+            fields[name] = value
+    fields["trace"] = (*d["trace"], hop)
+    baggage = d["baggage"]
+    if baggage:
+        fields["baggage"] = baggage
+    deadline = d["deadline"]
+    if deadline is not None:
+        fields["deadline"] = deadline.isoformat()
+    return orjson.dumps(fields)
+
+
+# what an inherited context keeps as it is (encode_inherited), in encode_context's order
+_CARRIED_CONTEXT_FIELDS = ("principal", "reply_to", "requester")
 
 
 def encode_capabilities(capabilities: tuple[Capability, ...]) -> bytes:

@@ -45,7 +45,9 @@ from packetflow.engine.codec import (
     VERSION_HEADER,
     Decoder,
     Rejected,
+    decode_context,
     encode,
+    encode_inherited,
     header,
 )
 from packetflow.engine.transport import Record
@@ -316,6 +318,32 @@ class TestContext:
         ctx = Context()  # built directly: no correlation id
         assert ctx.correlation_id is None
         assert ctx.inherit("x").correlation_id == ctx.intent_id
+
+    @pytest.mark.parametrize(
+        "root",
+        [
+            Context.new("alice", token="abc.def", reply_to="replies", requester="w-1"),
+            Context.new(
+                "bob",
+                deadline=datetime(2030, 1, 1, tzinfo=UTC),
+                baggage={"tenant": "t1"},
+            ).inherit("first"),
+            Context(),  # no correlation id, no principal
+        ],
+        ids=["request", "deadline-and-baggage", "bare"],
+    )
+    def test_encoded_inherit_is_the_inherited_context(self, root: Context) -> None:
+        """The engine writes an output's context without making it (encode_inherited): on the
+        wire it must be exactly what inherit() gives, new ids aside."""
+        wired = decode_context(encode_inherited(root, "hop"), None, None)
+        made = root.inherit("hop")
+        fresh = {"intent_id", "span_id"}
+        assert wired.model_dump(exclude=fresh | {"token"}) == made.model_dump(
+            exclude=fresh | {"token"}
+        )
+        assert wired.intent_id not in (root.intent_id, made.intent_id)
+        assert len(wired.intent_id) == 32 and len(wired.span_id) == 16
+        assert encode_inherited(root, "hop") != encode_inherited(root, "hop")  # fresh ids
 
     def test_copy_as_is(self) -> None:
         ctx = Context.new("bob", ["read:*"]).inherit("a")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Iterable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Mapping
+from typing import Any, NamedTuple, NoReturn
 
 from packetflow.core.context import Context
 from packetflow.core.effects import (
@@ -26,6 +26,7 @@ from packetflow.core.effects import (
     Conditional,
     Delivery,
     Effect,
+    Effects,
     Emit,
     FanOut,
     Parallel,
@@ -37,7 +38,19 @@ from packetflow.core.effects import (
 from packetflow.core.intent import Intent
 from packetflow.engine.agent import EffectHandler, Origin
 from packetflow.engine.clock import Clock
-from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, encode
+from packetflow.engine.codec import (
+    CAPABILITIES_HEADER,
+    CONTENT_TYPE_HEADER,
+    CONTEXT_HEADER,
+    JSON,
+    MAC_HEADER,
+    TOKEN_HEADER,
+    TYPE_HEADER,
+    VERSION_HEADER,
+    encode,
+    encode_capabilities,
+    encode_inherited,
+)
 from packetflow.engine.security.seal import Sealer
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES, Producer, record_bytes
@@ -90,35 +103,99 @@ class Interpreter:
         self._internal = {physical(t) for t in internal}
         self._reply_targets = topology.reply_targets()
         self._topics: dict[tuple[type[Intent], str | None], str] = {}
+        # intent type -> (topic, fixed headers or None when internal, room; see _route)
+        self._routes: dict[type[Intent], tuple[str, list[tuple[str, bytes]] | None, int]] = {}
+        self._last_token: str | None = None
+        self._last_token_raw = b""
         self._handlers = dict(topology.effect_handlers)
 
     # -- a reactor's result --------------------------------------------------------------
 
-    def prepare(self, effects: Iterable[Effect], origin: Origin) -> Prepared:
-        """Check and encode the plain sends; raises :class:`EffectError` before anything
-        is sent when one cannot be carried out."""
+    def prepare(self, effects: Effects, origin: Origin) -> Prepared:
+        """Check and encode the plain sends of a reactor's result (an intent, an effect, a
+        list of them, or None); raises :class:`EffectError` (or ``TypeError`` for what is
+        neither) before anything is sent when one cannot be carried out."""
         outgoing: list[Outgoing] = []
         compositions: list[Effect] = []
+        if effects is None:
+            return Prepared(outgoing, compositions)
+        if isinstance(effects, (Intent, Effect)):
+            effects = [effects]
         for effect in effects:
-            if type(effect) is Emit and effect.context is None:  # the common case, kept short
-                intent = effect.intent
-                key = effect.key if effect.key is not None else intent.partition_key()
-                outgoing.append(
-                    self._record(
-                        self._topic_for(intent, effect.topic),
-                        intent,
-                        origin.context.inherit(origin.reactor),
-                        None if key is None else key.encode(),
-                        False,
-                    )
-                )
+            if isinstance(effect, Intent):  # the common case: a bare intent, emitted
+                outgoing.append(self._emitted(effect, None, origin))
+            elif type(effect) is Emit and effect.context is None and effect.topic is None:
+                outgoing.append(self._emitted(effect.intent, effect.key, origin))
             elif isinstance(effect, (Emit, Reply, FanOut)):
                 outgoing.extend(self._records(effect, origin))
-            else:
+            elif isinstance(effect, Effect):
                 if not isinstance(effect, BUILTIN_EFFECTS):
                     self._handler(effect)  # unknown: refused now, before anything is sent
                 compositions.append(effect)
+            else:
+                raise TypeError(
+                    f"reactor returned {type(effect).__name__}, not an effect or intent"
+                )
         return Prepared(outgoing, compositions)
+
+    def _emitted(self, intent: Intent, key: str | None, origin: Origin) -> Outgoing:
+        """An intent emitted to its routed topic with the inherited context, encoded
+        straight into its record (no context model, no wrapper): every output takes this."""
+        cls = type(intent)
+        route = self._routes.get(cls)
+        if route is None:
+            route = self._route(cls)
+        topic, fixed, limit = route
+        if key is None:
+            key = intent.partition_key()
+        raw_key = None if key is None else key.encode()
+        if fixed is None:  # internal intents are sealed: the general path
+            return self._record(
+                topic, intent, origin.context.inherit(origin.reactor), raw_key, False
+            )
+        context = origin.context
+        value = intent.__pydantic_serializer__.to_json(intent)
+        context_raw = encode_inherited(context, origin.reactor)
+        headers = [*fixed, (CONTEXT_HEADER, context_raw)]
+        size = len(value) + len(context_raw) + (len(raw_key) if raw_key else 0)
+        token = context.token
+        if token:
+            token_raw = self._token_bytes(token)
+            headers.append((TOKEN_HEADER, token_raw))
+            size += len(token_raw)
+        elif context.capabilities:
+            caps_raw = encode_capabilities(context.capabilities)
+            headers.append((CAPABILITIES_HEADER, caps_raw))
+            size += len(caps_raw)
+        if size > limit:
+            self._refuse_size(cls, topic, record_bytes(raw_key, value, headers))
+        return Outgoing(topic, value, raw_key, headers)
+
+    def _route(self, cls: type[Intent]) -> tuple[str, list[tuple[str, bytes]] | None, int]:
+        """Where ``cls`` goes by default, its fixed headers (None: internal), and how large
+        its value, key, context and authority may be for the record to fit the topic."""
+        topic = self._topic_for_type(cls)
+        if cls.internal:
+            route: tuple[str, list[tuple[str, bytes]] | None, int] = (topic, None, 0)
+        else:
+            fixed = [
+                (TYPE_HEADER, cls.intent_type.encode()),
+                (VERSION_HEADER, str(cls.intent_version).encode()),
+                (CONTENT_TYPE_HEADER, JSON),
+            ]
+            # record_bytes of a record with these headers, a context and one authority
+            # header, less the lengths of its key, value, context and authority
+            empty = [*fixed, (CONTEXT_HEADER, b""), (TOKEN_HEADER, b"")]
+            overhead = record_bytes(None, None, empty)
+            route = (topic, fixed, self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES) - overhead)
+        self._routes[cls] = route
+        return route
+
+    def _token_bytes(self, token: str) -> bytes:
+        """``pf-token`` of a context's token (one per sender, so the last one is kept)."""
+        if token is not self._last_token:
+            self._last_token, self._last_token_raw = token, token.encode()
+        return self._last_token_raw
 
     async def finish(self, prepared: Prepared, origin: Origin) -> None:
         """Run the compositions in order, then queue the prepared records (acknowledged by
@@ -133,7 +210,7 @@ class Interpreter:
             await send(topic, value, key, headers)
         self.emitted += len(outgoing)
 
-    async def run_effects(self, effects: Iterable[Effect], origin: Origin) -> None:
+    async def run_effects(self, effects: Effects, origin: Origin) -> None:
         """:meth:`prepare` then :meth:`finish`: all of a result, or nothing of its sends."""
         await self.finish(self.prepare(effects, origin), origin)
 
@@ -277,14 +354,17 @@ class Interpreter:
                 )
             )
         size = record_bytes(key, value, headers)
-        limit = self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES)
-        if size > limit:
-            raise EffectError(
-                f"{cls.intent_type} for {topic} is {size} bytes, more than the topic takes "
-                f"({limit}, max.message.bytes)",
-                "output-too-large",
-            )
+        if size > self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES):
+            self._refuse_size(cls, topic, size)
         return Outgoing(topic, value, key, headers)
+
+    def _refuse_size(self, cls: type[Intent], topic: str, size: int) -> NoReturn:
+        limit = self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES)
+        raise EffectError(
+            f"{cls.intent_type} for {topic} is {size} bytes, more than the topic takes "
+            f"({limit}, max.message.bytes)",
+            "output-too-large",
+        )
 
     def _reply_topic(self, origin: Origin) -> str:
         reply_to = origin.context.reply_to
@@ -297,13 +377,16 @@ class Interpreter:
         return reply_to
 
     def _topic_for(self, intent: Intent, topic: str | None) -> str:
-        cached = self._topics.get((type(intent), topic))
+        return self._topic_for_type(type(intent), topic)
+
+    def _topic_for_type(self, cls: type[Intent], topic: str | None = None) -> str:
+        cached = self._topics.get((cls, topic))
         if cached is not None:
             return cached
-        logical = topic or self.topology.topic_for(type(intent))
+        logical = topic or self.topology.topic_for(cls)
         if logical is None:
             raise EffectError(
-                f"no topic for intent type {type(intent).intent_type!r}: pass topic= to emit "
+                f"no topic for intent type {cls.intent_type!r}: pass topic= to emit "
                 "or declare topology.route(...)"
             )
         physical = self.topology.physical(logical)
@@ -318,5 +401,5 @@ class Interpreter:
                 "topology.topic() or topology.route()",
                 "forbidden-topic",
             )
-        self._topics[(type(intent), topic)] = physical
+        self._topics[(cls, topic)] = physical
         return physical

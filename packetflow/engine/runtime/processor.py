@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from packetflow.core.context import Context
-from packetflow.core.effects import Reply, normalize
+from packetflow.core.effects import Reply
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import ReactorSpec
 from packetflow.core.replies import Refused
@@ -406,13 +406,13 @@ class Processor:
                         f"got {type(result).__name__}"
                     )
                 new_state, effects = result
-                prepared = interpreter.prepare(normalize(effects), origin)
+                prepared = interpreter.prepare(effects, origin)
                 encoded = store.encode(new_state, record.key)  # before anything is sent
             else:
                 effects = spec.fn(intent, context)
                 if spec.is_async:
                     effects = await self._in_time(spec, effects)
-                prepared = interpreter.prepare(normalize(effects), origin)
+                prepared = interpreter.prepare(effects, origin)
             for effect in prepared.compositions:
                 await interpreter.run(effect, origin)
         except BrokerError:
