@@ -98,6 +98,9 @@ class Intent(BaseModel):
         if not templates:
             return ()
         values = self.__dict__
+        if len(templates) == 1:  # the common case, without a generator
+            op, res, templated = templates[0]
+            return ((op, res.format_map(values) if templated else res),)
         return tuple(
             (op, res.format_map(values) if templated else res) for op, res, templated in templates
         )

@@ -232,15 +232,20 @@ class Envelope(NamedTuple):
 
 
 # Headers that say what a record is and who sent it: one of each, or the record is refused
-# (with two pf-token headers, which one would a reader believe?).
-_SINGLE_HEADERS = frozenset(
-    (TYPE_HEADER, VERSION_HEADER, CONTEXT_HEADER, TOKEN_HEADER, CAPABILITIES_HEADER, MAC_HEADER)
-)
+# (with two pf-token headers, which one would a reader believe?); each with its slot in
+# Decoder.decode_record.
+_SINGLE_HEADERS = {
+    name: slot
+    for slot, name in enumerate(
+        (TYPE_HEADER, VERSION_HEADER, CONTEXT_HEADER, TOKEN_HEADER, CAPABILITIES_HEADER, MAC_HEADER)
+    )
+}
 # JSON has no NaN or Infinity. Intents refuse them in float fields (allow_inf_nan=False);
 # only a type with a field that takes any JSON (``Any``, a nested model that allows them)
 # needs its values scanned, and parsed strictly where a non-finite number could hide.
 _NON_FINITE_HINT = re.compile(rb"NaN|Infinity|[eE]\+?0*[1-9]\d{2}|\d{300}")
 _free_numbers: dict[type[Intent], bool] = {}
+_KNOWN_LIMIT = 1024  # (pf-type, pf-version) pairs a decoder remembers as good
 
 
 def _takes_free_numbers(cls: type[Intent]) -> bool:
@@ -308,6 +313,8 @@ class Decoder:
         self.default_type = default_type
         # False: ``pf-capabilities`` is not even decoded (the topology accepts only tokens)
         self.unsigned_capabilities = unsigned_capabilities
+        # (pf-type, pf-version) headers already found good -> their intent class
+        self._known: dict[tuple[bytes | None, bytes | None], type[Intent]] = {}
 
     def decode(self, record: Record) -> tuple[Intent, Context]:
         """The intent and its context; raises :class:`Rejected` with the reason."""
@@ -321,48 +328,26 @@ class Decoder:
             raise Rejected("empty", "record has no value")
         key = record.key
         size = len(value) + (len(key) if key else 0)
-        type_name = version = context_raw = caps_raw = token_raw = mac_raw = None
-        seen: set[str] | None = None
+        # type, version, context, token, capabilities, mac (see _SINGLE_HEADERS)
+        found: list[bytes | None] = [None, None, None, None, None, None]
         for name, raw in record.headers:
             size += len(name)
             if raw is None:
                 continue
             size += len(raw)
-            if name in _SINGLE_HEADERS:
-                if seen is None:
-                    seen = set()
-                elif name in seen:
+            slot = _SINGLE_HEADERS.get(name)
+            if slot is not None:
+                if found[slot] is not None:
                     raise Rejected("malformed-headers", f"record has more than one {name} header")
-                seen.add(name)
-                if name == TYPE_HEADER:
-                    type_name = raw
-                elif name == CONTEXT_HEADER:
-                    context_raw = raw
-                elif name == TOKEN_HEADER:
-                    token_raw = raw
-                elif name == VERSION_HEADER:
-                    version = raw
-                elif name == CAPABILITIES_HEADER:
-                    caps_raw = raw
-                else:
-                    mac_raw = raw
+                found[slot] = raw
+        type_name, version, context_raw, token_raw, caps_raw, mac_raw = found
         if size > self.max_record_bytes:
             raise Rejected(
                 "oversized",
                 f"record is {size} bytes (key, value and headers), "
                 f"the limit is {self.max_record_bytes}",
             )
-        cls = self._intent_class(type_name)
-        if version is not None:
-            try:
-                v = int(version)
-            except ValueError:
-                raise Rejected("bad-header", f"{VERSION_HEADER} is not an integer") from None
-            if v > cls.intent_version:
-                raise Rejected(
-                    "schema-version",
-                    f"{cls.intent_type} v{v} is newer than this worker's v{cls.intent_version}",
-                )
+        cls = self._known.get((type_name, version)) or self._check_type(type_name, version)
         # pf-capabilities is only decoded where it counts (topologies that accept it)
         context = decode_context(
             context_raw, caps_raw if self.unsigned_capabilities else None, token_raw
@@ -377,6 +362,24 @@ class Decoder:
             )
             raise Rejected(kind, f"{cls.intent_type}: {_summary(exc)}") from None
         return Envelope(intent, context, caps_raw or b"", token_raw, context_raw, mac_raw)
+
+    def _check_type(self, type_name: bytes | None, version: bytes | None) -> type[Intent]:
+        """The intent class of a ``pf-type`` and ``pf-version`` pair seen the first time
+        (remembered when good); raises :class:`Rejected`."""
+        cls = self._intent_class(type_name)
+        if version is not None:
+            try:
+                v = int(version)
+            except ValueError:
+                raise Rejected("bad-header", f"{VERSION_HEADER} is not an integer") from None
+            if v > cls.intent_version:
+                raise Rejected(
+                    "schema-version",
+                    f"{cls.intent_type} v{v} is newer than this worker's v{cls.intent_version}",
+                )
+        if len(self._known) < _KNOWN_LIMIT:  # bounded: the pair comes from the sender
+            self._known[(None if type_name is None else bytes(type_name), version)] = cls
+        return cls
 
     def _intent_class(self, type_name: bytes | None) -> type[Intent]:
         if type_name is None:
