@@ -38,7 +38,7 @@ from benchmarks import config, report
 from benchmarks.config import RunSize
 from benchmarks.harness import Harness
 from benchmarks.results_model import RunResults
-from benchmarks.runner import CONTESTANTS, QUIX_PYTHON
+from benchmarks.runner import CONTESTANTS, DEFAULT_CONTESTANTS, QUIX_PYTHON
 from benchmarks.workloads import STATE_RUN, WINDOWED, WORKLOADS
 from packetflow.localkafka import LocalKafkaError
 
@@ -56,7 +56,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, help="steady load per latency run")
     everything = ",".join([*WORKLOADS, STATE_RUN])
     parser.add_argument("--only", default=everything, help=f"workloads: {everything}")
-    parser.add_argument("--contestants", default=",".join(CONTESTANTS), help=",".join(CONTESTANTS))
+    parser.add_argument(
+        "--contestants", default=",".join(DEFAULT_CONTESTANTS), help=",".join(CONTESTANTS)
+    )
     parser.add_argument(
         "--latency-rate",
         type=float,

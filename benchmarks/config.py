@@ -31,10 +31,12 @@ CONSUMER: dict[str, object] = {
 }
 
 
-def packetflow_url(bootstrap: str) -> str:
-    """The ``kafka://`` URL that gives PacketFlow exactly the settings above."""
+def packetflow_url(bootstrap: str, client: str | None = None) -> str:
+    """The ``kafka://`` URL that gives PacketFlow exactly the settings above (``client``:
+    aiokafka or librdkafka; None, the transport's default)."""
+    chosen = f"&client={client}" if client else ""
     return (
-        f"kafka://{bootstrap}?acks=all&linger_ms={PRODUCER['linger_ms']}"
+        f"kafka://{bootstrap}?acks=all{chosen}&linger_ms={PRODUCER['linger_ms']}"
         f"&max_batch_size={PRODUCER['max_batch_size']}&idempotence=true"
         f"&max_partition_fetch_bytes={CONSUMER['max_partition_fetch_bytes']}"
         f"&session_timeout_ms={CONSUMER['session_timeout_ms']}"

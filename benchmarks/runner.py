@@ -18,7 +18,9 @@ from pathlib import Path
 from benchmarks.config import packetflow_url
 from benchmarks.contestants.common import ContestantEnv
 
-CONTESTANTS = ("raw", "raw-lean", "quix", "faust", "packetflow")
+CONTESTANTS = ("raw", "raw-lean", "quix", "faust", "packetflow", "packetflow-aiokafka",
+               "packetflow-librdkafka")  # fmt: skip
+DEFAULT_CONTESTANTS = ("raw", "raw-lean", "quix", "faust", "packetflow")
 REPO = Path(__file__).resolve().parent.parent
 # Quix Streams pins versions the engine does not use: it runs from its own environment
 QUIX_PYTHON = REPO / ".venv-quix" / "bin" / "python"
@@ -45,10 +47,11 @@ def command(name: str, env: ContestantEnv) -> list[str]:
             "--web-bind",
             "127.0.0.1",
         ]
-    if name == "packetflow":
+    if name.startswith("packetflow"):  # packetflow[-client]: the default client, or that one
+        client = name.partition("-")[2] or None
         return [
             py, "-m", "packetflow", "worker", "benchmarks.pf_topology",
-            "--broker", packetflow_url(env.bootstrap),
+            "--broker", packetflow_url(env.bootstrap, client),
         ]  # fmt: skip
     raise ValueError(f"unknown contestant {name!r}: pick from {', '.join(CONTESTANTS)}")
 

@@ -118,12 +118,29 @@ def kafka_url(kafka_bootstrap: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+from packetflow.engine.transport import DEFAULT_KAFKA_CLIENT, KAFKA_CLIENTS  # noqa: E402
+
+# The Kafka client other than the default, which the tests that take ``broker`` run on too.
+_OTHER_CLIENT = next(c for c in KAFKA_CLIENTS if c != DEFAULT_KAFKA_CLIENT)
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("kafka", marks=pytest.mark.kafka),
+        pytest.param(f"kafka-{_OTHER_CLIENT}", marks=pytest.mark.kafka),
+    ]
+)
 def broker(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A broker URL, for the tests that run on both transports: a fresh ``memory://`` broker
-    (named after the test module), or the session's real Kafka."""
+    """A broker URL, for the tests that run on every transport: a fresh ``memory://``
+    broker (named after the test module), or the session's real Kafka through the default
+    client (``kafka``) and through the other (``kafka-<client>``)."""
     if request.param == "kafka":
         yield request.getfixturevalue("kafka_url")
+        return
+    if request.param.startswith("kafka-"):
+        client = request.param.removeprefix("kafka-")
+        yield f"{request.getfixturevalue('kafka_url')}?client={client}"
         return
     from packetflow.engine.transport.memory import reset_memory_brokers
 
