@@ -235,20 +235,20 @@ class RdKafkaProducer(Producer):
         if self._transactional and not self._in_txn:
             await self.begin()  # a transaction begins with the first record sent in it
         ack = _RdAck(self, topic)
-        kwargs: dict[str, Any] = {"on_delivery": ack.delivered}
+        if type(headers) is not list:
+            headers = list(headers)
+        kwargs: dict[str, Any] = {}
         if partition is not None:
             kwargs["partition"] = partition
         if timestamp is not None:
             kwargs["timestamp"] = timestamp
-        if headers:
-            kwargs["headers"] = headers if type(headers) is list else list(headers)
-        producer = self._p
+        produce = self._p.produce
         while True:
             try:
-                producer.produce(topic, value, key, **kwargs)
+                produce(topic, value, key, on_delivery=ack.delivered, headers=headers, **kwargs)  # type: ignore[arg-type]  # (str, bytes) pairs
                 return ack
             except BufferError:  # librdkafka's queue is full: let deliveries drain it
-                await asyncio.to_thread(producer.poll, 0.1)
+                await asyncio.to_thread(self._p.poll, 0.1)
             except KafkaException as exc:
                 raise _error(exc, f"sending to {topic}") from exc
 
