@@ -201,6 +201,10 @@ OPERATE_ERRORS = {
         ("set-aside", "topologies.orders", "-b", DEAD_BROKER),
         r"kafka://127\.0\.0\.1:1: ",
     ),
+    "unknown kafka client": (
+        ("set-aside", "topologies.orders", "-b", f"{DEAD_BROKER}?client=bogus"),
+        r"client=bogus: use one of aiokafka, librdkafka",
+    ),
 }
 
 
