@@ -205,10 +205,25 @@ class Interpreter:
         await self.send(prepared.outgoing)
 
     async def send(self, outgoing: list[Outgoing]) -> None:
-        send = self.producer.send
+        """Queue the prepared records in order (acknowledged by the batch's flush)."""
+        done = self.send_now(outgoing)
+        if done < len(outgoing):
+            producer = self.producer
+            for topic, value, key, headers in outgoing[done:]:
+                await producer.send(topic, value, key, headers)
+            self.emitted += len(outgoing) - done
+
+    def send_now(self, outgoing: list[Outgoing]) -> int:
+        """Queue the prepared records in order as far as that needs no waiting; how many
+        were queued (the rest is for :meth:`send`)."""
+        nowait = self.producer.send_nowait
+        done = 0
         for topic, value, key, headers in outgoing:
-            await send(topic, value, key, headers)
-        self.emitted += len(outgoing)
+            if nowait(topic, value, key, headers) is None:
+                break
+            done += 1
+        self.emitted += done
+        return done
 
     async def run_effects(self, effects: Effects, origin: Origin) -> None:
         """:meth:`prepare` then :meth:`finish`: all of a result, or nothing of its sends."""

@@ -422,7 +422,10 @@ class Processor:
             reason, message = _why(exc)
             await self.dead_letter(record, reason, message, reactor=spec.name, context=context)
             return
-        await interpreter.send(prepared.outgoing)
+        outgoing = prepared.outgoing
+        done = interpreter.send_now(outgoing)  # without a coroutine where it can
+        if done < len(outgoing):
+            await interpreter.send(outgoing[done:])
         if store is not None:
             store.put_encoded(record.partition, record.key, new_state, encoded)
         self.metrics.processed[spec.name] += 1

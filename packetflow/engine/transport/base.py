@@ -45,7 +45,8 @@ class TopicPartition(NamedTuple):
 
 @dataclass(slots=True)
 class Record:
-    """One consumed record, transport-neutral."""
+    """One consumed record, transport-neutral. Read-only by contract: a transport may hand
+    on its client's own record object with these fields (``kafka.py`` does)."""
 
     topic: str
     partition: int
@@ -127,6 +128,14 @@ class Producer(abc.ABC):
 
         ``timestamp``: the record's, in ms since the epoch (default: now).
         """
+
+    def send_nowait(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
+    ) -> Awaitable[Delivery] | None:
+        """:meth:`send` without waiting, when queueing the record needs none (the engine
+        sends every output this way first); None when it would have to wait: then the
+        record is not queued and the caller awaits :meth:`send`."""
+        return None
 
     @abc.abstractmethod
     async def flush(self) -> None:

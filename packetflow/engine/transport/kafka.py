@@ -28,7 +28,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -235,6 +235,27 @@ class KafkaProducer(Producer):
         except KafkaError as exc:
             raise _broker_error(exc, f"sending to {topic}") from exc
         return _Ack(batch, offset)
+
+    def send_nowait(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
+    ) -> _Ack | None:
+        """Append to the partition's open batch when there is one with room, nothing to
+        begin and the topic's partition count known: no coroutine per record."""
+        if self._transactional and not self._in_txn:
+            return None
+        count = self._partition_counts.get(topic)
+        if count is None:
+            return None
+        if key is None:
+            self._round_robin += 1
+            partition = self._round_robin % count
+        else:
+            partition = partition_for_key(key, count)
+        batch = self._open.get((topic, partition))
+        if batch is None:
+            batch = self._open[(topic, partition)] = self._new_batch(topic, partition)
+        offset = batch.append(key, value, headers, None)
+        return None if offset is None else _Ack(batch, offset)
 
     async def flush(self) -> None:
         try:
@@ -480,8 +501,11 @@ class KafkaConsumer(Consumer):
             self._listener.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._listener.changed.wait(), 0.1)
+        # aiokafka's ConsumerRecord has every field of a Record under the same name and
+        # meaning (topic, partition, offset, key, value, headers, timestamp): handed on as it
+        # is rather than copied, one object fewer per record on the hot path
         return {
-            TopicPartition(tp.topic, tp.partition): [_record(m) for m in msgs]
+            TopicPartition(tp.topic, tp.partition): cast("list[Record]", msgs)
             for tp, msgs in raw.items()
         }
 

@@ -252,6 +252,20 @@ class RdKafkaProducer(Producer):
             except KafkaException as exc:
                 raise _error(exc, f"sending to {topic}") from exc
 
+    def send_nowait(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
+    ) -> _RdAck | None:
+        """Into librdkafka's queue at once, unless a transaction must begin or the queue is
+        full."""
+        if self._transactional and not self._in_txn:
+            return None
+        ack = _RdAck(self, topic)
+        try:
+            self._p.produce(topic, value, key, on_delivery=ack.delivered, headers=headers)  # type: ignore[arg-type]  # (str, bytes) pairs
+        except (BufferError, KafkaException):
+            return None  # send() waits for room, or says what failed
+        return ack
+
     def _note_failure(self, err: RdError) -> None:
         self._failed.append(err)
 
