@@ -45,6 +45,10 @@ class Recorder:
     async def start(self, view: WorkerView, transport: Transport) -> None:
         self.view, self.transport = view, transport
         view.advertise(http=self.address)
+        # a client on the worker's own transport, closed again, leaves it open for the worker
+        async with Client(transport, view.topology):
+            pass
+        await transport.ping()
         self.events.append(f"start {self.address}")
 
     async def stop(self) -> None:

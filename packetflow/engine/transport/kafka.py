@@ -734,10 +734,16 @@ class KafkaTransport(Transport):
         self.options = dict(options or {})
         self._client = client_options(parsed, self.options)
         self._admin: AIOKafkaAdminClient | None = None
+        self._users = 0  # starts not yet stopped (see start)
         self._partition_counts: dict[str, int] = {}
         self._limits: dict[str, int] = {}
 
     async def start(self) -> None:
+        """Connect; a transport shared (a worker's, handed to a service's Client) is started
+        and stopped by each user, and closes when the last one stops."""
+        if self._admin is not None:
+            self._users += 1
+            return
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self._client)
         try:
             await admin.start()
@@ -745,12 +751,13 @@ class KafkaTransport(Transport):
             with contextlib.suppress(Exception):
                 await admin.close()
             raise _broker_error(exc, f"connecting to {self.url}") from exc
-        self._admin = admin
+        self._admin, self._users = admin, 1
 
     async def stop(self) -> None:
-        if self._admin is not None:
-            await self._admin.close()
-            self._admin = None
+        self._users = max(self._users - 1, 0)
+        if self._admin is not None and self._users == 0:
+            admin, self._admin = self._admin, None
+            await admin.close()
 
     @property
     def admin(self) -> AIOKafkaAdminClient:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import queue
 import time
@@ -426,9 +425,7 @@ class RdKafkaConsumer(Consumer):
         self._ready: set[TopicPartition] = set()  # handed over: their records go out
         self._paused: set[TopicPartition] = set()  # by the worker
         self._closing = False
-        self._serving = False  # a revocation is being handed over (see _run)
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._waiting = 0  # calls queued for the consume thread (a fetch gives way to them)
 
     @property
     def _c(self) -> RdConsumer:
@@ -482,35 +479,21 @@ class RdKafkaConsumer(Consumer):
             loop = self._loop
             assert loop is not None
             done = asyncio.run_coroutine_threadsafe(self._listener.on_revoked(ready), loop)
-            self._serving = True  # the listener's consumer calls now run here (_run)
-            try:
-                while not done.done() or not self._calls.empty():
-                    with contextlib.suppress(queue.Empty):
-                        self._calls.get(timeout=0.02)()
-            finally:
-                self._serving = False
+            while not done.done() or not self._calls.empty():  # its consumer calls run here
+                with contextlib.suppress(queue.Empty):
+                    self._calls.get(timeout=0.02)()
             if done.exception() is not None:  # the listener failed: said; the group moves on
                 log.error("revoking %s: %s", sorted(ready), done.exception())
         with contextlib.suppress(KafkaException):
             consumer.unassign()
 
     async def _run(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """A blocking consumer call, on the consume thread: librdkafka holds a commit made on
-        another thread until that thread's poll returns, so every call goes where the polls
-        are. A fetch in progress gives way within a poll slice (``_fetch``); while a
-        revocation is being handed over, the rebalance callback runs the call (librdkafka
-        serves a commit made there, as its documentation has it)."""
+        """A blocking consumer call, always on the consume thread: librdkafka holds a commit
+        made on another thread until that thread's poll returns, and serves one made inside
+        a rebalance callback, as its documentation has it. The call is queued; whichever
+        runs first takes it: the thread if idle (``_drain``), a fetch between two poll
+        slices, or a revocation being handed over."""
         loop = asyncio.get_running_loop()
-        if not self._serving:
-            self._waiting += 1
-            try:
-                return await loop.run_in_executor(
-                    self._thread, functools.partial(fn, *args, **kwargs)
-                )
-            except (KafkaException, RuntimeError) as exc:
-                raise _error(exc, what) from exc
-            finally:
-                self._waiting -= 1
         future: asyncio.Future[Any] = loop.create_future()
 
         def call() -> None:
@@ -522,10 +505,20 @@ class RdKafkaConsumer(Consumer):
                 loop.call_soon_threadsafe(_settle, future, result, None)
 
         self._calls.put(call)
+        loop.run_in_executor(self._thread, self._drain)
         try:
             return await future
         except (KafkaException, RuntimeError) as exc:
             raise _error(exc, what) from exc
+
+    def _drain(self) -> None:
+        """Run the queued consumer calls (on the consume thread)."""
+        while True:
+            try:
+                call = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            call()
 
     async def _take_incoming(self) -> None:
         """Hand newly assigned partitions to the listener (state restored, offsets read),
@@ -552,7 +545,8 @@ class RdKafkaConsumer(Consumer):
         if messages or timeout <= 0:
             return messages
         deadline = time.monotonic() + timeout
-        while not self._waiting:
+        while True:
+            self._drain()  # calls queued meanwhile go first
             left = deadline - time.monotonic()
             if left <= 0:
                 break
