@@ -154,6 +154,16 @@ def test_no_capabilities_header_is_not_allowed() -> None:
     assert CapabilityCheck().allows(None, "acct-1") is False
 
 
+def test_an_input_reads_the_same_from_bytes_and_from_a_json_deserializers_dict() -> None:
+    """Quix hands its callbacks the value its JSON deserializer made; raw and faust the
+    bytes: the same checks, the same deposit."""
+    value, headers = encode_deposit("acct-1", 42, 123, EVENT_EPOCH + 0.5)
+    from_bytes, from_dict = read_input(headers, value), read_input(headers, orjson.loads(value))
+    assert from_bytes == from_dict
+    with pytest.raises(ValueError, match="amount"):
+        read_input(headers, {**orjson.loads(value), "amount": 0})  # gt=0, as for bytes
+
+
 @pytest.mark.parametrize("workload", ["W1", "W2"])
 def test_hand_written_outputs_are_packetflow_records(workload: str) -> None:
     value, headers = encode_deposit("acct-1", 42, 123, EVENT_EPOCH + 0.5)

@@ -217,10 +217,11 @@ class Input:
     context_raw: bytes  # pf-context, as it came (W3 keeps it in its window state)
 
 
-def read_input(headers: Any, value: bytes) -> Input:
-    """Validate one input record: its type header, its value (pydantic) and its context."""
+def read_input(headers: Any, value: bytes | dict[str, Any]) -> Input:
+    """Validate one input record: its type header, its value (pydantic; JSON bytes, or the
+    dict a JSON deserializer made of them) and its context."""
     type_name = context_raw = capabilities = None
-    for name, raw in headers:
+    for name, raw in headers or ():
         if name == "pf-type":
             type_name = raw
         elif name == "pf-context":
@@ -229,9 +230,12 @@ def read_input(headers: Any, value: bytes) -> Input:
             capabilities = raw
     if type_name != _DEPOSIT_TYPE or context_raw is None:
         raise Rejected(f"not a {DEPOSIT} with a context")
-    return Input(
-        Deposit.model_validate_json(value), orjson.loads(context_raw), capabilities, context_raw
+    deposit = (
+        Deposit.model_validate(value)
+        if isinstance(value, dict)
+        else Deposit.model_validate_json(value)
     )
+    return Input(deposit, orjson.loads(context_raw), capabilities, context_raw)
 
 
 _DEPOSIT_TYPE = DEPOSIT.encode()

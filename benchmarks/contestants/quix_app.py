@@ -50,19 +50,18 @@ from benchmarks.config import (
 from benchmarks.contestants.common import (
     CapabilityCheck,
     ContestantEnv,
-    Deposit,
     FirstRecord,
     Input,
+    Rejected,
     accepted,
     balance_changed,
     derived_headers,
     output_headers,
+    read_input,
     window_total,
 )
-from benchmarks.wire import DEPOSIT
 
 HOP = "quix"
-_DEPOSIT_TYPE = DEPOSIT.encode()
 
 PRODUCER_CONFIG = {
     "acks": PRODUCER["acks"],
@@ -91,22 +90,12 @@ class Steps:
         """The input checked: its type, its value (pydantic), its context, its capability."""
         if self.first.pending:
             self.first.mark()
-        type_name = context_raw = capabilities = None
-        for name, raw in headers or ():
-            if name == "pf-type":
-                type_name = raw
-            elif name == "pf-context":
-                context_raw = raw
-            elif name == "pf-capabilities":
-                capabilities = raw
         try:
-            if type_name != _DEPOSIT_TYPE or context_raw is None:
-                raise ValueError("not a deposit with a context")
-            deposit = Deposit.model_validate(value)
-            if not self.check.allows(capabilities, deposit.account):
-                raise ValueError("missing deposit capability")
-            return Input(deposit, orjson.loads(context_raw), capabilities, context_raw)
-        except (ValueError, ValidationError):
+            source = read_input(headers, value)
+            if not self.check.allows(source.capabilities, source.deposit.account):
+                raise Rejected("missing deposit capability")
+            return source
+        except (Rejected, ValueError, ValidationError):
             self.rejected += 1  # the other contestants dead-letter / deny these
             return None
 

@@ -68,13 +68,12 @@ from packetflow.engine.transport.base import (
     TopicPartition,
 )
 from packetflow.engine.transport.kafka import (
-    SASL_MECHANISMS,
-    SECURITY_PROTOCOLS,
     KafkaTransport,
     _LeaveGroupV3,
+    client_options,
     transaction_timeout_ms,
 )
-from packetflow.engine.transport.url import BrokerURL, BrokerURLError
+from packetflow.engine.transport.url import BrokerURL
 
 log = logging.getLogger("packetflow.kafka")
 _rdlog = logging.getLogger("packetflow.rdkafka")
@@ -84,18 +83,15 @@ POLL_SLICE = 0.02  # s: an idle fetch polls this long at a time, then lets calls
 
 
 def rd_client_config(url: BrokerURL | None, options: Mapping[str, str]) -> dict[str, Any]:
-    """What every librdkafka client of this transport is given: servers, id and security
-    (the same URL options as the aiokafka transport, in librdkafka's names)."""
+    """What every librdkafka client of this transport is given: id and security, from the
+    same URL options as the aiokafka transport (checked by it), in librdkafka's names."""
+    checked = client_options(url, options)  # raises BrokerURLError as for aiokafka
+    protocol = checked["security_protocol"]
     out: dict[str, Any] = {
-        "client.id": options.get("client_id", "packetflow"),
+        "client.id": checked["client_id"],
         "logger": _rdlog,
+        "security.protocol": protocol,
     }
-    protocol = options.get("security_protocol", "PLAINTEXT").upper()
-    if protocol not in SECURITY_PROTOCOLS:
-        raise BrokerURLError(
-            f"security_protocol={protocol}: use one of {', '.join(SECURITY_PROTOCOLS)}"
-        )
-    out["security.protocol"] = protocol
     if protocol in ("SSL", "SASL_SSL"):
         for option, name in (
             ("ssl_cafile", "ssl.ca.location"),
@@ -107,21 +103,9 @@ def rd_client_config(url: BrokerURL | None, options: Mapping[str, str]) -> dict[
         if options.get("ssl_check_hostname", "true").lower() == "false":
             out["ssl.endpoint.identification.algorithm"] = "none"
     if protocol.startswith("SASL_"):
-        mechanism = options.get("sasl_mechanism", "PLAIN").upper()
-        if mechanism not in SASL_MECHANISMS:
-            raise BrokerURLError(
-                f"sasl_mechanism={mechanism}: use one of {', '.join(SASL_MECHANISMS)}"
-            )
-        from packetflow.engine.transport.kafka import client_options
-
-        sasl = client_options(url, options)  # the user and password, checked the same way
-        out.update(
-            {
-                "sasl.mechanism": mechanism,
-                "sasl.username": sasl["sasl_plain_username"],
-                "sasl.password": sasl["sasl_plain_password"],
-            }
-        )
+        out["sasl.mechanism"] = checked["sasl_mechanism"]
+        out["sasl.username"] = checked["sasl_plain_username"]
+        out["sasl.password"] = checked["sasl_plain_password"]
     return out
 
 
