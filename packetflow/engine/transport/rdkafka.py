@@ -410,6 +410,9 @@ class RdKafkaConsumer(Consumer):
         self._paused: set[TopicPartition] = set()  # by the worker
         self._closing = False
         self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        # records taken from librdkafka (which moved its positions past them) and not yet
+        # handed to the worker: until then, lag and caught_up must not read the positions
+        self._handing = False
 
     @property
     def _c(self) -> RdConsumer:
@@ -526,7 +529,10 @@ class RdKafkaConsumer(Consumer):
         in slices, and returns early when a call waits for this thread (``_run``)."""
         consumer = self._c
         messages = consumer.consume(max_records, 0)
-        if messages or timeout <= 0:
+        if messages:
+            self._handing = True
+            return messages
+        if timeout <= 0:
             return messages
         deadline = time.monotonic() + timeout
         while True:
@@ -536,6 +542,7 @@ class RdKafkaConsumer(Consumer):
                 break
             first = consumer.poll(min(left, POLL_SLICE))
             if first is not None:
+                self._handing = True
                 if max_records == 1:
                     return [first]
                 return [first, *consumer.consume(max_records - 1, 0)]
@@ -573,6 +580,7 @@ class RdKafkaConsumer(Consumer):
                     m.headers() or (), m.timestamp()[1],
                 )
             )  # fmt: skip
+        self._handing = False  # the worker has them now, before it next yields
         return out
 
     async def commit(
@@ -629,6 +637,8 @@ class RdKafkaConsumer(Consumer):
 
     async def lag(self) -> dict[TopicPartition, int]:
         out = {}
+        if self._handing:  # librdkafka's positions are past records the worker has not got
+            return dict.fromkeys(self._ready, 1)
         for tp in list(self._ready):
             with contextlib.suppress(KafkaException, BrokerError):
                 _, end = await self._run(
@@ -645,7 +655,7 @@ class RdKafkaConsumer(Consumer):
         return out
 
     async def caught_up(self, tp: TopicPartition) -> bool:
-        if tp not in self._ready:
+        if tp not in self._ready or self._handing:
             return False
         try:
             # as of the last fetch (for read_committed: the last stable offset)
