@@ -222,9 +222,7 @@ class KafkaProducer(Producer):
                 await self.begin()  # a transaction begins with the first record sent in it
             if partition is None:
                 partition = await self._partition(topic, key)
-            batch = self._open.get((topic, partition))
-            if batch is None:
-                batch = self._open[(topic, partition)] = self._new_batch(topic, partition)
+            batch = self._open_batch(topic, partition)
             offset = batch.append(key, value, headers, timestamp)
             if offset is None:  # full: ship it and start the next one
                 await self._ship(batch)
@@ -246,14 +244,7 @@ class KafkaProducer(Producer):
         count = self._partition_counts.get(topic)
         if count is None:
             return None
-        if key is None:
-            self._round_robin += 1
-            partition = self._round_robin % count
-        else:
-            partition = partition_for_key(key, count)
-        batch = self._open.get((topic, partition))
-        if batch is None:
-            batch = self._open[(topic, partition)] = self._new_batch(topic, partition)
+        batch = self._open_batch(topic, self._pick(key, count))
         offset = batch.append(key, value, headers, None)
         return None if offset is None else _Ack(batch, offset)
 
@@ -340,14 +331,24 @@ class KafkaProducer(Producer):
         self._shipped.append(batch)
 
     async def _partition(self, topic: str, key: bytes | None) -> int:
-        """Kafka's default partitioner: murmur2 of the key (memoised), else round robin."""
         count = self._partition_counts.get(topic)
         if count is None:
             count = self._partition_counts[topic] = len(await self._producer.partitions_for(topic))
+        return self._pick(key, count)
+
+    def _pick(self, key: bytes | None, count: int) -> int:
+        """Kafka's default partitioner: murmur2 of the key (memoised), else round robin."""
         if key is None:
             self._round_robin += 1
             return self._round_robin % count
         return partition_for_key(key, count)
+
+    def _open_batch(self, topic: str, partition: int) -> _Batch:
+        """The partition's open batch, started if there is none."""
+        batch = self._open.get((topic, partition))
+        if batch is None:
+            batch = self._open[(topic, partition)] = self._new_batch(topic, partition)
+        return batch
 
 
 class _Batch:

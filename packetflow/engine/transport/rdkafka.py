@@ -217,19 +217,14 @@ class RdKafkaProducer(Producer):
     ) -> _RdAck:
         if self._transactional and not self._in_txn:
             await self.begin()  # a transaction begins with the first record sent in it
-        ack = _RdAck(self, topic)
-        if type(headers) is not list:
-            headers = list(headers)
-        kwargs: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
         if partition is not None:
-            kwargs["partition"] = partition
+            extra["partition"] = partition
         if timestamp is not None:
-            kwargs["timestamp"] = timestamp
-        produce = self._p.produce
+            extra["timestamp"] = timestamp
         while True:
             try:
-                produce(topic, value, key, on_delivery=ack.delivered, headers=headers, **kwargs)  # type: ignore[arg-type]  # (str, bytes) pairs
-                return ack
+                return self._produce(topic, value, key, headers, extra)
             except BufferError:  # librdkafka's queue is full: let deliveries drain it
                 await asyncio.to_thread(self._p.poll, 0.1)
             except KafkaException as exc:
@@ -242,11 +237,27 @@ class RdKafkaProducer(Producer):
         full."""
         if self._transactional and not self._in_txn:
             return None
-        ack = _RdAck(self, topic)
         try:
-            self._p.produce(topic, value, key, on_delivery=ack.delivered, headers=headers)  # type: ignore[arg-type]  # (str, bytes) pairs
+            return self._produce(topic, value, key, headers)
         except (BufferError, KafkaException):
             return None  # send() waits for room, or says what failed
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Headers,
+        extra: Mapping[str, Any] | None = None,
+    ) -> _RdAck:
+        """One record into librdkafka's queue; raises BufferError when the queue is full."""
+        ack = _RdAck(self, topic)
+        if type(headers) is not list:
+            headers = list(headers)
+        rd_headers: Any = headers  # (str, bytes) pairs; its stubs want a list of a wider type
+        self._p.produce(
+            topic, value, key, on_delivery=ack.delivered, headers=rd_headers, **(extra or {})
+        )
         return ack
 
     def _note_failure(self, err: RdError) -> None:
@@ -526,7 +537,7 @@ class RdKafkaConsumer(Consumer):
         """What is there now, up to ``max_records``; if nothing, the first record to arrive
         within ``timeout`` and what came with it. (``consume(n, timeout)`` alone would wait
         out its whole timeout for ``n`` records: a batch's latency, not the records'.) Polls
-        in slices, and returns early when a call waits for this thread (``_run``)."""
+        in slices, running the calls queued for this thread in between (``_run``)."""
         consumer = self._c
         messages = consumer.consume(max_records, 0)
         if messages:
