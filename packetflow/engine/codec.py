@@ -73,29 +73,44 @@ class Rejected(Exception):
 _CACHE_LIMIT = 10_000
 _encoded_caps: dict[int, tuple[tuple[Capability, ...], bytes]] = {}
 _decoded_caps: dict[bytes, tuple[Capability, ...]] = {}
-_type_headers: dict[type[Intent], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
+_fixed_headers: dict[type[Intent], tuple[tuple[str, bytes], ...]] = {}
+_last_token: tuple[str, bytes] = ("", b"")
 
 
 def encode(intent: Intent, context: Context) -> tuple[bytes, list[tuple[str, bytes]]]:
     """The record value and headers for ``intent`` sent with ``context``."""
-    cls = type(intent)
-    type_headers = _type_headers.get(cls)
-    if type_headers is None:
-        type_headers = _type_headers[cls] = (
+    headers = [*fixed_headers(type(intent)), (CONTEXT_HEADER, encode_context(context))]
+    authority = authority_header(context)
+    if authority is not None:
+        headers.append(authority)
+    return intent.model_dump_json().encode(), headers
+
+
+def fixed_headers(cls: type[Intent]) -> tuple[tuple[str, bytes], ...]:
+    """What every record of intent type ``cls`` carries: ``pf-type``, ``pf-version`` and
+    ``content-type`` (made once per type)."""
+    fixed = _fixed_headers.get(cls)
+    if fixed is None:
+        fixed = _fixed_headers[cls] = (
             (TYPE_HEADER, cls.intent_type.encode()),
             (VERSION_HEADER, str(cls.intent_version).encode()),
+            (CONTENT_TYPE_HEADER, JSON),
         )
-    headers = [
-        *type_headers,
-        (CONTENT_TYPE_HEADER, JSON),
-        (CONTEXT_HEADER, encode_context(context)),
-    ]
+    return fixed
+
+
+def authority_header(context: Context) -> tuple[str, bytes] | None:
+    """The sender's authority as it travels: ``pf-token`` for a token, else
+    ``pf-capabilities`` for plain capabilities, else None."""
+    global _last_token
     token = context.token
     if token:
-        headers.append((TOKEN_HEADER, token.encode()))
-    elif context.capabilities:
-        headers.append((CAPABILITIES_HEADER, encode_capabilities(context.capabilities)))
-    return intent.model_dump_json().encode(), headers
+        if token is not _last_token[0]:  # one token per sender: the last one is kept
+            _last_token = (token, token.encode())
+        return (TOKEN_HEADER, _last_token[1])
+    if context.capabilities:
+        return (CAPABILITIES_HEADER, encode_capabilities(context.capabilities))
+    return None
 
 
 def encode_context(context: Context) -> bytes:

@@ -144,6 +144,32 @@ def test_a_handler_cannot_write_where_an_emit_could_not() -> None:
 def test_register_effect_takes_effect_subclasses_only() -> None:
     topo = Topology("registry", namespace="")
     with pytest.raises(TopologyError, match=r"not a subclass of packetflow\.Effect"):
-        topo.register_effect(str, notify)  # type: ignore[arg-type]
+        topo.register_effect(str, notify)
     with pytest.raises(TopologyError, match="Emit is the engine's own effect"):
         topo.register_effect(Emit, notify)
+
+
+@pytest.mark.parametrize(
+    "context",
+    [Context.new("alice", token="abc.def"), Context.new("alice", ["fx:order/*"])],
+    ids=["pf-token", "pf-capabilities"],
+)
+def test_an_emitted_record_one_byte_over_its_topics_limit_is_refused(context: Context) -> None:
+    """Bare intents take the engine's short way to a record; the size check there is the
+    same as everywhere: a record that fits is sent, one a byte larger is output-too-large."""
+    from packetflow.engine.clock import WALL_CLOCK
+    from packetflow.engine.runtime.interpreter import EffectError, Interpreter
+    from packetflow.engine.transport import record_bytes
+
+    topo = Topology("sizes", namespace="", partitions=1)
+    topo.route(Shipped, "shipped")
+    origin = Origin("ship", context, b"o-1")
+    shipped = Shipped(id="o-1", note="x" * 200)
+    (record,), _ = Interpreter(topo, None, WALL_CLOCK).prepare(shipped, origin)
+    size = record_bytes(record.key, record.value, record.headers)  # the same for every emit
+    fits = Interpreter(topo, None, WALL_CLOCK, limits={"shipped": size})
+    assert [r.topic for r in fits.prepare(shipped, origin).outgoing] == ["shipped"]
+    tight = Interpreter(topo, None, WALL_CLOCK, limits={"shipped": size - 1})
+    with pytest.raises(EffectError, match="more than the topic takes") as refused:
+        tight.prepare(shipped, origin)
+    assert refused.value.reason == "output-too-large"

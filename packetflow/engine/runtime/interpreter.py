@@ -40,16 +40,13 @@ from packetflow.engine.agent import EffectHandler, Origin
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import (
     CAPABILITIES_HEADER,
-    CONTENT_TYPE_HEADER,
     CONTEXT_HEADER,
-    JSON,
     MAC_HEADER,
     TOKEN_HEADER,
-    TYPE_HEADER,
-    VERSION_HEADER,
+    authority_header,
     encode,
-    encode_capabilities,
     encode_inherited,
+    fixed_headers,
 )
 from packetflow.engine.security.seal import Sealer
 from packetflow.engine.topology import Topology
@@ -104,9 +101,7 @@ class Interpreter:
         self._reply_targets = topology.reply_targets()
         self._topics: dict[tuple[type[Intent], str | None], str] = {}
         # intent type -> (topic, fixed headers or None when internal, room; see _route)
-        self._routes: dict[type[Intent], tuple[str, list[tuple[str, bytes]] | None, int]] = {}
-        self._last_token: str | None = None
-        self._last_token_raw = b""
+        self._routes: dict[type[Intent], tuple[str, tuple[tuple[str, bytes], ...] | None, int]] = {}
         self._handlers = dict(topology.effect_handlers)
 
     # -- a reactor's result --------------------------------------------------------------
@@ -145,7 +140,7 @@ class Interpreter:
         route = self._routes.get(cls)
         if route is None:
             route = self._route(cls)
-        topic, fixed, limit = route
+        topic, fixed, room = route
         if key is None:
             key = intent.partition_key()
         raw_key = None if key is None else key.encode()
@@ -153,49 +148,34 @@ class Interpreter:
             return self._record(
                 topic, intent, origin.context.inherit(origin.reactor), raw_key, False
             )
-        context = origin.context
         value = intent.__pydantic_serializer__.to_json(intent)
-        context_raw = encode_inherited(context, origin.reactor)
+        context_raw = encode_inherited(origin.context, origin.reactor)
         headers = [*fixed, (CONTEXT_HEADER, context_raw)]
         size = len(value) + len(context_raw) + (len(raw_key) if raw_key else 0)
-        token = context.token
-        if token:
-            token_raw = self._token_bytes(token)
-            headers.append((TOKEN_HEADER, token_raw))
-            size += len(token_raw)
-        elif context.capabilities:
-            caps_raw = encode_capabilities(context.capabilities)
-            headers.append((CAPABILITIES_HEADER, caps_raw))
-            size += len(caps_raw)
-        if size > limit:
-            self._refuse_size(cls, topic, record_bytes(raw_key, value, headers))
+        authority = authority_header(origin.context)
+        if authority is not None:
+            headers.append(authority)
+            size += len(authority[1])
+        if size > room:  # maybe too large: the exact size decides, as for every record
+            exact = record_bytes(raw_key, value, headers)
+            if exact > self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES):
+                self._refuse_size(cls, topic, exact)
         return Outgoing(topic, value, raw_key, headers)
 
-    def _route(self, cls: type[Intent]) -> tuple[str, list[tuple[str, bytes]] | None, int]:
-        """Where ``cls`` goes by default, its fixed headers (None: internal), and how large
-        its value, key, context and authority may be for the record to fit the topic."""
+    def _route(self, cls: type[Intent]) -> tuple[str, tuple[tuple[str, bytes], ...] | None, int]:
+        """Where ``cls`` goes by default, its fixed headers (None: internal), and the room
+        its key, value, context and authority surely fit in (record_bytes of a record with
+        these headers, a context and the longer authority header, less those four)."""
         topic = self._topic_for_type(cls)
         if cls.internal:
-            route: tuple[str, list[tuple[str, bytes]] | None, int] = (topic, None, 0)
+            route: tuple[str, tuple[tuple[str, bytes], ...] | None, int] = (topic, None, 0)
         else:
-            fixed = [
-                (TYPE_HEADER, cls.intent_type.encode()),
-                (VERSION_HEADER, str(cls.intent_version).encode()),
-                (CONTENT_TYPE_HEADER, JSON),
-            ]
-            # record_bytes of a record with these headers, a context and one authority
-            # header, less the lengths of its key, value, context and authority
-            empty = [*fixed, (CONTEXT_HEADER, b""), (TOKEN_HEADER, b"")]
-            overhead = record_bytes(None, None, empty)
+            fixed = fixed_headers(cls)
+            longest = max(TOKEN_HEADER, CAPABILITIES_HEADER, key=len)
+            overhead = record_bytes(None, None, [*fixed, (CONTEXT_HEADER, b""), (longest, b"")])
             route = (topic, fixed, self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES) - overhead)
         self._routes[cls] = route
         return route
-
-    def _token_bytes(self, token: str) -> bytes:
-        """``pf-token`` of a context's token (one per sender, so the last one is kept)."""
-        if token is not self._last_token:
-            self._last_token, self._last_token_raw = token, token.encode()
-        return self._last_token_raw
 
     async def finish(self, prepared: Prepared, origin: Origin) -> None:
         """Run the compositions in order, then queue the prepared records (acknowledged by
