@@ -110,14 +110,17 @@ class ContestantProcess:
         return None if self._proc is None else self._proc.poll()
 
     def first_record_time(self) -> float | None:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            return float(Path(self.env.marker).read_text().split()[0])
-        return None
+        """The wall-clock time it consumed its first record (None: not yet)."""
+        return self._marker(0)
 
     def cpu_at_first_record(self) -> float | None:
         """The process's CPU seconds when it consumed its first record (start-up before)."""
+        return self._marker(1)
+
+    def _marker(self, field: int) -> float | None:
+        """A field of the first-record marker: ``<wall time> <CPU seconds>``."""
         with contextlib.suppress(OSError, ValueError, IndexError):
-            return float(Path(self.env.marker).read_text().split()[1])
+            return float(Path(self.env.marker).read_text().split()[field])
         return None
 
     def peak_rss(self) -> int:
