@@ -29,6 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -102,20 +103,23 @@ class _Entry:
         self.revoked: Denial | None = None
 
 
-class _LRU(OrderedDict[bytes, _Entry]):
+V = TypeVar("V")
+
+
+class _LRU(OrderedDict[bytes, V]):
     """A dictionary that forgets its least recently used entry past ``size``."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
-    def find(self, key: bytes) -> _Entry | None:
+    def find(self, key: bytes) -> V | None:
         entry = self.get(key)
         if entry is not None:
             self.move_to_end(key)
         return entry
 
-    def keep(self, key: bytes, entry: _Entry) -> None:
+    def keep(self, key: bytes, entry: V) -> None:
         self[key] = entry
         if len(self) > self.size:
             self.popitem(last=False)
@@ -140,12 +144,12 @@ class Guard:
         self.keys: dict[str, Ed25519PublicKey] = security.resolve_keys()
         self._keys_checked = time.monotonic()
         size = security.token_cache
-        self._accepted = _LRU(size)  # verified tokens
-        self._refused = _LRU(size)  # tokens that failed verification: never tried twice
+        self._accepted: _LRU[_Entry] = _LRU(size)  # verified tokens
+        self._refused: _LRU[_Entry] = _LRU(size)  # tokens that failed verification: never again
         self.verifications = 0  # tokens verified (signatures checked) so far
         self._last_raw: bytes | None = None
         self._last_entry: _Entry | None = None
-        self._unsigned: OrderedDict[bytes, CompiledGrants] = OrderedDict()  # by pf-capabilities
+        self._unsigned: _LRU[CompiledGrants] = _LRU(size)  # by pf-capabilities
         self.revoked_tokens: dict[str, Revocation] = {}
         self.revoked_holders: dict[str, Revocation] = {}
         self._gen = 0  # bumped by every revocation change
@@ -264,11 +268,10 @@ class Guard:
             return Denial(INSUFFICIENT, _lacks(who, everything, intent_type) + note, everything)
         if not caps_raw and context.capabilities:  # capabilities came inside pf-context
             caps_raw = orjson.dumps([str(c) for c in context.capabilities])
-        grants = self._unsigned.get(caps_raw)
+        grants = self._unsigned.find(caps_raw)
         if grants is None:
-            grants = self._unsigned[caps_raw] = self.hierarchy.compile(context.capabilities)
-            if len(self._unsigned) > self.security.token_cache:
-                self._unsigned.popitem(last=False)
+            grants = self.hierarchy.compile(context.capabilities)
+            self._unsigned.keep(caps_raw, grants)
         missing = grants.missing(required)
         if missing:
             return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing)
