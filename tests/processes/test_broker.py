@@ -197,3 +197,39 @@ async def test_a_broker_outage_is_said_once_and_its_end_with_how_long(
     print(f"\noutage of {float(found.group(1)):.1f}s: {noise} aiokafka lines logged")
     assert noise < 40, text  # unfiltered, aiokafka writes about 140 a second
     assert worker.proc.poll() is None
+
+
+@pytest.mark.parametrize("client", ["aiokafka", "librdkafka"])
+async def test_a_cancelled_wait_for_one_acknowledgement_leaves_the_batch_to_the_rest(
+    kafka_url: str, client: str
+) -> None:
+    """A task awaiting one record's delivery is cancelled (a worker stopping its announcer
+    mid-send): the record's batch is shared, so the flush after it must still see it
+    acknowledged, not cancelled (it stopped a worker with exit 1 once)."""
+    from packetflow.engine.transport import TopicSpec, open_transport
+
+    transport = open_transport(f"{kafka_url}?client={client}")
+    topic = unique("acks")
+    await transport.start()
+    try:
+        await transport.ensure_topics([TopicSpec(topic, 1)])
+        producer = transport.producer()
+        await producer.start()
+        try:
+            ack = await producer.send(topic, b"a", b"k")
+            waiter = asyncio.ensure_future(_delivered(ack))
+            await asyncio.sleep(0)  # the waiter is on the batch's future now
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            await producer.flush()  # the batch went out: no CancelledError here
+            second = await (await producer.send(topic, b"b", b"k"))
+            assert second.offset == 1
+        finally:
+            await producer.stop()
+    finally:
+        await transport.stop()
+
+
+async def _delivered(ack: Any) -> Any:
+    return await ack

@@ -254,7 +254,8 @@ class KafkaProducer(Producer):
                 await self._ship(batch)
             shipped, self._shipped = self._shipped, []
             for batch in shipped:
-                await batch.future  # type: ignore[misc]  # raises the broker's refusal
+                assert batch.future is not None  # shipped
+                await asyncio.shield(batch.future)  # raises the broker's refusal
         except KafkaError as exc:
             raise _broker_error(exc, "waiting for the broker to acknowledge") from exc
 
@@ -388,7 +389,9 @@ class _Ack:
         if batch.future is None:
             yield from batch.producer._ship(batch).__await__()
         assert batch.future is not None
-        md = yield from batch.future.__await__()
+        # shielded: the batch's future is every record's in it; cancelling one waiter must
+        # not cancel it for the flush and the others
+        md = yield from asyncio.shield(batch.future).__await__()
         return Delivery(batch.topic, batch.partition, md.offset + self._offset)
 
 
