@@ -38,7 +38,7 @@ from benchmarks import config, report
 from benchmarks.config import RunSize
 from benchmarks.harness import Harness
 from benchmarks.results_model import RunResults
-from benchmarks.runner import CONTESTANTS, DEFAULT_CONTESTANTS, QUIX_PYTHON
+from benchmarks.runner import CONTESTANTS, DEFAULT_CONTESTANTS, DISK_CONTESTANTS, QUIX_PYTHON
 from benchmarks.workloads import STATE_RUN, WINDOWED, WORKLOADS
 from packetflow.localkafka import LocalKafkaError
 
@@ -53,6 +53,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="short run (a few minutes)")
     parser.add_argument("--records", type=int, help="input records per throughput run")
     parser.add_argument("--state-accounts", type=int, help="accounts in the W2 state run")
+    parser.add_argument(
+        "--disk-accounts",
+        type=int,
+        help="accounts in the W2 state run on the disk store (default: 10,000,000; with "
+        "--quick, the state run's)",
+    )
     parser.add_argument("--latency-seconds", type=float, help="steady load per latency run")
     everything = ",".join([*WORKLOADS, STATE_RUN])
     parser.add_argument("--only", default=everything, help=f"workloads: {everything}")
@@ -109,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         size,
         records=args.records or size.records,
         state_accounts=args.state_accounts or size.state_accounts,
+        disk_accounts=args.disk_accounts
+        or (args.state_accounts or size.state_accounts if args.quick else size.disk_accounts),
         latency_seconds=args.latency_seconds or size.latency_seconds,
     )
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # rebalance chatter on delete
@@ -178,8 +186,11 @@ async def run(
                         await harness.workload(w, results)
                 if STATE_RUN in only:
                     state = [c for c in contestants if c in size.state_contestants]
+                    if "packetflow" in contestants:
+                        state += [c for c in DISK_CONTESTANTS if c not in contestants]
+                    state += [c for c in contestants if c in DISK_CONTESTANTS]
                     if state:
-                        await harness.state_memory(results, state)
+                        await harness.state_run(results, state)
     finally:
         broker.stop_if_ours()
     results.notes.append(

@@ -109,9 +109,13 @@ class Admin:
 
     async def end_offsets(self, topic: str, partitions: int = PARTITIONS) -> int:
         """Sum of the topic's high watermarks: records written and acknowledged."""
+        return sum((await self.partition_ends(topic, partitions)).values())
+
+    async def partition_ends(self, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
+        """Each partition's high watermark."""
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         ends = await self._offsets.end_offsets(tps)
-        return sum(ends.values())
+        return {tp.partition: end for tp, end in ends.items()}
 
     async def group_stable(self, group: str) -> bool:
         """True once the group has members and a settled assignment."""
@@ -129,8 +133,11 @@ async def read_topic(
     topic: str,
     on_record: Callable[[ConsumerRecord], None],
     partitions: int = PARTITIONS,
+    *,
+    starts: dict[int, int] | None = None,
 ) -> int:
-    """Hand every record of ``topic``, from the beginning to its current end, to ``on_record``."""
+    """Hand every record of ``topic``, from the beginning (or ``starts[partition]``) to its
+    current end, to ``on_record``."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -144,7 +151,10 @@ async def read_topic(
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > 0}
+        for tp in tps:
+            if starts and starts.get(tp.partition):
+                consumer.seek(tp, starts[tp.partition])
+        remaining = {tp for tp in tps if ends[tp] > (starts or {}).get(tp.partition, 0)}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=50_000)
             for tp, messages in batch.items():

@@ -54,6 +54,11 @@ CPU_WORKLOADS = ("W1", "W2")
 TARGET_P99_MS = 50.0  # p99 end-to-end latency at 50% of max load
 TARGET_STATE_RSS = 1024**3  # W2 with 1,000,000 accounts: worker RSS <= 1 GiB
 TARGET_STATE_ACCOUNTS = 1_000_000
+# W2 with 10,000,000 accounts on the disk store (full runs): RSS <= TARGET_STATE_RSS, and a
+# restarted worker (at-least-once) processing again within TARGET_RESTART_SECONDS
+TARGET_DISK_ACCOUNTS = 10_000_000
+TARGET_RESTART_SECONDS = 10.0
+RESTART_RECORDS = 1_000  # deposits waiting for a restarted worker: the first N accounts again
 
 LATENCY_LOAD = 0.5  # offered load for the latency run, as a share of measured max
 LATENCY_WARMUP = 2.0  # seconds at the start of each latency run not counted in p50/p99
@@ -89,6 +94,8 @@ class RunSize:
     latency_seconds: float  # steady load duration per latency run
     state_accounts: int  # distinct accounts (= records) in the W2 state-memory run
     state_contestants: tuple[str, ...] = field(default=("packetflow",))
+    # distinct accounts in the W2 disk-store runs (packetflow-disk, packetflow-disk-eos)
+    disk_accounts: int = TARGET_STATE_ACCOUNTS
     # distinct accounts in the W3 input: ~10 deposits per (account, window) at 1,000
     window_accounts: int = 1_000
 
@@ -110,4 +117,5 @@ class RunSize:
             latency_seconds=30.0,
             state_accounts=TARGET_STATE_ACCOUNTS,
             state_contestants=("raw", "packetflow", "faust"),
+            disk_accounts=TARGET_DISK_ACCOUNTS,
         )

@@ -6,7 +6,10 @@ output acknowledged, by polling the output topic's end offsets), the output is v
 then a latency run on a fresh process and fresh topics (a separate load generator offers
 50% of that contestant's measured max at a steady rate; the harness times each output
 against its input's ``sent_us`` as it reads it). Then W2 again with many distinct accounts,
-for worker memory. Topics are named ``bench-<run id>.*`` and deleted as the run goes.
+for worker memory (PacketFlow on the memory store and, with more accounts in full runs, on
+the disk store, at-least-once and exactly-once), after which each PacketFlow worker is started
+again on its state with ``RESTART_RECORDS`` deposits waiting and timed until it processes
+again (``Harness.restart``). Topics are named ``bench-<run id>.*`` and deleted as the run goes.
 
 W3 (windows) differs in three ways. Its input ends with one end-of-input marker per partition
 (``config.END_OF_INPUT_TIME``), so every window closes by event time in all three
@@ -26,11 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import re
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -44,12 +50,13 @@ from benchmarks.config import (
     LATENCY_LOAD,
     LATENCY_WARMUP,
     PARTITIONS,
+    RESTART_RECORDS,
     RunSize,
 )
 from benchmarks.contestants.common import ContestantEnv, faust_windows_changelog
 from benchmarks.produce import Expected, deposits, produce
-from benchmarks.results_model import Latency, RunResults, Throughput
-from benchmarks.runner import ContestantProcess
+from benchmarks.results_model import Latency, Restart, RunResults, Throughput
+from benchmarks.runner import DISK_CONTESTANTS, ContestantProcess
 from benchmarks.verify import Verdict, Verifier, verify_faust_windows
 from benchmarks.workloads import STATE_RUN, WINDOWED
 
@@ -158,15 +165,92 @@ class Harness:
             results.latency.append(await self.latency(workload, name, offered))
         await self.admin.delete_topics_with_prefix(f"{self.prefix}.{workload}.")
 
-    async def state_memory(self, results: RunResults, contestants: Sequence[str]) -> None:
-        """W2 where every record is a new account: how much memory the state takes."""
-        n = self.size.state_accounts
-        topic = f"{self.prefix}.{STATE_RUN}.in"
-        expected = await self.produce_input(topic, n, n, distinct=True, seed=3)
+    async def state_run(self, results: RunResults, contestants: Sequence[str]) -> None:
+        """W2 where every record is a new account: the memory its state takes; then each
+        PacketFlow worker is started again on that state with deposits waiting, and timed
+        until it processes again (memory: the whole changelog replayed; disk: its tail)."""
+        runs: dict[int, list[str]] = {}
         for name in contestants:
-            result = await self.throughput("W2", name, topic, expected, n, label=f"W2-{STATE_RUN}")
-            results.throughput.append(result)
-        await self.admin.delete_topics_with_prefix(f"{self.prefix}.{STATE_RUN}.")
+            disk = name in DISK_CONTESTANTS
+            n = self.size.disk_accounts if disk else self.size.state_accounts
+            runs.setdefault(n, []).append(name)
+        label = f"W2-{STATE_RUN}"
+        for n, names in sorted(runs.items()):
+            topic = f"{self.prefix}.{STATE_RUN}-{n}.in"
+            expected = await self.produce_input(topic, n, n, distinct=True, seed=3)
+            for name in names:
+                result = await self.throughput("W2", name, topic, expected, n, label=label)
+                results.throughput.append(result)
+            again = [c for c in names if c.startswith("packetflow") and results.rate(label, c)]
+            if again:
+                # the first accounts again (same seed: same amounts), so each balance a
+                # restarted worker reports shows whether it kept the state
+                more = await produce(
+                    self.bootstrap,
+                    topic,
+                    deposits(RESTART_RECORDS, RESTART_RECORDS, 3, distinct=True),
+                    RESTART_RECORDS,
+                    seed=3,
+                )
+                for name in again:
+                    results.restarts.append(await self.restart(name, topic, expected, more))
+            await self.admin.delete_topics_with_prefix(f"{self.prefix}.{STATE_RUN}-{n}.")
+
+    async def restart(
+        self, name: str, source: str, expected: Expected, more: Expected
+    ) -> Restart:
+        """Start ``name`` again on the group it ran the state run with: seconds from its
+        process start to its first record, and the balances it reports for ``more``."""
+        label = f"W2-{STATE_RUN}"
+        group = f"{self.prefix}.{label}.{name}"
+        sink = f"{group}.out"
+        env = dataclasses.replace(
+            self._env("W2", group, source, sink),
+            marker=str(self.workdir / f"{group}.restart.first"),
+        )
+        proc = ContestantProcess(name, env, self.workdir, run=".restart")
+        result = Restart(label, name, expected.count, log=str(proc.log_path))
+        before = await self.admin.partition_ends(sink)
+        task = self.progress.add_task(f"{label} {name}: restart", total=more.count)
+        started = time.time()
+        proc.start()
+        try:
+            await self._await_outputs(proc, sink, sum(before.values()) + more.count, task)
+            first = proc.first_record_time()
+            if first is None:
+                raise Failed("wrote no first-record marker")
+            result.seconds = first - started
+        except Failed as exc:
+            result.detail = str(exc)
+        finally:
+            code = await proc.stop()
+        self.progress.remove_task(task)
+        result.restored, result.restore_seconds = restores_in(proc.log_path)
+        if not result.detail:
+            balances: dict[str, int] = {}
+
+            def note(m: Any) -> None:
+                out = orjson.loads(m.value)
+                balances[out["account"]] = out["balance"]
+
+            await read_topic(self.bootstrap, sink, note, starts=before)
+            wrong = [a for a in more.balances if balances.get(a) != 2 * more.balances[a]]
+            result.ok = not wrong
+            result.detail = (
+                f"{len(more.balances):,} balances carried on"
+                if result.ok
+                else f"{len(wrong):,} of {len(more.balances):,} balances lost their state, "
+                f"e.g. {wrong[0]}: {balances.get(wrong[0])}, want {2 * more.balances[wrong[0]]}"
+            )
+        if result.ok:
+            self.say(
+                f"{label} {name} restarted: processing again after {result.seconds:.1f} s "
+                f"({result.restored or 0:,} changelog records replayed)"
+            )
+        else:
+            result.detail += f" (exit {code}; log {proc.log_path})"
+            self.say(f"[red]{label} {name} restart: FAIL: {result.detail}[/red]\n{proc.log_tail()}")
+        return result
 
     # -- throughput --------------------------------------------------------------------------
 
@@ -439,3 +523,17 @@ class _OutputTimer:
                 await self._task
         if self._started:
             await self._consumer.stop()
+
+
+_RESTORED = re.compile(r"restored (\d+) changelog records of \S+ in ([\d.]+) s")
+
+
+def restores_in(log: Path) -> tuple[int | None, float | None]:
+    """The changelog records a PacketFlow worker's log says it replayed, and in how long."""
+    try:
+        found = _RESTORED.findall(log.read_text(errors="replace"))
+    except OSError:
+        return None, None
+    if not found:
+        return None, None
+    return sum(int(n) for n, _ in found), sum(float(s) for _, s in found)

@@ -9,12 +9,16 @@ its end + grace; ``BENCH_INPUT`` / ``BENCH_OUTPUT``
 name the topics and ``BENCH_GROUP`` the topology (so its group, changelog, dead-letter and
 denied topics are unique per run). Decoding, the capability check (``Deposit`` requires
 ``deposit:account/{account}``; inputs carry a token signed by the bench key granting
-``teller:account/*``) and the derived context are the engine's.
+``teller:account/*``) and the derived context are the engine's. ``BENCH_GUARANTEE``
+(default at_least_once) is the topology's processing guarantee; the disk-store variants get
+``PACKETFLOW_STATE_DIR`` from the harness.
 
     BENCH_WORKLOAD=W2 packetflow worker benchmarks.pf_topology --broker kafka://...
 """
 
 from __future__ import annotations
+
+import os
 
 from benchmarks.config import GRACE_SECONDS, WINDOW_SECONDS
 from benchmarks.contestants.common import ContestantEnv, FirstRecord
@@ -29,7 +33,10 @@ first = FirstRecord(env.marker)
 # The inputs carry the bench's signed token: the worker verifies it (once: one token for
 # every input, as a deployment's senders share theirs) and checks its grants per record.
 topology = Topology(
-    env.group, capabilities=HIERARCHY, security=Security(trusted_keys=[BENCH_KEY])
+    env.group,
+    capabilities=HIERARCHY,
+    security=Security(trusted_keys=[BENCH_KEY]),
+    processing_guarantee=os.environ.get("BENCH_GUARANTEE", "at_least_once"),
 )
 topology.route(DepositAccepted, env.output)
 topology.route(BalanceChanged, env.output)

@@ -50,6 +50,21 @@ class Latency:
 
 
 @dataclass
+class Restart:
+    """A worker started again on its own state (after a clean stop), deposits waiting."""
+
+    workload: str  # W2-state
+    contestant: str  # packetflow (memory: the whole changelog), packetflow-disk[-eos]
+    accounts: int  # keys in its state
+    ok: bool = False
+    detail: str = ""
+    seconds: float | None = None  # process start -> its first record processed
+    restored: int | None = None  # changelog records it replayed (from its log)
+    restore_seconds: float | None = None  # of those, reading the changelog (from its log)
+    log: str = ""
+
+
+@dataclass
 class Target:
     name: str
     measured: str
@@ -66,6 +81,7 @@ class RunResults:
     settings: dict[str, object]
     throughput: list[Throughput] = field(default_factory=list)
     latency: list[Latency] = field(default_factory=list)
+    restarts: list[Restart] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     runtime_seconds: float = 0.0

@@ -17,9 +17,13 @@ from pathlib import Path
 
 from benchmarks.config import packetflow_url
 from benchmarks.contestants.common import ContestantEnv
+from packetflow.engine.transport import KAFKA_CLIENTS
 
 CONTESTANTS = ("raw", "raw-lean", "quix", "faust", "packetflow", "packetflow-aiokafka",
-               "packetflow-librdkafka")  # fmt: skip
+               "packetflow-librdkafka", "packetflow-disk", "packetflow-disk-eos")  # fmt: skip
+# W2 on the disk store (at-least-once, exactly-once): run with the state run, beside the
+# memory store's "packetflow", whenever "packetflow" is a contestant
+DISK_CONTESTANTS = ("packetflow-disk", "packetflow-disk-eos")
 DEFAULT_CONTESTANTS = ("raw", "raw-lean", "quix", "faust", "packetflow")
 REPO = Path(__file__).resolve().parent.parent
 # Quix Streams pins versions the engine does not use: it runs from its own environment
@@ -47,8 +51,8 @@ def command(name: str, env: ContestantEnv) -> list[str]:
             "--web-bind",
             "127.0.0.1",
         ]
-    if name.startswith("packetflow"):  # packetflow[-client]: the default client, or that one
-        client = name.partition("-")[2] or None
+    if name.startswith("packetflow"):  # packetflow[-client][-disk][-eos] (see ContestantProcess)
+        client = next((p for p in name.split("-") if p in KAFKA_CLIENTS), None)
         return [
             py, "-m", "packetflow", "worker", "benchmarks.pf_topology",
             "--broker", packetflow_url(env.bootstrap, client),
@@ -60,22 +64,40 @@ class ContestantProcess:
     """A contestant's process; with ``profile``, run under ``py-spy record`` into that folder."""
 
     def __init__(
-        self, name: str, env: ContestantEnv, workdir: Path, profile: Path | None = None
+        self,
+        name: str,
+        env: ContestantEnv,
+        workdir: Path,
+        profile: Path | None = None,
+        *,
+        run: str = "",
     ) -> None:
+        """``run`` names this run of the contestant among others on the same group (its log)."""
         self.name = name
         self.env = env
-        self.log_path = workdir / f"{env.group}.log"
+        self.log_path = workdir / f"{env.group}{run}.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self.workdir = workdir
         self.profile = profile
 
-    def start(self) -> None:
+    def environment(self) -> dict[str, str]:
+        """The contestant's environment: ours without PACKETFLOW_*, its settings, and for a
+        ``packetflow...-disk`` its state directory, for a ``...-eos`` exactly-once."""
         environ = {k: v for k, v in os.environ.items() if not k.startswith("PACKETFLOW_")}
         environ.update(self.env.as_env())
         environ["BENCH_WORKDIR"] = str(self.workdir)
         environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
         )
+        variant = self.name.split("-")
+        if self.name.startswith("packetflow") and "disk" in variant:
+            environ["PACKETFLOW_STATE_DIR"] = str(self.state_dir)
+        if self.name.startswith("packetflow") and "eos" in variant:
+            environ["BENCH_GUARANTEE"] = "exactly_once"
+        return environ
+
+    def start(self) -> None:
+        environ = self.environment()
         argv = command(self.name, self.env)
         if self.profile is not None:
             self.profile.mkdir(parents=True, exist_ok=True)
@@ -92,6 +114,11 @@ class ContestantProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    @property
+    def state_dir(self) -> Path:
+        """Where a disk-store PacketFlow keeps its state (the same for every run of a group)."""
+        return self.workdir / f"{self.env.group}.state"
 
     @property
     def pid(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import pytest
@@ -39,6 +40,9 @@ from benchmarks.produce import (
     event_times,
     partition_of,
 )
+from benchmarks.report import evaluate, markdown
+from benchmarks.results_model import Restart, RunResults, Target, Throughput
+from benchmarks.runner import ContestantProcess, command
 from benchmarks.verify import verify, verify_faust_windows
 from benchmarks.wire import BALANCE_CHANGED, DEPOSIT_ACCEPTED, HIERARCHY, WINDOW_TOTAL
 from packetflow import Capability, CapabilityHierarchy
@@ -207,6 +211,54 @@ def test_packetflow_gets_the_shared_producer_settings() -> None:
     assert options["linger_ms"] == str(PRODUCER["linger_ms"])
     assert options["max_batch_size"] == str(PRODUCER["max_batch_size"])
     assert options["idempotence"] == "true"
+
+
+def _contestant(name: str, tmp_path: Path) -> ContestantProcess:
+    env = ContestantEnv("W2", "127.0.0.1:9092", "in", "out", "bench.W2-state." + name, "m")
+    return ContestantProcess(name, env, tmp_path)
+
+
+def test_disk_contestants_keep_their_state_apart_and_eos_runs_exactly_once(
+    tmp_path: Path,
+) -> None:
+    disk = _contestant("packetflow-disk", tmp_path)
+    eos = _contestant("packetflow-disk-eos", tmp_path)
+    assert disk.environment()["PACKETFLOW_STATE_DIR"] != eos.environment()["PACKETFLOW_STATE_DIR"]
+    assert "BENCH_GUARANTEE" not in disk.environment()
+    assert eos.environment()["BENCH_GUARANTEE"] == "exactly_once"
+    assert "PACKETFLOW_STATE_DIR" not in _contestant("packetflow", tmp_path).environment()
+    url = command("packetflow-librdkafka-disk", disk.env)[-1]
+    assert BrokerURL.parse(url).options["client"] == "librdkafka"
+    assert "client" not in BrokerURL.parse(command("packetflow-disk", disk.env)[-1]).options
+
+
+def _state_results(accounts: int, rss: int, restart_s: float) -> RunResults:
+    results = RunResults("full", "", "", {}, {})
+    row = Throughput("W2-state", "packetflow-disk", accounts, accounts, ok=True, peak_rss=rss)
+    results.throughput.append(row)
+    results.restarts += [
+        Restart("W2-state", "packetflow-disk", accounts, ok=True, seconds=restart_s, restored=0),
+        Restart("W2-state", "packetflow-disk-eos", accounts, ok=True, seconds=99.0, restored=0),
+    ]
+    return results
+
+
+def _disk_targets(results: RunResults) -> dict[str, Target]:
+    return {t.name: t for t in evaluate(results) if "on disk" in t.name}
+
+
+def test_disk_targets_judge_the_at_least_once_restart_at_ten_million_accounts() -> None:
+    judged = _disk_targets(_state_results(10_000_000, 900 * 2**20, 3.2))
+    rss = judged["W2 with 10,000,000 accounts on disk: PacketFlow RSS"]
+    restart = judged["W2 with 10,000,000 accounts on disk: restart, processing again"]
+    assert (rss.status, restart.status, restart.measured) == ("PASS", "PASS", "3.2 s")
+    judged = _disk_targets(_state_results(10_000_000, 2**31, 10.5))
+    assert {t.status for t in judged.values()} == {"FAIL"}
+    small = _disk_targets(_state_results(1_000_000, 900 * 2**20, 3.2))
+    assert {t.status for t in small.values()} == {"n/a"}  # shown with its size, not judged
+    assert len(small) == 2
+    rows = markdown(_state_results(1_000_000, 900 * 2**20, 3.2))
+    assert "| disk store, exactly-once | packetflow-disk-eos | 1,000,000 | 99.0 |" in rows
 
 
 # -- W3: windows ---------------------------------------------------------------------------

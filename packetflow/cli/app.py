@@ -94,6 +94,15 @@ def worker(
             "exits, so a supervisor restarts it and the crash-loop breaker can act; 0: never",
         ),
     ] = 120.0,
+    state_dir: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PACKETFLOW_STATE_DIR",
+            help="Keep keyed state on disk in this directory (RocksDB) instead of in memory: "
+            "for state larger than memory; a restarted worker replays only the changelog's "
+            "tail",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker: consume the topology's topics, run its reactors, until SIGINT/SIGTERM."""
     logging.basicConfig(
@@ -112,7 +121,9 @@ def worker(
             soft_wrap=True,
         )
     try:
-        w = Worker(topology, url, max_batch=max_batch, instance_id=instance_id)
+        w = Worker(
+            topology, url, max_batch=max_batch, instance_id=instance_id, state_dir=state_dir
+        )
     except ValueError as exc:  # a topology that cannot run (TopologyError is a ValueError)
         raise UserError(str(exc)) from exc
     asyncio.run(_run_worker(w, hang_limit))

@@ -109,7 +109,7 @@ class UnrestorableTransport(MemoryTransport):
     def __init__(self) -> None:
         super().__init__("memory://unrestorable", broker=MemoryBroker())
 
-    async def read_partitions(self, partitions: Any, on_record: Any) -> int:
+    async def read_partitions(self, partitions: Any, on_record: Any, **_: Any) -> int:
         raise BrokerError("injected: the changelog cannot be read")
 
 

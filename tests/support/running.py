@@ -66,8 +66,9 @@ class Running:
 
 
 @asynccontextmanager
-async def running(topology: Topology, url: str) -> AsyncIterator[Running]:
-    async with Worker(topology, url, poll_timeout=0.05) as worker:
+async def running(topology: Topology, url: str, **options: Any) -> AsyncIterator[Running]:
+    """``options``: more of Worker's arguments (``state_dir``, say)."""
+    async with Worker(topology, url, poll_timeout=0.05, **options) as worker:
         task = asyncio.create_task(worker.run())
         try:
             async with Client(url, topology) as client:

@@ -73,11 +73,13 @@ class Committer:
             if offsets:
                 await producer.send_offsets(offsets, self.group, marks)
             await producer.commit()  # flushes; a no-op when nothing was sent
+            await processor.persist_state()  # only committed state reaches the disk
             self.committed.update(offsets)
             self.metrics.commits += 1 if offsets else 0
             self.metrics.emitted = processor.interpreter.emitted
             return
         await producer.flush()  # every record sent so far is acknowledged
+        await processor.persist_state()
         self.metrics.emitted = processor.interpreter.emitted
         await self.settle()  # commits land in order, and their errors surface here
         if not offsets:

@@ -35,6 +35,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from packetflow.core.context import Context
@@ -63,6 +64,7 @@ from packetflow.engine.runtime.buffer import BufferedReactor
 from packetflow.engine.runtime.interpreter import EffectError, Interpreter
 from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.state import StateError, StateStore
+from packetflow.engine.runtime.state_disk import DiskStateStore
 from packetflow.engine.runtime.timers import NO_TIMERS, TimerStore
 from packetflow.engine.security import Auditor, Denial, Guard
 from packetflow.engine.topology import Topology
@@ -93,7 +95,10 @@ class Processor:
         pause: Callable[[str], None] | None = None,
         resume: Callable[[str], None] | None = None,
         limits: Mapping[str, int] | None = None,
+        state_dir: str | Path | None = None,
     ) -> None:
+        """``state_dir``: keep keyed state on disk there (RocksDB, one database per store
+        and partition; see runtime.state_disk) instead of in memory."""
         self.topology = topology
         self.producer = producer
         self.clock = clock
@@ -109,11 +114,12 @@ class Processor:
         self.all_stores: dict[tuple[str, str], StateStore] = {}
         for info in topology.stores():
             changelog = physical(info.changelog)
-            self.all_stores[(info.owner, info.name)] = StateStore(
-                info.spec,
-                changelog,
-                physical(info.topic),
-                limit=self.limits.get(changelog, BROKER_MAX_MESSAGE_BYTES),
+            limit = self.limits.get(changelog, BROKER_MAX_MESSAGE_BYTES)
+            source = physical(info.topic)
+            self.all_stores[(info.owner, info.name)] = (
+                StateStore(info.spec, changelog, source, limit=limit)
+                if state_dir is None
+                else DiskStateStore(info.spec, changelog, source, state_dir, limit=limit)
             )
         self.stores = {owner: s for (owner, name), s in self.all_stores.items() if name == ""}
         self.timers = {
@@ -557,9 +563,26 @@ class Processor:
     async def write_changelogs(self) -> None:
         """Queue this batch's state changes on the changelog topics (every store: the
         main ones, an agent's others, its timers)."""
+        send = self.producer.send
         for store in self.all_stores.values():
-            for partition, key, value in store.take_changes():
-                await self.producer.send(store.changelog_topic, value, key, (), partition)
+            topic = store.changelog_topic
+            if store.durable:
+                for partition, key, value in store.take_changes():
+                    store.sent(partition, await send(topic, value, key, (), partition))
+            else:
+                for partition, key, value in store.take_changes():
+                    await send(topic, value, key, (), partition)
+
+    async def persist_state(self) -> None:
+        """The changelog records sent are acknowledged (or committed): stores on disk keep
+        them."""
+        for store in self.all_stores.values():
+            if store.durable:
+                await store.persist()
+
+    def close_stores(self) -> None:
+        for store in self.all_stores.values():
+            store.close()
 
 
 class _Timeout(Exception):

@@ -15,9 +15,10 @@ without a key, so records without one share the state of the empty key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any
 
+from packetflow.core.effects import Delivery
 from packetflow.core.reactor import StateSpec
 from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES, Record, record_bytes
 
@@ -31,7 +32,9 @@ class StateError(ValueError):
 
 
 class StateStore:
-    """The state of one stateful reactor: ``partition -> key -> value``."""
+    """The state of one stateful reactor: ``partition -> key -> value``, in memory."""
+
+    durable = False  # True: partitions kept on disk between assignments (state_disk)
 
     def __init__(
         self,
@@ -159,8 +162,27 @@ class StateStore:
                 str(exc).splitlines()[0] if str(exc) else "",
             )
 
-    def open_partition(self, partition: int) -> None:
+    def open_partition(self, partition: int) -> int | None:
+        """Make ``partition`` empty before its restore; returns the changelog offset to
+        restore from (None: the beginning)."""
         self._partitions[partition] = {}
+        return None
+
+    def forget_local(self, partition: int) -> None:
+        """Restore ``partition`` from the changelog's beginning after all (durable stores)."""
+
+    def restored(self, partition: int) -> None:
+        """``partition``'s restore has read the changelog to its end."""
+
+    def sent(self, partition: int, ack: Awaitable[Delivery]) -> None:
+        """A changelog record of ``partition`` was sent (durable stores note its offset)."""
+
+    async def persist(self) -> None:
+        """The changes sent to the changelog are acknowledged (or committed): durable
+        stores keep them."""
+
+    def close(self) -> None:
+        """The worker stops: let go of what the store holds outside memory."""
 
     def close_partition(self, partition: int) -> None:
         self._partitions.pop(partition, None)

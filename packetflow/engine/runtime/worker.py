@@ -31,8 +31,10 @@ import contextlib
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from packetflow.engine.agent import current_agents
@@ -48,6 +50,7 @@ from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.outage import Outage, quiet_aiokafka
 from packetflow.engine.runtime.processor import Processor
 from packetflow.engine.runtime.services import WorkerService
+from packetflow.engine.runtime.state import StateStore
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.security import Guard, RevocationFollower, Security
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
@@ -86,6 +89,7 @@ class Worker(Lifecycle, RebalanceListener):
         instance_id: str | None = None,
         services: Sequence[WorkerService] = (),
         announce_every: float = ANNOUNCE_EVERY,
+        state_dir: str | Path | None = None,
     ) -> None:
         """``security`` replaces the topology's own settings for this worker (TestDriver).
 
@@ -99,6 +103,9 @@ class Worker(Lifecycle, RebalanceListener):
         say): started once it runs, stopped before it lets go of anything.
         ``announce_every``: seconds between the worker's announcements on the topology's
         members topic (also sent when its assignment changes; see runtime.members).
+        ``state_dir`` (default ``$PACKETFLOW_STATE_DIR``; none: in memory): keep keyed state
+        on disk there (RocksDB), so a partition taken again replays only its changelog's
+        tail (runtime.state_disk); for state larger than memory or restores too slow.
         """
         super().__init__()
         if not topology.consumers():
@@ -119,6 +126,7 @@ class Worker(Lifecycle, RebalanceListener):
         self.static = bool(explicit)  # a static group member (KIP-345)
         self.services = list(services)
         self.announce_every = announce_every
+        self.state_dir = state_dir or os.environ.get("PACKETFLOW_STATE_DIR") or None
         self.advertised: dict[str, Any] = {}  # what services add to the announcements
         self.roster: Roster | None = None
         self._running_services: list[WorkerService] = []
@@ -193,7 +201,9 @@ class Worker(Lifecycle, RebalanceListener):
             pause=self._pause_topic,
             resume=self._resume_topic,
             limits=limits,
+            state_dir=self.state_dir,
         )
+        resources.callback(processor.close_stores)
         for agent in processor.agents.values():
             await agent.start()
             resources.push_async_callback(agent.stop)
@@ -594,14 +604,48 @@ class Worker(Lifecycle, RebalanceListener):
             mine = _partitions_of(store.source_topic, partitions)
             if not mine:
                 continue
+            starts = {}
             for p in mine:
-                store.open_partition(p)
+                start = store.open_partition(p)
+                if start is not None:
+                    starts[TopicPartition(store.changelog_topic, p)] = start
+            if starts and self._consumer is not None:
+                await self._check_starts(store, starts, self._consumer)
+            began = time.monotonic()
             restored = await self.transport.read_partitions(
                 [TopicPartition(store.changelog_topic, p) for p in sorted(mine)],
                 store.restore,
+                starts=starts,
             )
+            for p in mine:
+                store.restored(p)
             self.metrics.restored[owner] += restored
+            if restored or starts:
+                log.info(
+                    "restored %d changelog records of %s[%s] in %.2f s%s",
+                    restored,
+                    store.changelog_topic,
+                    ",".join(map(str, sorted(mine))),
+                    time.monotonic() - began,
+                    f" (on disk; {len(starts)} partition(s) from their tail)" if starts else "",
+                )
         await processor.agents_assigned(partitions)
+
+    async def _check_starts(
+        self, store: StateStore, starts: dict[TopicPartition, int], consumer: Consumer
+    ) -> None:
+        """A local store's changelog offset outside its changelog (the topic was deleted and
+        made again, or cut) means its values came from elsewhere: restore those in full."""
+        bounds = await consumer.bounds(starts)
+        for tp, start in list(starts.items()):
+            first, end = bounds[tp]
+            if not first <= start <= end:
+                log.warning(
+                    "%s[%d]: the local state reflects offset %d, outside the changelog "
+                    "(%d..%d); restoring it in full", tp.topic, tp.partition, start, first, end
+                )
+                store.forget_local(tp.partition)
+                del starts[tp]
 
     # -- inspection (see WorkerView) -------------------------------------------------------
 

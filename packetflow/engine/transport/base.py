@@ -305,8 +305,11 @@ class Transport(abc.ABC):
         self,
         partitions: Iterable[TopicPartition],
         on_record: Callable[[Record], None],
+        *,
+        starts: Mapping[TopicPartition, int] | None = None,
     ) -> int:
-        """Read each partition from its beginning to its current end; returns records read."""
+        """Read each partition from ``starts[tp]`` (else its beginning; never before it) to
+        its current end, committed records only; returns records read."""
 
     def follow(
         self, topic: str, partitions: int, *, only: int | None = None, start: StartAt = BEGINNING

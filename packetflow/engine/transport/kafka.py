@@ -880,9 +880,14 @@ class KafkaTransport(Transport):
         )
 
     async def read_partitions(
-        self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
+        self,
+        partitions: Iterable[TopicPartition],
+        on_record: Callable[[Record], None],
+        *,
+        starts: Mapping[TopicPartition, int] | None = None,
     ) -> int:
         tps = [AioTP(tp.topic, tp.partition) for tp in partitions]
+        first = {AioTP(tp.topic, tp.partition): offset for tp, offset in (starts or {}).items()}
         if not tps:
             return 0
         consumer = AIOKafkaConsumer(
@@ -897,8 +902,12 @@ class KafkaTransport(Transport):
             await consumer.start()
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
-            remaining = {tp for tp in tps if ends[tp] > 0}
+            remaining = {tp for tp in tps if ends[tp] > first.get(tp, 0)}
             await consumer.seek_to_beginning(*tps)
+            beginnings = await consumer.beginning_offsets(list(first)) if first else {}
+            for tp, offset in first.items():
+                if offset > beginnings[tp]:
+                    consumer.seek(tp, offset)
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
                 for tp, msgs in batch.items():

@@ -559,11 +559,15 @@ class MemoryTransport(Transport):
         return MemoryFollower(self.broker, topic, only, start)
 
     async def read_partitions(
-        self, partitions: Iterable[TopicPartition], on_record: Callable[[Record], None]
+        self,
+        partitions: Iterable[TopicPartition],
+        on_record: Callable[[Record], None],
+        *,
+        starts: Mapping[TopicPartition, int] | None = None,
     ) -> int:
         count = 0
         for tp in partitions:  # read committed, like the kafka transport's restores
-            records, _ = self.broker.read(tp, 0)
+            records, _ = self.broker.read(tp, (starts or {}).get(tp, 0))
             for record in records:
                 on_record(record)
             count += len(records)

@@ -173,7 +173,9 @@ class RdKafkaProducer(Producer):
         }
         if transactional_id is not None:
             conf["transactional.id"] = transactional_id
-            conf["transaction.timeout.ms"] = transaction_timeout_ms(options)
+            txn = conf["transaction.timeout.ms"] = transaction_timeout_ms(options)
+            # librdkafka refuses to start a producer whose deliveries outlive its transactions
+            conf["delivery.timeout.ms"] = min(int(conf["delivery.timeout.ms"]), txn)
         self._conf = conf
         self._groups = groups
         self._producer: RdProducer | None = None

@@ -1,0 +1,168 @@
+"""State on disk (``Worker(state_dir=...)``): a worker taking partitions again replays only
+the changelog's tail, the disk holds only what the changelog has, the decoded cache stays
+bounded. The restart tests run on every transport (the ``broker`` fixture)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import orjson
+import pytest
+from pydantic import BaseModel
+from support.running import new_topology, running, unique
+
+from benchmarks.harness import restores_in
+from packetflow import Context, Intent, Topology
+from packetflow.core.effects import Delivery
+from packetflow.core.reactor import StateSpec
+from packetflow.engine.runtime.state_disk import DiskStateStore
+from packetflow.engine.transport.base import Acked
+
+
+class Add(Intent, type_name="disk.Add", key="key"):
+    key: str
+    n: int
+
+
+class Tally(BaseModel):
+    count: int = 0
+    total: int = 0
+
+
+def _tallying(guarantee: str) -> Topology:
+    topo = new_topology("disk", processing_guarantee=guarantee)
+
+    @topo.reactor(Add, topic=unique("adds"), state=Tally, public=True)
+    def tally(intent: Add, ctx: Context, state: Tally) -> tuple[Tally, None]:
+        return Tally(count=state.count + 1, total=state.total + intent.n), None
+
+    return topo
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_a_worker_taking_its_partitions_again_replays_only_the_changelog_tail(
+    broker: str, tmp_path: Path, guarantee: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    topo = _tallying(guarantee)
+    async with running(topo, broker, state_dir=tmp_path / "state") as run:
+        for n in (1, 2, 3):
+            await run.send(Add(key="a", n=n))
+        await run.send(Add(key="b", n=7))
+        await run.idle()
+        assert run.state("tally", "a") == Tally(count=3, total=6)
+
+    # another worker (state in memory) moves "a" on while the first is away: the tail
+    async with running(topo, broker) as run:
+        await run.send(Add(key="a", n=4))
+        await run.idle()
+        assert run.worker.metrics.restored["tally"] >= 2  # it read the whole changelog
+
+    caplog.set_level(logging.INFO, "packetflow.worker")
+    async with running(topo, broker, state_dir=tmp_path / "state") as run:
+        await run.idle()
+        assert run.worker.metrics.restored["tally"] == 1  # a's record of the other worker
+        assert run.state("tally", "a") == Tally(count=4, total=10)
+        assert run.state("tally", "b") == Tally(count=1, total=7)
+        await run.send(Add(key="b", n=1))
+        await run.idle()
+        assert run.state("tally", "b") == Tally(count=2, total=8)
+    # what the worker says it replayed, read as the benchmark reads it
+    log = tmp_path / "worker.log"
+    log.write_text("\n".join(r.getMessage() for r in caplog.records))
+    assert restores_in(log)[0] == 1
+
+
+async def test_local_state_from_another_changelog_is_restored_in_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A changelog made again (a new cluster, a deleted topic) ends before the offset the
+    disk reflects: its values are dropped, not mixed with the new changelog's."""
+    topo = _tallying("at_least_once")
+    async with running(topo, f"memory://{unique('first')}", state_dir=tmp_path) as run:
+        for n in range(5):
+            await run.send(Add(key="a", n=n))
+        await run.idle()
+        assert run.state("tally", "a") == Tally(count=5, total=10)
+
+    caplog.set_level(logging.WARNING, "packetflow.worker")
+    async with running(topo, f"memory://{unique('second')}", state_dir=tmp_path) as run:
+        await run.send(Add(key="b", n=1))
+        await run.idle()
+        assert run.state("tally", "a") is None
+        assert run.state("tally", "b") == Tally(count=1, total=1)
+    assert any("outside the changelog" in r.getMessage() for r in caplog.records)
+
+
+def _store(directory: Path, cache_size: int = 100) -> DiskStateStore:
+    spec = StateSpec(initial=int, encode=orjson.dumps, decode=orjson.loads, type_name="int")
+    return DiskStateStore(spec, "t.r.changelog", "t.items", directory, cache_size=cache_size)
+
+
+def _send(store: DiskStateStore, first_offset: int) -> int:
+    """Hand the store's changes to a pretend changelog; returns the next offset."""
+    offset = first_offset
+    for partition, _key, _value in store.take_changes():
+        store.sent(partition, Acked(Delivery("t.r.changelog", partition, offset)))
+        offset += 1
+    return offset
+
+
+async def test_only_acknowledged_changes_reach_the_disk(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    assert store.open_partition(0) is None  # never written: restore from the beginning
+    store.put_encoded(0, b"k", 1, b"1")
+    await store.persist()
+    _send(store, 0)
+    await store.persist()  # acknowledged: on disk, with the offset after it
+    store.put_encoded(0, b"k", 2, b"2")
+    store.put_encoded(0, b"j", 5, b"5")
+    _send(store, 1)  # sent, never acknowledged: the batch is rewound
+    assert store.get(0, b"k") == 2  # the batch still reads its own changes
+    store.close_partition(0)
+
+    assert store.open_partition(0) == 1
+    assert store.get(0, b"k") == 1
+    assert store.peek(0, b"j") is None
+    assert store.get(0, b"j") == 0  # the initial state
+    store.close()
+
+
+async def test_the_decoded_cache_stays_bounded_and_reads_fall_through_to_disk(
+    tmp_path: Path,
+) -> None:
+    store = _store(tmp_path, cache_size=10)
+    store.open_partition(0)
+    store.open_partition(1)
+    for i in range(200):
+        store.put_encoded(i % 2, b"k%d" % i, i, b"%d" % i)
+    _send(store, 0)
+    await store.persist()
+    assert store.cached == 10
+    assert [store.get(i % 2, b"k%d" % i) for i in range(200)] == list(range(200))
+    store.delete(0, b"k0")
+    assert store.peek(0, b"k0") is None  # deleted, though the disk still has it
+    _send(store, 200)
+    await store.persist()
+    assert store.cached == 10
+    assert store.peek(0, b"k0") is None
+    assert dict(store.items(1))[b"k1"] == 1
+    assert len(dict(store.items(0))) == 99
+    assert store.find(b"k7") == 7
+    store.close()
+
+
+def test_a_database_held_by_another_worker_restores_into_a_temporary_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder, other = _store(tmp_path), _store(tmp_path)
+    holder.open_partition(0)
+    with caplog.at_level(logging.WARNING, "packetflow.worker"):
+        assert other.open_partition(0) is None
+    assert any("in use by another worker" in r.getMessage() for r in caplog.records)
+    other.put_encoded(0, b"k", 3, b"3")
+    assert other.get(0, b"k") == 3
+    other.close()
+    holder.close()
+    leftovers = [p.name for p in (tmp_path / "t.r.changelog").iterdir()]
+    assert leftovers == ["0"]  # the temporary database is gone
