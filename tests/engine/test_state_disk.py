@@ -17,6 +17,7 @@ from packetflow import Context, Intent, Topology
 from packetflow.core.effects import Delivery
 from packetflow.core.reactor import StateSpec
 from packetflow.engine.runtime.state_disk import DiskStateStore
+from packetflow.engine.transport import TopicPartition, TopicSpec, open_transport
 from packetflow.engine.transport.base import Acked
 
 
@@ -71,6 +72,39 @@ async def test_a_worker_taking_its_partitions_again_replays_only_the_changelog_t
     log = tmp_path / "worker.log"
     log.write_text("\n".join(r.getMessage() for r in caplog.records))
     assert restores_in(log)[0] == 1
+
+
+async def test_a_restore_reads_from_its_start_and_from_the_beginning_when_it_is_outside(
+    broker: str,
+) -> None:
+    """The transport half of the tail replay: ``starts`` within a partition are honoured;
+    one past its end (a topic made again) reads all of it, after ``on_reset``."""
+    topic = unique("changelog")
+    tp = TopicPartition(topic, 0)
+    transport = open_transport(broker)
+    await transport.start()
+    try:
+        await transport.ensure_topics([TopicSpec(topic, 1, compacted=True)])
+        producer = transport.producer()
+        await producer.start()
+        for i in range(3):
+            await producer.send(topic, b"%d" % i, b"k%d" % i, (), 0)
+        await producer.flush()
+        await producer.stop()
+        read: list[int] = []
+        reset: list[TopicPartition] = []
+
+        async def restore(start: int) -> int:
+            read.clear()
+            return await transport.read_partitions(
+                [tp], lambda r: read.append(r.offset), starts={tp: start}, on_reset=reset.append
+            )
+
+        assert (await restore(2), read, reset) == (1, [2], [])
+        assert (await restore(3), read, reset) == (0, [], [])  # at the end: nothing to replay
+        assert (await restore(10), read, reset) == (3, [0, 1, 2], [tp])
+    finally:
+        await transport.stop()
 
 
 async def test_local_state_from_another_changelog_is_restored_in_full(

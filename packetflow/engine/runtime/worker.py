@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -609,13 +610,12 @@ class Worker(Lifecycle, RebalanceListener):
                 start = store.open_partition(p)
                 if start is not None:
                     starts[TopicPartition(store.changelog_topic, p)] = start
-            if starts and self._consumer is not None:
-                await self._check_starts(store, starts, self._consumer)
             began = time.monotonic()
             restored = await self.transport.read_partitions(
                 [TopicPartition(store.changelog_topic, p) for p in sorted(mine)],
                 store.restore,
                 starts=starts,
+                on_reset=functools.partial(_forget_local, store, starts),
             )
             for p in mine:
                 store.restored(p)
@@ -630,22 +630,6 @@ class Worker(Lifecycle, RebalanceListener):
                     f" (on disk; {len(starts)} partition(s) from their tail)" if starts else "",
                 )
         await processor.agents_assigned(partitions)
-
-    async def _check_starts(
-        self, store: StateStore, starts: dict[TopicPartition, int], consumer: Consumer
-    ) -> None:
-        """A local store's changelog offset outside its changelog (the topic was deleted and
-        made again, or cut) means its values came from elsewhere: restore those in full."""
-        bounds = await consumer.bounds(starts)
-        for tp, start in list(starts.items()):
-            first, end = bounds[tp]
-            if not first <= start <= end:
-                log.warning(
-                    "%s[%d]: the local state reflects offset %d, outside the changelog "
-                    "(%d..%d); restoring it in full", tp.topic, tp.partition, start, first, end
-                )
-                store.forget_local(tp.partition)
-                del starts[tp]
 
     # -- inspection (see WorkerView) -------------------------------------------------------
 
@@ -719,6 +703,18 @@ class Worker(Lifecycle, RebalanceListener):
             and all(b.idle for b in processor.buffered.values())
             and not self.committer.safe(self._assigned, processor.buffered.values())
         )
+
+
+def _forget_local(
+    store: StateStore, starts: dict[TopicPartition, int], tp: TopicPartition
+) -> None:
+    """A local store's changelog offset outside its changelog (the topic was deleted and
+    made again, or cut) means its values came from elsewhere: it is restored in full."""
+    log.warning(
+        "%s[%d]: the local state reflects offset %d, outside the changelog; restoring it in "
+        "full", tp.topic, tp.partition, starts[tp],
+    )
+    store.forget_local(tp.partition)
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

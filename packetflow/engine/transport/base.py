@@ -307,9 +307,12 @@ class Transport(abc.ABC):
         on_record: Callable[[Record], None],
         *,
         starts: Mapping[TopicPartition, int] | None = None,
+        on_reset: Callable[[TopicPartition], None] | None = None,
     ) -> int:
-        """Read each partition from ``starts[tp]`` (else its beginning; never before it) to
-        its current end, committed records only; returns records read."""
+        """Read each partition from ``starts[tp]`` (else its beginning) to its current end,
+        committed records only; returns records read. A start outside the partition's
+        offsets (the topic was deleted and made again, or cut) reads it from its beginning
+        instead, after ``on_reset(tp)``."""
 
     def follow(
         self, topic: str, partitions: int, *, only: int | None = None, start: StartAt = BEGINNING

@@ -885,6 +885,7 @@ class KafkaTransport(Transport):
         on_record: Callable[[Record], None],
         *,
         starts: Mapping[TopicPartition, int] | None = None,
+        on_reset: Callable[[TopicPartition], None] | None = None,
     ) -> int:
         tps = [AioTP(tp.topic, tp.partition) for tp in partitions]
         first = {AioTP(tp.topic, tp.partition): offset for tp, offset in (starts or {}).items()}
@@ -902,14 +903,20 @@ class KafkaTransport(Transport):
             await consumer.start()
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
+            beginnings = await consumer.beginning_offsets(list(first)) if first else {}
+            for tp, offset in list(first.items()):
+                if not beginnings[tp] <= offset <= ends[tp]:
+                    del first[tp]
+                    if on_reset is not None:
+                        on_reset(_tp(tp))
             remaining = {tp for tp in tps if ends[tp] > first.get(tp, 0)}
             await consumer.seek_to_beginning(*tps)
-            beginnings = await consumer.beginning_offsets(list(first)) if first else {}
             for tp, offset in first.items():
-                if offset > beginnings[tp]:
-                    consumer.seek(tp, offset)
+                consumer.seek(tp, offset)
             while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
+                # short polls: an exactly-once changelog's tail may be a commit marker alone,
+                # which no poll returns as a record
+                batch = await consumer.getmany(*remaining, timeout_ms=100, max_records=10_000)
                 for tp, msgs in batch.items():
                     for m in msgs:
                         if m.offset < ends[tp]:

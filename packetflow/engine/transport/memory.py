@@ -564,10 +564,16 @@ class MemoryTransport(Transport):
         on_record: Callable[[Record], None],
         *,
         starts: Mapping[TopicPartition, int] | None = None,
+        on_reset: Callable[[TopicPartition], None] | None = None,
     ) -> int:
         count = 0
         for tp in partitions:  # read committed, like the kafka transport's restores
-            records, _ = self.broker.read(tp, (starts or {}).get(tp, 0))
+            start = (starts or {}).get(tp, 0)
+            if start > len(self.broker.partitions(tp.topic)[tp.partition]):
+                start = 0
+                if on_reset is not None:
+                    on_reset(tp)
+            records, _ = self.broker.read(tp, start)
             for record in records:
                 on_record(record)
             count += len(records)
