@@ -200,3 +200,56 @@ def test_a_database_held_by_another_worker_restores_into_a_temporary_one(
     holder.close()
     leftovers = [p.name for p in (tmp_path / "t.r.changelog").iterdir()]
     assert leftovers == ["0"]  # the temporary database is gone
+
+
+async def test_changes_of_a_batch_that_failed_never_reach_the_disk(tmp_path: Path) -> None:
+    """A batch whose flush failed is never persisted; what the next batch persists is only
+    its own, even when the rewind in between could not reach the broker."""
+    store = _store(tmp_path)
+    store.open_partition(0)
+    store.put_encoded(0, b"lost", 1, b"1")
+    _send(store, 0)  # never acknowledged
+    store.put_encoded(0, b"kept", 2, b"2")
+    _send(store, 0)
+    await store.persist()
+    store.close_partition(0)
+    assert store.open_partition(0) == 1
+    assert store.peek(0, b"lost") is None
+    assert store.get(0, b"kept") == 2
+    store.close()
+
+
+async def test_changes_made_while_a_batch_commits_stay_cached_until_sent(tmp_path: Path) -> None:
+    """A buffered reactor keeps running while the batch commits: its changes are neither
+    evicted nor persisted with that batch, and go with the next."""
+    store = _store(tmp_path, cache_size=0)  # evict all it can
+    store.open_partition(0)
+    store.put_encoded(0, b"a", 1, b"1")
+    store.put_encoded(0, b"b", 2, b"2")
+    _send(store, 0)
+    store.put_encoded(0, b"c", 3, b"3")  # after the batch was taken
+    await store.persist()
+    assert store.get(0, b"c") == 3
+    assert [key for _, key, _ in store.take_changes()] == [b"c"]
+    store.close()
+
+
+@pytest.mark.parametrize("fenced", [False, True])
+async def test_a_gap_in_the_changelog_means_a_full_restore_unless_fenced(
+    tmp_path: Path, fenced: bool
+) -> None:
+    """At-least-once, records of another writer between two of this store's batches (it
+    lost the partition for a while) cannot be placed: the next restore reads everything.
+    Exactly-once producers are fenced, and commit markers take offsets of their own."""
+    store = _store(tmp_path)
+    store.open_partition(0)
+    store.put_encoded(0, b"k", 1, b"1")
+    _send(store, 0)
+    await store.persist(fenced=fenced)
+    store.put_encoded(0, b"k", 2, b"2")
+    _send(store, 5)  # offsets 1..4 written by someone else
+    await store.persist(fenced=fenced)
+    store.close_partition(0)
+    assert store.open_partition(0) == (6 if fenced else None)
+    assert store.get(0, b"k") == 2
+    store.close()

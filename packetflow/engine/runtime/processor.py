@@ -576,9 +576,10 @@ class Processor:
     async def persist_state(self) -> None:
         """The changelog records sent are acknowledged (or committed): stores on disk keep
         them."""
+        fenced = self.topology.exactly_once  # no zombie writes between its transactions
         for store in self.all_stores.values():
             if store.durable:
-                await store.persist()
+                await store.persist(fenced=fenced)
 
     def close_stores(self) -> None:
         for store in self.all_stores.values():

@@ -177,7 +177,7 @@ class StateStore:
     def sent(self, partition: int, ack: Awaitable[Delivery]) -> None:
         """A changelog record of ``partition`` was sent (durable stores note its offset)."""
 
-    async def persist(self) -> None:
+    async def persist(self, *, fenced: bool = False) -> None:
         """The changes sent to the changelog are acknowledged (or committed): durable
         stores keep them."""
 

@@ -21,6 +21,7 @@ instead, and the warning says so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import uuid
@@ -84,9 +85,13 @@ class _Partition:
             self.temporary = True
             self.db = Rdict(str(path), options, column_families=families)
         self.path = path
-        self.meta = self.db.get_column_family_handle(_META)
-        stored = self.db.get_column_family(_META).get(_OFFSET)
-        self.offset: int | None = None if stored is None else int(stored)
+        try:
+            self.meta = self.db.get_column_family_handle(_META)
+            stored = self.db.get_column_family(_META).get(_OFFSET)
+            self.offset: int | None = None if stored is None else int(stored)
+        except BaseException:
+            self.close()
+            raise
         self._restoring: Any = None  # the WriteBatch a restore fills, written every RESTORE_BATCH
         self._restored = 0
         self._last = -1
@@ -124,9 +129,11 @@ class _Partition:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        if offset is not None:
+        if offset is None:  # what the database holds can no longer be placed in the changelog
+            batch.delete(_OFFSET, self.meta)
+        else:
             batch.put(_OFFSET, str(offset).encode(), self.meta)
-            self.offset = offset
+        self.offset = offset
         self.db.write(batch)
 
     def wipe(self) -> None:
@@ -173,7 +180,8 @@ class DiskStateStore(StateStore):
         self._cached = 0
         # taken for the changelog, not yet in the database: per partition, key -> record
         self._sent: dict[int, dict[bytes, bytes | None]] = {}
-        self._acks: dict[int, Awaitable[Delivery]] = {}  # the last changelog send per partition
+        # the first and last changelog send of the batch, per partition
+        self._acks: dict[int, list[Awaitable[Delivery]]] = {}
 
     # -- reads and writes (values: self._partitions is the cache) ---------------------------
 
@@ -199,6 +207,8 @@ class DiskStateStore(StateStore):
                 "from its initial state", self.changelog_topic, partition, key,
                 type(exc).__name__,
             )
+            values[key] = _GONE  # said once
+            self._cached += 1
             return _GONE
         values[key] = value
         self._cached += 1
@@ -257,10 +267,18 @@ class DiskStateStore(StateStore):
                 yield key, value
 
     def find(self, key: bytes | None) -> Any | None:
-        for partition in list(self._dbs):
-            value = self.peek(partition, key)
-            if value is not None:
-                return value
+        """For inspection: read without caching (queries must not grow the cache)."""
+        key = b"" if key is None else key
+        for partition, db in list(self._dbs.items()):
+            cached = self._partitions.get(partition, {}).get(key, _ABSENT)
+            if cached is _GONE:
+                continue
+            if cached is not _ABSENT:
+                return cached
+            raw = db.db.get(key)
+            if raw is not None:
+                with contextlib.suppress(Exception):  # logged when read by key
+                    return self.spec.decode(raw)
         return None
 
     @property
@@ -279,41 +297,74 @@ class DiskStateStore(StateStore):
     # -- the changelog and the database ------------------------------------------------------
 
     def take_changes(self) -> list[tuple[int, bytes, bytes | None]]:
+        # what an earlier batch sent and never persisted failed with it: never written
+        self._sent.clear()
+        self._acks.clear()
+        dirty = {p: list(changes) for p, changes in self._dirty.items()}
         out = super().take_changes()
         for partition, key, value in out:
             self._sent.setdefault(partition, {})[key] = value
+        for partition, keys in dirty.items():  # values that did not encode: not kept either
+            sent, values = self._sent.get(partition, {}), self._partitions.get(partition, {})
+            for key in keys:
+                if key not in sent and values.pop(key, _ABSENT) is not _ABSENT:
+                    self._cached -= 1
         return out
 
     def sent(self, partition: int, ack: Awaitable[Delivery]) -> None:
-        """The changelog record of ``partition`` just sent (the last one gives the offset)."""
-        self._acks[partition] = ack
+        """A changelog record of ``partition`` was sent (the first and last give offsets)."""
+        acks = self._acks.get(partition)
+        if acks is None:
+            self._acks[partition] = [ack, ack]
+        else:
+            acks[1] = ack
 
-    async def persist(self) -> None:
+    async def persist(self, *, fenced: bool = False) -> None:
         """Write the changes the broker has acknowledged (or committed) to the databases,
-        each partition's with the changelog offset after them; then trim the cache."""
+        each partition's with the changelog offset after them; then trim the cache.
+
+        Unless the producer is ``fenced`` (exactly-once), a batch whose first record does not
+        follow the database's offset means another writer came in between (this worker lost
+        the partition for a while): the changes are kept, the offset dropped, so the next
+        restore reads the whole changelog."""
         for partition, changes in self._sent.items():
             db = self._dbs.get(partition)
-            ack = self._acks.get(partition)
-            if db is None or ack is None:
+            acks = self._acks.get(partition)
+            if db is None or acks is None:
                 continue
-            delivery = await ack
-            db.write(changes, delivery.offset + 1)
+            first, last = await acks[0], await acks[1]
+            if not fenced and db.offset is not None and first.offset != db.offset:
+                log.warning(
+                    "%s[%d]: another writer wrote offsets %d..%d; this partition will be "
+                    "restored in full when taken again",
+                    self.changelog_topic, partition, db.offset, first.offset - 1,
+                )
+                db.write(changes, None)
+            else:
+                db.write(changes, last.offset + 1)
         self._sent.clear()
         self._acks.clear()
         self._trim()
 
     def _trim(self) -> None:
-        """Evict the oldest cached values past ``cache_size`` (they are all in the
-        databases now)."""
+        """Evict the oldest cached values past ``cache_size``, but those changed since the
+        batch was taken (a buffered reactor runs while the batch commits): what is left
+        is in the databases."""
         excess = self._cached - self.cache_size
         if excess <= 0:
             return
-        for values in self._partitions.values():
-            share = min(len(values), excess)
-            for key in list(_first(values, share)):
+        for partition, values in self._partitions.items():
+            dirty = self._dirty.get(partition, {})
+            doomed: list[bytes] = []
+            for key in values:
+                if len(doomed) >= excess:
+                    break
+                if key not in dirty:
+                    doomed.append(key)
+            for key in doomed:
                 del values[key]
-            excess -= share
-            self._cached -= share
+            excess -= len(doomed)
+            self._cached -= len(doomed)
             if excess <= 0:
                 break
 
@@ -357,13 +408,6 @@ class DiskStateStore(StateStore):
     def close(self) -> None:
         for partition in list(self._dbs):
             self.close_partition(partition)
-
-
-def _first(values: dict[bytes, Any], n: int) -> Iterator[bytes]:
-    for i, key in enumerate(values):
-        if i >= n:
-            return
-        yield key
 
 
 __all__ = ["DEFAULT_CACHE", "DiskStateStore", "StateError"]

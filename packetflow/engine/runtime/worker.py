@@ -712,7 +712,7 @@ def _forget_local(
     made again, or cut) means its values came from elsewhere: it is restored in full."""
     log.warning(
         "%s[%d]: the local state reflects offset %d, outside the changelog; restoring it in "
-        "full", tp.topic, tp.partition, starts[tp],
+        "full", tp.topic, tp.partition, starts.pop(tp),
     )
     store.forget_local(tp.partition)
 
