@@ -1,6 +1,7 @@
 """The public API, pinned (like httpx's tests/test_exported_members.py): what users import
-from ``packetflow`` and ``packetflow.streams``. A name added or removed here is a decision,
-made in this file and the README together; everything else is internal."""
+from ``packetflow``, ``packetflow.streams`` and ``packetflow.actors``. A name added or
+removed here is a decision, made in this file and the README together; everything else is
+internal."""
 
 from __future__ import annotations
 import __future__
@@ -10,6 +11,7 @@ import types
 import pytest
 
 import packetflow
+import packetflow.actors
 import packetflow.streams
 
 PUBLIC = {
@@ -27,6 +29,9 @@ PUBLIC = {
         "Aggregate", "Backpressure", "Count", "Hopping", "Session", "Sliding", "Table",
         "TableError", "Tumbling", "Window", "WindowResult", "agg", "block", "buffer",
         "drop_newest", "drop_oldest", "sample", "table", "throttle", "window",
+    ],
+    packetflow.actors: [
+        "FAILED", "GAVE_UP", "STOPPED", "Supervision", "actor", "restart", "resume", "stop",
     ],
 }  # fmt: skip
 

@@ -1,0 +1,38 @@
+"""The actor substrate: virtual actors addressed by (type, id) on the topology's partitions.
+
+::
+
+    from packetflow.actors import actor, restart
+
+    @actor(topology, CartMessage, state=Cart, topic="carts", supervision=restart(max_restarts=3))
+    def cart(message: CartMessage, ctx: Context, cart: Cart) -> tuple[Cart, Effects]:
+        match message:
+            case AddItem(sku=sku):
+                return cart.add(sku), None
+            case ShowCart():
+                return cart, reply(CartContents(items=cart.items))
+
+An actor's mailbox is its key's partition, its state a changelog-backed store, and it takes
+one message at a time; a tell is a send, an ask from outside ``Client.ask``. Built so far:
+declaration, tell, ask from outside, supervision (restart with backoff and a durable stash,
+resume, stop). ``declare.py`` is what users call; ``agent.py`` the agent on the engine's
+contract (``packetflow.engine.agent``); ``supervision.py`` the policies (pure). May import:
+``packetflow.core`` and ``packetflow.engine`` (its contract, topology and transport records).
+"""
+
+from __future__ import annotations
+
+from packetflow.actors.agent import FAILED, GAVE_UP, STOPPED
+from packetflow.actors.declare import actor
+from packetflow.actors.supervision import Supervision, restart, resume, stop
+
+__all__ = [
+    "FAILED",
+    "GAVE_UP",
+    "STOPPED",
+    "Supervision",
+    "actor",
+    "restart",
+    "resume",
+    "stop",
+]

@@ -1,0 +1,271 @@
+"""Actors as an agent on the engine's contract: one turn per message, supervision, a stash.
+
+An actor of a type is addressed by its id, the record key of its messages on the type's
+topic, so it lives on whichever worker owns that key's partition and takes its messages one
+at a time, in order (the partition is its mailbox). Its state is the main store's value
+for its id; the handler gets ``(message, ctx, state)`` and returns ``(new_state, effects)``
+like a stateful reactor (``None`` as the new state ends the actor: its state is deleted).
+
+A failed turn leaves the state as it was. Under ``restart`` the message goes first into the
+actor's stash (the ``supervision`` store, with its restart times) and a durable timer is set
+for the end of the backoff; the actor's later messages join the stash meanwhile, so the
+partition's offsets keep moving and its other actors keep flowing. When the timer fires the
+stash is replayed in order; a message that fails past ``max_restarts`` within the window is
+set aside (``actor-gave-up``) and the next one goes on. Everything here is store changes,
+timers and sends of the worker's batch: exactly-once topologies commit them together.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from packetflow.actors.supervision import Supervision
+from packetflow.core.context import Context
+from packetflow.core.intent import Intent
+from packetflow.core.reactor import StateSpec
+from packetflow.engine.agent import (
+    AgentRuntime,
+    AgentServices,
+    AgentSpec,
+    KeyedStore,
+    Origin,
+    StoreDecl,
+    Timer,
+)
+from packetflow.engine.transport import Record
+
+log = logging.getLogger("packetflow.actors")
+
+# per actor id: {"restarts": [ms, ...], "stash": [entry, ...] | absent, "stopped": reason}
+SUPERVISION = StoreDecl(
+    "supervision",
+    StateSpec(initial=dict, encode=orjson.dumps, decode=orjson.loads, type_name="supervision"),
+)
+RESTART_TIMER = "restart"
+
+# reasons a message is set aside with (pf-reason)
+FAILED = "actor-failed"  # resume / stop: the handler raised
+GAVE_UP = "actor-gave-up"  # restart: past max_restarts within the window
+STOPPED = "actor-stopped"  # the actor was stopped by an earlier failure
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActorSpec(AgentSpec):
+    """A declared actor type (see :func:`packetflow.actors.actor`)."""
+
+    kind: ClassVar[str] = "actor"
+    timers: ClassVar[bool] = True  # restart backoffs, in the engine's durable timers
+    fn: Callable[..., Any]
+    supervision: Supervision = field(default_factory=Supervision)
+
+    def describe(self) -> dict[str, Any]:
+        s = self.supervision
+        policy: str = s.strategy
+        if s.strategy == "restart":
+            policy += f" (max {s.max_restarts} in {s.within:g}s, backoff {s.backoff[0]:g}-"
+            policy += f"{s.backoff[1]:g}s)"
+        return {"supervision": policy}
+
+    def runtime(self, services: AgentServices) -> ActorRuntime:
+        return ActorRuntime(self, services)
+
+
+class ActorRuntime(AgentRuntime):
+    """One worker's actors of one type."""
+
+    def __init__(self, spec: ActorSpec, services: AgentServices) -> None:
+        self.spec = spec
+        self.services = services
+        self.store: KeyedStore = services.store
+        self.supervised: KeyedStore = services.stores["supervision"]
+        self.is_async = inspect.iscoroutinefunction(spec.fn)
+        self.types = {t.intent_type: t for t in spec.intent_types}
+        labels = {"actor": spec.name}
+        metrics = services.metrics
+        self._decisions = {
+            decision: metrics.counter(
+                "packetflow_actor_supervision_total",
+                "supervision decisions on failed actor messages",
+                f"supervision_{decision}",
+                decision=decision,
+                **labels,
+            )
+            for decision in ("restart", "resume", "stop", "gave-up")
+        }
+
+    # -- messages ----------------------------------------------------------------------
+
+    async def handle(self, record: Record, intent: Intent, context: Context) -> None:
+        p, key = record.partition, record.key or b""
+        status = self.supervised.peek(p, key)
+        if status:
+            if status.get("stopped"):
+                await self.services.dead_letter(
+                    record, STOPPED, f"actor {self.spec.name}/{_id(key)} is stopped"
+                )
+                return
+            if "stash" in status:  # backing off: the message waits its turn
+                status["stash"].append(_entry(record, intent, context))
+                self.supervised.put(p, key, status)
+                return
+        await self._turn(p, key, record, intent, context)
+
+    async def _turn(
+        self, p: int, key: bytes, record: Record, intent: Intent, context: Context
+    ) -> bool:
+        """Run one message; False when it failed (and supervision took over)."""
+        try:
+            result = self.spec.fn(intent, context, self.store.get(p, key))
+            if self.is_async:
+                result = await result
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError(
+                    f"actor {self.spec.name} must return (new_state, effects), "
+                    f"got {type(result).__name__}"
+                )
+            new_state, effects = result
+            self._check_state(new_state)
+            await self.services.effects.run_effects(
+                effects, Origin(self.spec.name, context, record.key)
+            )
+        except Exception as exc:  # the message's failure: the policy decides
+            await self._failed(p, key, record, intent, context, exc)
+            return False
+        if new_state is None:
+            self.store.delete(p, key)
+        else:
+            self.store.put(p, key, new_state)
+        return True
+
+    def _check_state(self, state: Any) -> None:
+        state_spec = self.spec.state
+        kind = state_spec.initial() if state_spec is not None else None
+        if state is not None and kind is not None and not isinstance(state, type(kind)):
+            raise TypeError(
+                f"actor {self.spec.name} returned a {type(state).__name__} as its state, "
+                f"not a {type(kind).__name__}"
+            )
+
+    # -- supervision -------------------------------------------------------------------
+
+    async def _failed(
+        self,
+        p: int,
+        key: bytes,
+        record: Record,
+        intent: Intent,
+        context: Context,
+        exc: Exception,
+    ) -> None:
+        policy = self.spec.supervision
+        what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        who = f"{self.spec.name}/{_id(key)}"
+        if policy.strategy == "resume":
+            self._decisions["resume"].inc()
+            log.warning("actor %s failed (%s): message set aside, actor resumes", who, what)
+            await self.services.dead_letter(record, FAILED, what)
+            return
+        if policy.strategy == "stop":
+            self._decisions["stop"].inc()
+            log.error("actor %s failed (%s): stopped", who, what)
+            self.supervised.put(p, key, {"stopped": what})
+            await self.services.dead_letter(record, FAILED, what)
+            return
+        now = int(self.services.clock.time() * 1000)
+        status = self.supervised.peek(p, key) or {}
+        window = int(policy.within * 1000)
+        restarts = [t for t in status.get("restarts", []) if now - t < window] + [now]
+        if len(restarts) > policy.max_restarts:
+            self._decisions["gave-up"].inc()
+            log.error(
+                "actor %s failed %d times in %gs (%s): message set aside",
+                who, len(restarts), policy.within, what,
+            )
+            await self.services.dead_letter(
+                record, GAVE_UP, f"failed {len(restarts)} times in {policy.within:g}s: {what}"
+            )
+            status.pop("restarts", None)
+            self._save(p, key, status)
+            return
+        self._decisions["restart"].inc()
+        delay = policy.delay(len(restarts), key)
+        log.warning("actor %s failed (%s): restarting in %.2fs", who, what, delay)
+        stash = [_entry(record, intent, context), *status.get("stash", [])]
+        self.supervised.put(p, key, {"restarts": restarts, "stash": stash})
+        self.services.timers.set(p, key, RESTART_TIMER, now + int(delay * 1000), clock=True)
+
+    def _save(self, p: int, key: bytes, status: dict[str, Any]) -> None:
+        if status:
+            self.supervised.put(p, key, status)
+        else:
+            self.supervised.delete(p, key)
+
+    async def on_timer(self, timer: Timer) -> None:
+        """A restart's backoff is over: replay the actor's stash in order."""
+        if timer.name != RESTART_TIMER:
+            return
+        p, key = timer.partition, timer.key
+        status = self.supervised.peek(p, key) or {}
+        stash = status.pop("stash", [])
+        self._save(p, key, status)
+        for i, entry in enumerate(stash):
+            record, intent, context = self._unstash(entry)
+            if not await self._turn(p, key, record, intent, context):
+                after = self.supervised.peek(p, key) or {}
+                if "stash" in after:  # backing off again: the rest waits behind it
+                    after["stash"].extend(stash[i + 1 :])
+                    self.supervised.put(p, key, after)
+                    return
+
+    def _unstash(self, entry: dict[str, Any]) -> tuple[Record, Intent, Context]:
+        record = Record(
+            topic=entry["topic"],
+            partition=entry["partition"],
+            offset=entry["offset"],
+            key=_unb64(entry["key"]),
+            value=_unb64(entry["value"]),
+            headers=[(k, base64.b64decode(v)) for k, v in entry["headers"]],
+            timestamp=entry["timestamp"],
+        )
+        intent = self.types[entry["type"]].model_validate_json(entry["intent"])
+        context = Context.model_validate_json(entry["context"])
+        return record, intent, context
+
+    def state(self, key: bytes | None) -> Any:
+        return self.store.find(key)
+
+
+def _entry(record: Record, intent: Intent, context: Context) -> dict[str, Any]:
+    """A stashed message: the record as it came (to set it aside byte for byte) and the
+    intent and authorised context it was decoded into (to run it again)."""
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": _b64(record.key),
+        "value": _b64(record.value),
+        "headers": [(k, base64.b64encode(v).decode()) for k, v in record.headers],
+        "timestamp": record.timestamp,
+        "type": type(intent).intent_type,
+        "intent": intent.model_dump_json(),
+        "context": context.model_dump_json(),
+    }
+
+
+def _b64(raw: bytes | None) -> str | None:
+    return None if raw is None else base64.b64encode(raw).decode()
+
+
+def _unb64(text: str | None) -> bytes | None:
+    return None if text is None else base64.b64decode(text)
+
+
+def _id(key: bytes) -> str:
+    return key.decode(errors="replace")
