@@ -31,7 +31,8 @@ PUBLIC = {
         "drop_newest", "drop_oldest", "sample", "table", "throttle", "window",
     ],
     packetflow.actors: [
-        "FAILED", "GAVE_UP", "STOPPED", "Supervision", "actor", "restart", "resume", "stop",
+        "Ask", "AskTimedOut", "FAILED", "GAVE_UP", "STOPPED", "Supervision", "actor", "ask",
+        "restart", "resume", "stop",
     ],
 }  # fmt: skip
 

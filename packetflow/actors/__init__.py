@@ -13,16 +13,19 @@
                 return cart, reply(CartContents(items=cart.items))
 
 An actor's mailbox is its key's partition, its state a changelog-backed store, and it takes
-one message at a time; a tell is a send, an ask from outside ``Client.ask``. Built so far:
-declaration, tell, ask from outside, supervision (restart with backoff and a durable stash,
-resume, stop). ``declare.py`` is what users call; ``agent.py`` the agent on the engine's
-contract (``packetflow.engine.agent``); ``supervision.py`` the policies (pure). May import:
+one message at a time; a tell is a send, an ask from outside ``Client.ask``, an ask from
+inside an actor the :func:`ask` effect (its answer, or :class:`AskTimedOut`, comes back as a
+message). Built so far: declaration, tell, both asks, supervision (restart with backoff and
+a durable stash, resume, stop). ``declare.py`` is what users call; ``agent.py`` the agent on
+the engine's contract (``packetflow.engine.agent``); ``asks.py`` and ``supervision.py``
+declarations (pure). May import:
 ``packetflow.core`` and ``packetflow.engine`` (its contract, topology and transport records).
 """
 
 from __future__ import annotations
 
 from packetflow.actors.agent import FAILED, GAVE_UP, STOPPED
+from packetflow.actors.asks import Ask, AskTimedOut, ask
 from packetflow.actors.declare import actor
 from packetflow.actors.supervision import Supervision, restart, resume, stop
 
@@ -30,8 +33,11 @@ __all__ = [
     "FAILED",
     "GAVE_UP",
     "STOPPED",
+    "Ask",
+    "AskTimedOut",
     "Supervision",
     "actor",
+    "ask",
     "restart",
     "resume",
     "stop",

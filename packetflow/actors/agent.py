@@ -26,8 +26,10 @@ from typing import Any, ClassVar
 
 import orjson
 
+from packetflow.actors.asks import Ask, AskTimedOut
 from packetflow.actors.supervision import Supervision
 from packetflow.core.context import Context
+from packetflow.core.effects import Emit
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import StateSpec
 from packetflow.engine.agent import (
@@ -48,7 +50,14 @@ SUPERVISION = StoreDecl(
     "supervision",
     StateSpec(initial=dict, encode=orjson.dumps, decode=orjson.loads, type_name="supervision"),
 )
+# per actor id: {ask id: {"request": type, "timeout": s, "context": JSON of the asking
+# message's context}}
+ASKS = StoreDecl(
+    "asks", StateSpec(initial=dict, encode=orjson.dumps, decode=orjson.loads, type_name="asks")
+)
 RESTART_TIMER = "restart"
+EXPIRED_KEPT = 100  # per actor: asks that timed out whose late answers are still recognised
+ASK_TIMER = "ask:"  # + the ask's id
 
 # reasons a message is set aside with (pf-reason)
 FAILED = "actor-failed"  # resume / stop: the handler raised
@@ -61,9 +70,10 @@ class ActorSpec(AgentSpec):
     """A declared actor type (see :func:`packetflow.actors.actor`)."""
 
     kind: ClassVar[str] = "actor"
-    timers: ClassVar[bool] = True  # restart backoffs, in the engine's durable timers
+    timers: ClassVar[bool] = True  # restart backoffs and ask timeouts: durable timers
     fn: Callable[..., Any]
     supervision: Supervision = field(default_factory=Supervision)
+    takes_replies: bool = True  # answers to its asks come to its topic
 
     def describe(self) -> dict[str, Any]:
         s = self.supervision
@@ -85,6 +95,8 @@ class ActorRuntime(AgentRuntime):
         self.services = services
         self.store: KeyedStore = services.store
         self.supervised: KeyedStore = services.stores["supervision"]
+        self.asks: KeyedStore = services.stores["asks"]
+        self.own_topic = services.source_topic  # physical: what its asks name as reply_to
         self.is_async = inspect.iscoroutinefunction(spec.fn)
         self.types = {t.intent_type: t for t in spec.intent_types}
         labels = {"actor": spec.name}
@@ -99,11 +111,48 @@ class ActorRuntime(AgentRuntime):
             )
             for decision in ("restart", "resume", "stop", "gave-up")
         }
+        self._unanswered = metrics.counter(
+            "packetflow_actor_replies_dropped_total",
+            "answers no ask of the actor was waiting for (late, after its timeout, or forged)",
+            "replies_dropped",
+            **labels,
+        )
 
     # -- messages ----------------------------------------------------------------------
 
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
         p, key = record.partition, record.key or b""
+        if (
+            context.reply_to == self.own_topic
+            and context.requester == _id(key)
+            and context.causation_id is not None
+        ):  # perhaps an answer to one of its asks (else a message caused by one of them)
+            pending = self.asks.peek(p, key) or {}
+            entry = pending.pop(context.causation_id, None)
+            if entry is not None:
+                self._save_asks(p, key, pending)
+                if entry.get("expired"):
+                    self._unanswered.inc()
+                    log.info(
+                        "actor %s/%s: dropped a %s that came after its ask timed out",
+                        self.spec.name, _id(key), type(intent).intent_type,
+                    )
+                    return
+                self.services.timers.cancel(p, key, ASK_TIMER + context.causation_id)
+                # handled in the context of the message that asked
+                context = Context.model_validate_json(entry["context"])
+        await self._deliver(p, key, record, intent, context)
+
+    def _save_asks(self, p: int, key: bytes, pending: dict[str, Any]) -> None:
+        if pending:
+            self.asks.put(p, key, pending)
+        else:
+            self.asks.delete(p, key)
+
+    async def _deliver(
+        self, p: int, key: bytes, record: Record, intent: Intent, context: Context
+    ) -> None:
+        """One message for the actor: its turn now, or into its stash while it backs off."""
         status = self.supervised.peek(p, key)
         if status:
             if status.get("stopped"):
@@ -132,17 +181,57 @@ class ActorRuntime(AgentRuntime):
                 )
             new_state, effects = result
             self._check_state(new_state)
+            effects, asked = self._requests(effects, key, context)
             await self.services.effects.run_effects(
                 effects, Origin(self.spec.name, context, record.key)
             )
         except Exception as exc:  # the message's failure: the policy decides
             await self._failed(p, key, record, intent, context, exc)
             return False
+        if asked:
+            self._waiting(p, key, context, asked)
         if new_state is None:
             self.store.delete(p, key)
         else:
             self.store.put(p, key, new_state)
         return True
+
+    def _requests(
+        self, effects: Any, key: bytes, context: Context
+    ) -> tuple[Any, list[tuple[Ask, Context]]]:
+        """The turn's effects with each :class:`Ask` made an emit whose context makes its
+        answer come back to this actor, and those asks (recorded once the turn succeeded)."""
+        items = effects if isinstance(effects, list | tuple) else [effects]
+        if not any(isinstance(e, Ask) for e in items):
+            return effects, []
+        out: list[Any] = []
+        asked = []
+        for effect in items:
+            if isinstance(effect, Ask):
+                request = context.inherit(self.spec.name).model_copy(
+                    update={"reply_to": self.own_topic, "requester": _id(key)}
+                )
+                out.append(Emit(effect.intent, effect.topic, None, request))
+                asked.append((effect, request))
+            else:
+                out.append(effect)
+        return out, asked
+
+    def _waiting(
+        self, p: int, key: bytes, context: Context, asked: list[tuple[Ask, Context]]
+    ) -> None:
+        """Remember the turn's asks and set their timeouts."""
+        pending = self.asks.peek(p, key) or {}
+        now = int(self.services.clock.time() * 1000)
+        for effect, request in asked:
+            pending[request.intent_id] = {
+                "request": type(effect.intent).intent_type,
+                "timeout": effect.timeout,
+                "context": context.model_dump_json(),
+            }
+            due = now + int(effect.timeout * 1000)
+            self.services.timers.set(p, key, ASK_TIMER + request.intent_id, due, clock=True)
+        self.asks.put(p, key, pending)
 
     def _check_state(self, state: Any) -> None:
         state_spec = self.spec.state
@@ -208,7 +297,11 @@ class ActorRuntime(AgentRuntime):
             self.supervised.delete(p, key)
 
     async def on_timer(self, timer: Timer) -> None:
-        """A restart's backoff is over: replay the actor's stash in order."""
+        """A restart's backoff is over (replay the actor's stash in order), or an ask's
+        timeout (the actor gets an AskTimedOut)."""
+        if timer.name.startswith(ASK_TIMER):
+            await self._timed_out(timer)
+            return
         if timer.name != RESTART_TIMER:
             return
         p, key = timer.partition, timer.key
@@ -224,6 +317,36 @@ class ActorRuntime(AgentRuntime):
                     self.supervised.put(p, key, after)
                     return
 
+    async def _timed_out(self, timer: Timer) -> None:
+        p, key = timer.partition, timer.key
+        ask_id = timer.name.removeprefix(ASK_TIMER)
+        pending = self.asks.peek(p, key) or {}
+        entry = pending.get(ask_id)
+        if entry is None or entry.get("expired"):
+            return  # answered meanwhile
+        # an answer that still comes is dropped, not taken as a message: remembered a while
+        pending[ask_id] = {"expired": now_ms(self.services.clock)}
+        for old in sorted(
+            (i for i, e in pending.items() if e.get("expired")), key=lambda i: pending[i]["expired"]
+        )[:-EXPIRED_KEPT]:
+            del pending[old]
+        self._save_asks(p, key, pending)
+        expired = AskTimedOut(
+            actor=_id(key), ask_id=ask_id, request=entry["request"], timeout=entry["timeout"]
+        )
+        value = expired.model_dump_json().encode()
+        record = Record(  # made here, never on a topic: what is set aside if its turn fails
+            topic=self.own_topic,
+            partition=p,
+            offset=-1,
+            key=key,
+            value=value,
+            headers=[("pf-type", AskTimedOut.intent_type.encode())],
+            timestamp=timer.due,
+        )
+        context = Context.model_validate_json(entry["context"])
+        await self._deliver(p, key, record, expired, context)
+
     def _unstash(self, entry: dict[str, Any]) -> tuple[Record, Intent, Context]:
         record = Record(
             topic=entry["topic"],
@@ -234,7 +357,8 @@ class ActorRuntime(AgentRuntime):
             headers=[(k, base64.b64decode(v)) for k, v in entry["headers"]],
             timestamp=entry["timestamp"],
         )
-        intent = self.types[entry["type"]].model_validate_json(entry["intent"])
+        cls = AskTimedOut if entry["type"] == AskTimedOut.intent_type else self.types[entry["type"]]
+        intent = cls.model_validate_json(entry["intent"])
         context = Context.model_validate_json(entry["context"])
         return record, intent, context
 
@@ -257,6 +381,10 @@ def _entry(record: Record, intent: Intent, context: Context) -> dict[str, Any]:
         "intent": intent.model_dump_json(),
         "context": context.model_dump_json(),
     }
+
+
+def now_ms(clock: Any) -> int:
+    return int(clock.time() * 1000)
 
 
 def _b64(raw: bytes | None) -> str | None:

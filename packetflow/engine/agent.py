@@ -86,6 +86,9 @@ class AgentSpec(abc.ABC):
     emits: tuple[type[Intent], ...] = ()
     # takes intent types that require nothing and are not internal, from anyone
     public: bool = False
+    # its source topic may be a request's reply_to: replies to what it asked come to it
+    # (keyed by the requester it named), as ordinary records of its topic
+    takes_replies: bool = False
 
     @property
     def state(self) -> StateSpec[Any] | None:

@@ -427,8 +427,10 @@ class Topology:
         return out
 
     def reply_targets(self) -> set[str]:
-        """Physical topics a request's ``reply_to`` may name."""
-        return {self.physical(t) for t in (self.replies_topic, *self.reply_topics)}
+        """Physical topics a request's ``reply_to`` may name: the replies topic, the
+        declared ones, and the topics of agents that take replies (actors asking)."""
+        agents = [a.topic for a in self.agents.values() if a.takes_replies]
+        return {self.physical(t) for t in (self.replies_topic, *self.reply_topics, *agents)}
 
     def changelog_topic(self, reactor: str) -> str:
         return self.names.changelog(reactor)
