@@ -4,6 +4,8 @@ answer becomes AskTimedOut, and a cycle of asks completes instead of deadlocking
 
 from __future__ import annotations
 
+import asyncio
+
 from pydantic import BaseModel
 from support.running import new_topology, running, unique
 
@@ -145,3 +147,35 @@ async def test_a_cycle_of_asks_completes(broker: str) -> None:
         assert seen == ["a asks b", "b asks a", "a answers b", "b answers a"]
         await run.idle()
         assert (run.state("peer", "a"), run.state("peer", "b")) == (1, 1)
+
+
+async def test_an_answer_after_the_timeout_is_dropped_and_counted(broker: str) -> None:
+    topo = new_topology("late", allow_unsigned=True)
+
+    @actor(topo, Checkout | Reserved | AskTimedOut, state=Basket, topic=unique("carts"),
+           emits=[CheckedOut])  # fmt: skip
+    def cart(message: Checkout | Reserved | AskTimedOut, ctx: Context, basket: Basket):  # type: ignore[no-untyped-def]
+        match message:
+            case Checkout(sku=sku):
+                return basket, ask(Reserve(sku=sku), timeout=0.1)
+            case Reserved(sku=sku):
+                return Basket(done=[*basket.done, sku]), None
+            case AskTimedOut():
+                return basket, reply(CheckedOut(cart="?", outcome="timed out"))
+        raise AssertionError(message)
+
+    @actor(topo, Reserve, state=Stock, topic=unique("inventory"), emits=[Reserved])
+    async def inventory(message: Reserve, ctx: Context, stock: Stock):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.5)  # longer than the cart waits
+        return stock, reply(Reserved(sku=message.sku, left=stock.left))
+
+    async with running(topo, broker) as run:
+        answer = await run.client.ask(Checkout(cart="c1", sku="fig"), context=SHOP)
+        assert answer == CheckedOut(cart="?", outcome="timed out")
+        for _ in range(100):
+            await run.idle()
+            if run.worker.metrics.snapshot().get("replies_dropped", {}).get("cart"):
+                break
+            await asyncio.sleep(0.05)
+        assert run.worker.metrics.snapshot()["replies_dropped"]["cart"] == 1
+        assert run.state("cart", "c1") == Basket()  # the late Reserved never became a message
