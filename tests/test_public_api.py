@@ -31,8 +31,8 @@ PUBLIC = {
         "drop_newest", "drop_oldest", "sample", "table", "throttle", "window",
     ],
     packetflow.actors: [
-        "Ask", "AskTimedOut", "FAILED", "GAVE_UP", "STOPPED", "Supervision", "actor", "ask",
-        "restart", "resume", "stop",
+        "Ask", "AskTimedOut", "FAILED", "Forget", "GAVE_UP", "Remind", "Reminder", "STOPPED",
+        "Supervision", "actor", "ask", "forget", "remind", "restart", "resume", "stop",
     ],
 }  # fmt: skip
 

@@ -15,10 +15,11 @@
 An actor's mailbox is its key's partition, its state a changelog-backed store, and it takes
 one message at a time; a tell is a send, an ask from outside ``Client.ask``, an ask from
 inside an actor the :func:`ask` effect (its answer, or :class:`AskTimedOut`, comes back as a
-message). Built so far: declaration, tell, both asks, supervision (restart with backoff and
-a durable stash, resume, stop). ``declare.py`` is what users call; ``agent.py`` the agent on
-the engine's contract (``packetflow.engine.agent``); ``asks.py`` and ``supervision.py``
-declarations (pure). May import:
+message), reminders :func:`remind` (durable, with a misfire policy). Built so far:
+declaration, tell, both asks, reminders, supervision (restart with backoff and a durable
+stash, resume, stop). ``declare.py`` is what users call; ``agent.py`` the agent on
+the engine's contract (``packetflow.engine.agent``); ``asks.py``, ``reminders.py`` and
+``supervision.py`` declarations (pure). May import:
 ``packetflow.core`` and ``packetflow.engine`` (its contract, topology and transport records).
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 from packetflow.actors.agent import FAILED, GAVE_UP, STOPPED
 from packetflow.actors.asks import Ask, AskTimedOut, ask
 from packetflow.actors.declare import actor
+from packetflow.actors.reminders import Forget, Remind, Reminder, forget, remind
 from packetflow.actors.supervision import Supervision, restart, resume, stop
 
 __all__ = [
@@ -35,9 +37,14 @@ __all__ = [
     "STOPPED",
     "Ask",
     "AskTimedOut",
+    "Forget",
+    "Remind",
+    "Reminder",
     "Supervision",
     "actor",
     "ask",
+    "forget",
+    "remind",
     "restart",
     "resume",
     "stop",

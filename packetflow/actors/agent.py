@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import orjson
 
 from packetflow.actors.asks import Ask, AskTimedOut
+from packetflow.actors.reminders import Forget, Remind, Reminder, firings
 from packetflow.actors.supervision import Supervision
 from packetflow.core.context import Context
 from packetflow.core.effects import Emit
@@ -55,6 +56,12 @@ SUPERVISION = StoreDecl(
 ASKS = StoreDecl(
     "asks", StateSpec(initial=dict, encode=orjson.dumps, decode=orjson.loads, type_name="asks")
 )
+# per actor id: {name: {"due": ms, "every": ms | None, "misfire": ..., "context": JSON}}
+REMINDERS = StoreDecl(
+    "reminders",
+    StateSpec(initial=dict, encode=orjson.dumps, decode=orjson.loads, type_name="reminders"),
+)
+REMINDER_TIMER = "reminder:"  # + its name
 RESTART_TIMER = "restart"
 EXPIRED_KEPT = 100  # per actor: asks that timed out whose late answers are still recognised
 ASK_TIMER = "ask:"  # + the ask's id
@@ -96,6 +103,7 @@ class ActorRuntime(AgentRuntime):
         self.store: KeyedStore = services.store
         self.supervised: KeyedStore = services.stores["supervision"]
         self.asks: KeyedStore = services.stores["asks"]
+        self.reminders: KeyedStore = services.stores["reminders"]
         self.own_topic = services.source_topic  # physical: what its asks name as reply_to
         self.is_async = inspect.iscoroutinefunction(spec.fn)
         self.types = {t.intent_type: t for t in spec.intent_types}
@@ -181,7 +189,7 @@ class ActorRuntime(AgentRuntime):
                 )
             new_state, effects = result
             self._check_state(new_state)
-            effects, asked = self._requests(effects, key, context)
+            effects, asked, reminded = self._requests(effects, key, context)
             await self.services.effects.run_effects(
                 effects, Origin(self.spec.name, context, record.key)
             )
@@ -190,6 +198,8 @@ class ActorRuntime(AgentRuntime):
             return False
         if asked:
             self._waiting(p, key, context, asked)
+        if reminded:
+            self._remind(p, key, context, reminded)
         if new_state is None:
             self.store.delete(p, key)
         else:
@@ -198,14 +208,16 @@ class ActorRuntime(AgentRuntime):
 
     def _requests(
         self, effects: Any, key: bytes, context: Context
-    ) -> tuple[Any, list[tuple[Ask, Context]]]:
+    ) -> tuple[Any, list[tuple[Ask, Context]], list[Remind | Forget]]:
         """The turn's effects with each :class:`Ask` made an emit whose context makes its
-        answer come back to this actor, and those asks (recorded once the turn succeeded)."""
+        answer come back to this actor, those asks, and its reminder changes (the last two
+        recorded once the turn succeeded)."""
         items = effects if isinstance(effects, list | tuple) else [effects]
-        if not any(isinstance(e, Ask) for e in items):
-            return effects, []
+        if not any(isinstance(e, Ask | Remind | Forget) for e in items):
+            return effects, [], []
         out: list[Any] = []
         asked = []
+        reminded: list[Remind | Forget] = []
         for effect in items:
             if isinstance(effect, Ask):
                 request = context.inherit(self.spec.name).model_copy(
@@ -213,9 +225,36 @@ class ActorRuntime(AgentRuntime):
                 )
                 out.append(Emit(effect.intent, effect.topic, None, request))
                 asked.append((effect, request))
+            elif isinstance(effect, Remind | Forget):
+                reminded.append(effect)
             else:
                 out.append(effect)
-        return out, asked
+        return out, asked, reminded
+
+    def _remind(
+        self, p: int, key: bytes, context: Context, changes: list[Remind | Forget]
+    ) -> None:
+        """Set or cancel the turn's reminders (durable timers, and their settings)."""
+        table = self.reminders.peek(p, key) or {}
+        now = now_ms(self.services.clock)
+        for change in changes:
+            timer = REMINDER_TIMER + change.name
+            if isinstance(change, Forget):
+                table.pop(change.name, None)
+                self.services.timers.cancel(p, key, timer)
+                continue
+            due = now + int(change.after * 1000)
+            table[change.name] = {
+                "due": due,
+                "every": None if change.every is None else int(change.every * 1000),
+                "misfire": change.misfire,
+                "context": context.model_dump_json(),
+            }
+            self.services.timers.set(p, key, timer, due, clock=True)
+        if table:
+            self.reminders.put(p, key, table)
+        else:
+            self.reminders.delete(p, key)
 
     def _waiting(
         self, p: int, key: bytes, context: Context, asked: list[tuple[Ask, Context]]
@@ -302,6 +341,9 @@ class ActorRuntime(AgentRuntime):
         if timer.name.startswith(ASK_TIMER):
             await self._timed_out(timer)
             return
+        if timer.name.startswith(REMINDER_TIMER):
+            await self._reminded(timer)
+            return
         if timer.name != RESTART_TIMER:
             return
         p, key = timer.partition, timer.key
@@ -334,18 +376,49 @@ class ActorRuntime(AgentRuntime):
         expired = AskTimedOut(
             actor=_id(key), ask_id=ask_id, request=entry["request"], timeout=entry["timeout"]
         )
-        value = expired.model_dump_json().encode()
-        record = Record(  # made here, never on a topic: what is set aside if its turn fails
+        context = Context.model_validate_json(entry["context"])
+        await self._deliver(p, key, self._made(p, key, expired, timer.due), expired, context)
+
+    async def _reminded(self, timer: Timer) -> None:
+        """A reminder is due: fire it per its misfire policy, and set its next time."""
+        p, key = timer.partition, timer.key
+        name = timer.name.removeprefix(REMINDER_TIMER)
+        table = self.reminders.peek(p, key) or {}
+        entry = table.get(name)
+        if entry is None:
+            return  # forgotten meanwhile
+        now = now_ms(self.services.clock)
+        times, missed, nxt = firings(entry["due"], now, entry["every"], entry["misfire"])
+        if times:  # the firings skipped before count with the next one that happens
+            missed += entry.pop("skipped", 0)
+        else:
+            entry["skipped"] = entry.get("skipped", 0) + missed
+        if nxt:
+            entry["due"] = nxt
+            self.services.timers.set(p, key, timer.name, nxt, clock=True)
+        else:
+            del table[name]
+        if table:
+            self.reminders.put(p, key, table)
+        else:
+            self.reminders.delete(p, key)
+        context = Context.model_validate_json(entry["context"])
+        for at in times:
+            due = Reminder(actor=_id(key), name=name, scheduled=at, missed=missed)
+            await self._deliver(p, key, self._made(p, key, due, at), due, context)
+
+    def _made(self, p: int, key: bytes, intent: Intent, at: int) -> Record:
+        """A record for a message the engine makes for the actor itself (a timeout, a
+        reminder): never on a topic, it is what is set aside if its turn fails."""
+        return Record(
             topic=self.own_topic,
             partition=p,
             offset=-1,
             key=key,
-            value=value,
-            headers=[("pf-type", AskTimedOut.intent_type.encode())],
-            timestamp=timer.due,
+            value=intent.model_dump_json().encode(),
+            headers=[("pf-type", type(intent).intent_type.encode())],
+            timestamp=at,
         )
-        context = Context.model_validate_json(entry["context"])
-        await self._deliver(p, key, record, expired, context)
 
     def _unstash(self, entry: dict[str, Any]) -> tuple[Record, Intent, Context]:
         record = Record(
@@ -357,7 +430,7 @@ class ActorRuntime(AgentRuntime):
             headers=[(k, base64.b64decode(v)) for k, v in entry["headers"]],
             timestamp=entry["timestamp"],
         )
-        cls = AskTimedOut if entry["type"] == AskTimedOut.intent_type else self.types[entry["type"]]
+        cls = _ENGINE_TYPES.get(entry["type"]) or self.types[entry["type"]]
         intent = cls.model_validate_json(entry["intent"])
         context = Context.model_validate_json(entry["context"])
         return record, intent, context
@@ -381,6 +454,11 @@ def _entry(record: Record, intent: Intent, context: Context) -> dict[str, Any]:
         "intent": intent.model_dump_json(),
         "context": context.model_dump_json(),
     }
+
+
+_ENGINE_TYPES: dict[str, type[Intent]] = {
+    t.intent_type: t for t in (AskTimedOut, Reminder)
+}  # messages the engine makes for an actor, stashed like any other
 
 
 def now_ms(clock: Any) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from packetflow.actors.agent import ASKS, SUPERVISION, ActorSpec
+from packetflow.actors.agent import ASKS, REMINDERS, SUPERVISION, ActorSpec
 from packetflow.actors.supervision import Supervision
 from packetflow.core.intent import Intent, intent_types_of
 from packetflow.core.reactor import StateSpec
@@ -54,7 +54,7 @@ def actor(
                 fn=fn,
                 supervision=supervision or Supervision(),
                 emits=tuple(emits),
-                stores=(StoreDecl("", StateSpec.of(state)), SUPERVISION, ASKS),
+                stores=(StoreDecl("", StateSpec.of(state)), SUPERVISION, ASKS, REMINDERS),
                 description=doc[0] if doc else "",
                 public=public,
             )
