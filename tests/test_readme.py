@@ -1,4 +1,5 @@
-"""The README's code blocks, run as written: the 20-line topology and its TestDriver test."""
+"""The README's code blocks, run as written: the 20-line topology, the actors example, and
+their TestDriver tests."""
 
 from __future__ import annotations
 
@@ -11,21 +12,23 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCK = re.compile(r"<!-- readme-test: (\S+) -->\n```python\n(.*?)```", re.S)
 
 
-def test_readme_example_and_its_test_pass(tmp_path: Path) -> None:
+def test_readme_examples_and_their_tests_pass(tmp_path: Path) -> None:
     blocks = BLOCK.findall(README.read_text())
-    assert [name for name, _ in blocks] == ["shop.py", "test_shop.py"]
+    names = [name for name, _ in blocks]
+    assert names == ["shop.py", "test_shop.py", "carts.py", "test_carts.py"]
     for name, code in blocks:
         (tmp_path / name).write_text(code)
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shop.py"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shop.py",
+         "test_carts.py"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )
+    )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "1 passed" in run.stdout
+    assert "2 passed" in run.stdout
 
 
 def test_readme_topology_is_described_by_the_cli(tmp_path: Path) -> None:
-    (name, code), _ = BLOCK.findall(README.read_text())
+    (name, code), *_ = BLOCK.findall(README.read_text())
     (tmp_path / name).write_text(code)
     run = subprocess.run(
         [sys.executable, "-m", "packetflow", "topology", "show", "shop"],

@@ -106,6 +106,7 @@ class ActorRuntime(AgentRuntime):
         self.reminders: KeyedStore = services.stores["reminders"]
         self.own_topic = services.source_topic  # physical: what its asks name as reply_to
         self.is_async = inspect.iscoroutinefunction(spec.fn)
+        self.with_id = takes_id(spec.fn)
         self.types = {t.intent_type: t for t in spec.intent_types}
         labels = {"actor": spec.name}
         metrics = services.metrics
@@ -179,7 +180,12 @@ class ActorRuntime(AgentRuntime):
     ) -> bool:
         """Run one message; False when it failed (and supervision took over)."""
         try:
-            result = self.spec.fn(intent, context, self.store.get(p, key))
+            state = self.store.get(p, key)
+            result = (
+                self.spec.fn(intent, context, state, _id(key))
+                if self.with_id
+                else self.spec.fn(intent, context, state)
+            )
             if self.is_async:
                 result = await result
             if not (isinstance(result, tuple) and len(result) == 2):
@@ -459,6 +465,21 @@ def _entry(record: Record, intent: Intent, context: Context) -> dict[str, Any]:
 _ENGINE_TYPES: dict[str, type[Intent]] = {
     t.intent_type: t for t in (AskTimedOut, Reminder)
 }  # messages the engine makes for an actor, stashed like any other
+
+
+def takes_id(fn: Callable[..., Any]) -> bool:
+    """Whether an actor's function takes the actor's id as a fourth argument."""
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(params) not in (3, 4):
+        raise ValueError(
+            f"an actor's function takes (message, ctx, state) or (message, ctx, state, "
+            f"actor_id), not {len(params)} arguments"
+        )
+    return len(params) == 4
 
 
 def now_ms(clock: Any) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from packetflow.actors.agent import ASKS, REMINDERS, SUPERVISION, ActorSpec
+from packetflow.actors.agent import ASKS, REMINDERS, SUPERVISION, ActorSpec, takes_id
 from packetflow.actors.supervision import Supervision
 from packetflow.core.intent import Intent, intent_types_of
 from packetflow.core.reactor import StateSpec
@@ -32,12 +32,14 @@ def actor(
 
     An actor is addressed by its id, the key of its messages (the intents' ``key`` field),
     and exists because it has one: nothing creates or places it. The function takes
-    ``(message, ctx, state)`` (``state``: a pydantic model class, or any JSON-able initial
-    value, as for a stateful reactor) and returns ``(new_state, effects)``; ``None`` as the
-    new state ends the actor. Messages go to ``topic`` (default: the actor type's name),
-    every handled type routed there, so ``Client.send`` / ``packetflow send`` of one of them
-    is a tell and ``Client.ask`` an ask (answered with ``reply(...)``; name what it
-    replies with and sends in ``emits``, so clients can decode it). ``supervision``
+    ``(message, ctx, state)`` or ``(message, ctx, state, actor_id)`` (``state``: a pydantic
+    model class, or any JSON-able initial value, as for a stateful reactor) and returns
+    ``(new_state, effects)``; ``None`` as the new state ends the actor. Besides the engine's
+    effects it may return :func:`ask`, :func:`remind` and :func:`forget`. Messages go to
+    ``topic`` (default: the actor type's name), every handled type routed there, so
+    ``Client.send`` / ``packetflow send`` of one of them is a tell and ``Client.ask`` an
+    ask (answered with ``reply(...)``; name what it replies with and sends in ``emits``, so
+    clients can decode it). ``supervision``
     (default :func:`~packetflow.actors.restart`) decides what a failed message leads to.
     Capabilities are the intents' own, checked on every message as for a reactor.
     """
@@ -47,6 +49,7 @@ def actor(
         actor_name = name or fn.__name__
         doc = (fn.__doc__ or "").strip().splitlines()
         try:
+            takes_id(fn)
             spec = ActorSpec(
                 name=actor_name,
                 topic=topic or actor_name,
