@@ -17,9 +17,10 @@ one message at a time; a tell is a send, an ask from outside ``Client.ask``, an 
 inside an actor the :func:`ask` effect (its answer, or :class:`AskTimedOut`, comes back as a
 message), reminders :func:`remind` (durable, with a misfire policy). Built so far:
 declaration, tell, both asks, reminders, supervision (restart with backoff and a durable
-stash, resume, stop). ``declare.py`` is what users call; ``agent.py`` the agent on
-the engine's contract (``packetflow.engine.agent``); ``asks.py``, ``reminders.py`` and
-``supervision.py`` declarations (pure). May import:
+stash, resume, stop), and operating them (``operate.py``: what the changelogs say of each
+actor, and an operator's start command). ``declare.py`` is what users call; ``agent.py``
+the agent on the engine's contract (``packetflow.engine.agent``); ``asks.py``,
+``reminders.py`` and ``supervision.py`` declarations (pure). May import:
 ``packetflow.core`` and ``packetflow.engine`` (its contract, topology and transport records).
 """
 

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import orjson
 
 from packetflow.actors.asks import Ask, AskTimedOut
+from packetflow.actors.operate import ActorControl
 from packetflow.actors.reminders import Forget, Remind, Reminder, firings
 from packetflow.actors.supervision import Supervision
 from packetflow.core.context import Context
@@ -131,6 +132,9 @@ class ActorRuntime(AgentRuntime):
 
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
         p, key = record.partition, record.key or b""
+        if isinstance(intent, ActorControl):
+            self._control(p, key, intent, context)
+            return
         if (
             context.reply_to == self.own_topic
             and context.requester == _id(key)
@@ -151,6 +155,20 @@ class ActorRuntime(AgentRuntime):
                 # handled in the context of the message that asked
                 context = Context.model_validate_json(entry["context"])
         await self._deliver(p, key, record, intent, context)
+
+    def _control(self, p: int, key: bytes, command: ActorControl, context: Context) -> None:
+        """An operator's command (its capability already checked)."""
+        if command.actor_type != self.spec.name:
+            log.warning(
+                "actor %s/%s: ignored a command for actor type %s",
+                self.spec.name, _id(key), command.actor_type,
+            )
+            return
+        status = self.supervised.peek(p, key) or {}
+        if status.pop("stopped", None) is not None:
+            log.warning("actor %s/%s started again by %s", self.spec.name, _id(key),
+                        context.principal)  # fmt: skip
+            self._save(p, key, status)
 
     def _save_asks(self, p: int, key: bytes, pending: dict[str, Any]) -> None:
         if pending:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from packetflow.actors.agent import ASKS, REMINDERS, SUPERVISION, ActorSpec, takes_id
+from packetflow.actors.operate import ActorControl
 from packetflow.actors.supervision import Supervision
 from packetflow.core.intent import Intent, intent_types_of
 from packetflow.core.reactor import StateSpec
@@ -43,7 +44,8 @@ def actor(
     (default :func:`~packetflow.actors.restart`) decides what a failed message leads to.
     Capabilities are the intents' own, checked on every message as for a reactor.
     """
-    types = intent_types_of(handles)
+    # every actor type also takes an operator's commands
+    types: tuple[type[Intent], ...] = (*intent_types_of(handles), ActorControl)
 
     def register(fn: F) -> F:
         actor_name = name or fn.__name__

@@ -123,7 +123,7 @@ def topic_name(topology: Topology, name: str) -> str:
     )
 
 
-def _run(url: str, topology: Topology, work: Callable[[Client], Awaitable[T]]) -> T:
+def with_client(url: str, topology: Topology, work: Callable[[Client], Awaitable[T]]) -> T:
     """Run ``work`` with a started client; broker trouble is one line, Ctrl-C a quiet stop."""
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
 
@@ -195,7 +195,7 @@ def tail(
             shown += 1
         return shown
 
-    shown = _run(url, topology, work)
+    shown = with_client(url, topology, work)
     if fmt is Format.text:
         err.print(f"{shown} record{'s' if shown != 1 else ''} on {name}")
 
@@ -237,7 +237,7 @@ def set_aside(
                 continue  # not created yet: no worker has run, nothing was set aside
         return found
 
-    found = _run(url, topology, work)
+    found = with_client(url, topology, work)
     rows = summarise((kind, r.record) for kind, r in found)
     if fmt is Format.json:
         for row in rows:
@@ -346,7 +346,7 @@ def replay(
             )
             return report, [client.decode(item.record) for item in report.plan.chosen]
 
-    report, decoded = _run(url, topology, work)
+    report, decoded = with_client(url, topology, work)
     plan = report.plan
     verb = "would replay" if dry_run else "replayed"
     done = len(plan.chosen) if dry_run else len(report.published)

@@ -208,6 +208,45 @@ OPERATE_ERRORS = {
 }
 
 
+ACTORS_MODULE = """\
+from pydantic import BaseModel
+from packetflow import Context, Intent, Topology
+from packetflow.actors import actor
+
+topology = Topology("shop")
+
+class Add(Intent, type_name="shop.Add", key="cart", requires=["shop:cart/{cart}"]):
+    cart: str
+
+@actor(topology, Add, state=0, topic="carts")
+def cart(message, ctx, count):
+    return count + 1, None
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (("actors", "list", "topologies.orders", "-b", DEAD_BROKER),
+         r"topology orders declares no actors"),
+        (("actors", "list", "{module}", "--type", "till", "-b", DEAD_BROKER),
+         r"topology shop has no actor type 'till' \(actor types: cart\)"),
+        (("actors", "show", "{module}", "cart", "c1", "-b", "memory://"),
+         r"memory:// lives inside one process"),
+        (("actors", "start", "{module}", "till", "c1", "-b", DEAD_BROKER),
+         r"has no actor type 'till'"),
+        (("actors", "start", "{module}", "cart", "c1", "--token", "junk", "-b", DEAD_BROKER),
+         r"token: token is not 'payload\.signature'"),
+    ],
+)  # fmt: skip
+def test_actor_commands_say_what_is_wrong_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], pattern: str
+) -> None:
+    module = tmp_path / "shop_actors.py"
+    module.write_text(ACTORS_MODULE)
+    assert_user_error(cli(*(a.format(module=module) for a in args)), pattern)
+
+
 @pytest.mark.parametrize(("args", "pattern"), OPERATE_ERRORS.values(), ids=OPERATE_ERRORS.keys())
 def test_operating_commands_say_what_is_wrong_in_one_line(
     args: tuple[str, ...], pattern: str
