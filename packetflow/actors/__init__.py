@@ -15,12 +15,13 @@
 An actor's mailbox is its key's partition, its state a changelog-backed store, and it takes
 one message at a time; a tell is a send, an ask from outside ``Client.ask``, an ask from
 inside an actor the :func:`ask` effect (its answer, or :class:`AskTimedOut`, comes back as a
-message), reminders :func:`remind` (durable, with a misfire policy). Built so far:
-declaration, tell, both asks, reminders, supervision (restart with backoff and a durable
-stash, resume, stop), and operating them (``operate.py``: what the changelogs say of each
-actor, and an operator's start command). ``declare.py`` is what users call; ``agent.py``
-the agent on the engine's contract (``packetflow.engine.agent``); ``asks.py``,
-``reminders.py`` and ``supervision.py`` declarations (pure). May import:
+message), reminders :func:`remind` (durable, with a misfire policy), supervision (restart
+with backoff and a durable stash, resume, stop), routers over pools of ids.
+
+``declare.py`` is what users call; ``agent.py`` the agent on the engine's contract
+(``packetflow.engine.agent``); ``asks.py``, ``reminders.py``, ``routers.py`` and
+``supervision.py`` what effects, intents and policies there are; ``operate.py`` what the
+changelogs say of each actor and an operator's start command. May import:
 ``packetflow.core`` and ``packetflow.engine`` (its contract, topology and transport records).
 """
 
@@ -30,6 +31,7 @@ from packetflow.actors.agent import FAILED, GAVE_UP, STOPPED
 from packetflow.actors.asks import Ask, AskTimedOut, ask
 from packetflow.actors.declare import actor
 from packetflow.actors.reminders import Forget, Remind, Reminder, forget, remind
+from packetflow.actors.routers import Router, router
 from packetflow.actors.supervision import Supervision, restart, resume, stop
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "Forget",
     "Remind",
     "Reminder",
+    "Router",
     "Supervision",
     "actor",
     "ask",
@@ -48,5 +51,6 @@ __all__ = [
     "remind",
     "restart",
     "resume",
+    "router",
     "stop",
 ]
