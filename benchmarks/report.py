@@ -10,7 +10,6 @@ import platform
 from pathlib import Path
 
 import orjson
-import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -39,6 +38,8 @@ PF_DISK = "packetflow-disk"  # at-least-once on the disk store; its -eos twin is
 
 
 def machine(kafka_version: str) -> dict[str, object]:
+    import psutil  # the bench extra's: the tests read this module without it
+
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
