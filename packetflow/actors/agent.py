@@ -18,6 +18,9 @@ timers and sends of the worker's batch: exactly-once topologies commit them toge
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
+import hmac
 import inspect
 import logging
 from collections.abc import Callable
@@ -31,9 +34,10 @@ from packetflow.actors.operate import ActorControl
 from packetflow.actors.reminders import Forget, Remind, Reminder, firings
 from packetflow.actors.supervision import Supervision
 from packetflow.core.context import Context
-from packetflow.core.effects import Emit
+from packetflow.core.effects import Effect, Emit
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import StateSpec
+from packetflow.core.replies import Refused
 from packetflow.engine.agent import (
     AgentRuntime,
     AgentServices,
@@ -43,7 +47,8 @@ from packetflow.engine.agent import (
     StoreDecl,
     Timer,
 )
-from packetflow.engine.transport import Record
+from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, TYPE_HEADER, header
+from packetflow.engine.transport import BrokerError, Record
 
 log = logging.getLogger("packetflow.actors")
 
@@ -71,6 +76,11 @@ ASK_TIMER = "ask:"  # + the ask's id
 FAILED = "actor-failed"  # resume / stop: the handler raised
 GAVE_UP = "actor-gave-up"  # restart: past max_restarts within the window
 STOPPED = "actor-stopped"  # the actor was stopped by an earlier failure
+STASH_FULL = "actor-stash-full"  # backing off, and its stash is full
+# a backing-off actor's stash: at most this many messages and (as JSON) bytes, well under
+# the changelog's record limit (the stash is one value of the supervision store)
+STASH_LIMIT = 1_000
+STASH_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,8 +151,16 @@ class ActorRuntime(AgentRuntime):
             and context.causation_id is not None
         ):  # perhaps an answer to one of its asks (else a message caused by one of them)
             pending = self.asks.peek(p, key) or {}
-            entry = pending.pop(context.causation_id, None)
+            entry = pending.get(context.causation_id)
+            if entry is not None and not self._sealed(record):
+                self._unanswered.inc()
+                log.warning(
+                    "actor %s/%s: dropped a %s posing as the answer to an ask without a "
+                    "worker's seal", self.spec.name, _id(key), type(intent).intent_type,
+                )
+                return
             if entry is not None:
+                del pending[context.causation_id]
                 self._save_asks(p, key, pending)
                 if entry.get("expired"):
                     self._unanswered.inc()
@@ -153,15 +171,39 @@ class ActorRuntime(AgentRuntime):
                     return
                 self.services.timers.cancel(p, key, ASK_TIMER + context.causation_id)
                 # handled in the context of the message that asked
-                context = Context.model_validate_json(entry["context"])
+                await self._deliver(
+                    p, key, record, intent, Context.model_validate_json(entry["context"])
+                )
+                return
+        if isinstance(intent, Refused):  # the engine's answer to an ask no longer waiting
+            self._unanswered.inc()
+            return
         await self._deliver(p, key, record, intent, context)
+
+    def _sealed(self, record: Record) -> bool:
+        """Whether ``record`` carries this topology's worker seal (the engine seals every
+        reply it sends; anyone else who can produce to the topic cannot)."""
+        seal = self.services.seal
+        mac = header(record.headers, MAC_HEADER)
+        type_name = header(record.headers, TYPE_HEADER)
+        if seal is None or mac is None or type_name is None or record.value is None:
+            return False
+        expected = seal(
+            record.topic,
+            record.key,
+            type_name,
+            record.value,
+            header(record.headers, CONTEXT_HEADER),
+            header(record.headers, TOKEN_HEADER),
+        )
+        return hmac.compare_digest(expected, mac)
 
     def _control(self, p: int, key: bytes, command: ActorControl, context: Context) -> None:
         """An operator's command (its capability already checked)."""
-        if command.actor_type != self.spec.name:
-            log.warning(
-                "actor %s/%s: ignored a command for actor type %s",
-                self.spec.name, _id(key), command.actor_type,
+        if command.actor_type != self.spec.name or command.actor != _id(key):
+            log.warning(  # its capability was checked for the actor it names, not this one
+                "actor %s/%s: ignored a command for actor %s/%s",
+                self.spec.name, _id(key), command.actor_type, command.actor,
             )
             return
         status = self.supervised.peek(p, key) or {}
@@ -188,7 +230,18 @@ class ActorRuntime(AgentRuntime):
                 )
                 return
             if "stash" in status:  # backing off: the message waits its turn
-                status["stash"].append(_entry(record, intent, context))
+                entry = _entry(record, intent, context)
+                size = status.get("bytes", 0) + len(orjson.dumps(entry))
+                if len(status["stash"]) >= STASH_LIMIT or size > STASH_BYTES:
+                    await self.services.dead_letter(
+                        record,
+                        STASH_FULL,
+                        f"actor {self.spec.name}/{_id(key)} is backing off and already holds "
+                        f"{len(status['stash'])} messages",
+                    )
+                    return
+                status["stash"].append(entry)
+                status["bytes"] = size
                 self.supervised.put(p, key, status)
                 return
         await self._turn(p, key, record, intent, context)
@@ -213,10 +266,14 @@ class ActorRuntime(AgentRuntime):
                 )
             new_state, effects = result
             self._check_state(new_state)
+            # the new state as its changelog record before anything is sent (as a reactor's)
+            encoded = None if new_state is None else self.store.encode(new_state, key)
             effects, asked, reminded = self._requests(effects, key, context)
             await self.services.effects.run_effects(
                 effects, Origin(self.spec.name, context, record.key)
             )
+        except BrokerError:
+            raise  # the broker's failure, not the message's: the worker retries the batch
         except Exception as exc:  # the message's failure: the policy decides
             await self._failed(p, key, record, intent, context, exc)
             return False
@@ -224,11 +281,24 @@ class ActorRuntime(AgentRuntime):
             self._waiting(p, key, context, asked)
         if reminded:
             self._remind(p, key, context, reminded)
-        if new_state is None:
-            self.store.delete(p, key)
+        if encoded is None:
+            self._end(p, key)
         else:
-            self.store.put(p, key, new_state)
+            self.store.put_encoded(p, key, new_state, encoded)
         return True
+
+    def _end(self, p: int, key: bytes) -> None:
+        """The actor returned None: its state, reminders and pending asks go (an actor
+        that ends is not brought back by its own timers)."""
+        self.store.delete(p, key)
+        timers = self.services.timers
+        for name in self.reminders.peek(p, key) or {}:
+            timers.cancel(p, key, REMINDER_TIMER + name)
+        for ask_id, entry in (self.asks.peek(p, key) or {}).items():
+            if not entry.get("expired"):
+                timers.cancel(p, key, ASK_TIMER + ask_id)
+        self.reminders.delete(p, key)
+        self.asks.delete(p, key)
 
     def _requests(
         self, effects: Any, key: bytes, context: Context
@@ -237,6 +307,12 @@ class ActorRuntime(AgentRuntime):
         answer come back to this actor, those asks, and its reminder changes (the last two
         recorded once the turn succeeded)."""
         items = effects if isinstance(effects, list | tuple) else [effects]
+        for effect in items:
+            if not isinstance(effect, Ask | Remind | Forget) and _nests_actor_effect(effect):
+                raise TypeError(
+                    f"actor {self.spec.name}: ask(), remind() and forget() go in the list an "
+                    "actor returns, not inside sequential/parallel/when/retry"
+                )
         if not any(isinstance(e, Ask | Remind | Forget) for e in items):
             return effects, [], []
         out: list[Any] = []
@@ -272,7 +348,8 @@ class ActorRuntime(AgentRuntime):
                 "due": due,
                 "every": None if change.every is None else int(change.every * 1000),
                 "misfire": change.misfire,
-                "context": context.model_dump_json(),
+                # it fires later: the message's deadline would fail what it sends then
+                "context": context.model_copy(update={"deadline": None}).model_dump_json(),
             }
             self.services.timers.set(p, key, timer, due, clock=True)
         if table:
@@ -350,7 +427,8 @@ class ActorRuntime(AgentRuntime):
         delay = policy.delay(len(restarts), key)
         log.warning("actor %s failed (%s): restarting in %.2fs", who, what, delay)
         stash = [_entry(record, intent, context), *status.get("stash", [])]
-        self.supervised.put(p, key, {"restarts": restarts, "stash": stash})
+        size = sum(len(orjson.dumps(e)) for e in stash)
+        self.supervised.put(p, key, {"restarts": restarts, "stash": stash, "bytes": size})
         self.services.timers.set(p, key, RESTART_TIMER, now + int(delay * 1000), clock=True)
 
     def _save(self, p: int, key: bytes, status: dict[str, Any]) -> None:
@@ -373,9 +451,17 @@ class ActorRuntime(AgentRuntime):
         p, key = timer.partition, timer.key
         status = self.supervised.peek(p, key) or {}
         stash = status.pop("stash", [])
+        status.pop("bytes", None)
         self._save(p, key, status)
         for i, entry in enumerate(stash):
-            record, intent, context = self._unstash(entry)
+            try:
+                record, intent, context = self._unstash(entry)
+            except Exception as exc:  # a type no longer handled, say: set aside, go on
+                log.error("actor %s/%s: a stashed message cannot be read back: %s",
+                          self.spec.name, _id(key), exc)  # fmt: skip
+                with contextlib.suppress(Exception):
+                    await self.services.dead_letter(_stashed_record(entry), FAILED, str(exc))
+                continue
             if not await self._turn(p, key, record, intent, context):
                 after = self.supervised.peek(p, key) or {}
                 if "stash" in after:  # backing off again: the rest waits behind it
@@ -409,8 +495,8 @@ class ActorRuntime(AgentRuntime):
         name = timer.name.removeprefix(REMINDER_TIMER)
         table = self.reminders.peek(p, key) or {}
         entry = table.get(name)
-        if entry is None:
-            return  # forgotten meanwhile
+        if entry is None or entry["due"] != timer.due:
+            return  # forgotten or set again meanwhile: this timer is stale
         now = now_ms(self.services.clock)
         times, missed, nxt = firings(entry["due"], now, entry["every"], entry["misfire"])
         if times:  # the firings skipped before count with the next one that happens
@@ -445,15 +531,7 @@ class ActorRuntime(AgentRuntime):
         )
 
     def _unstash(self, entry: dict[str, Any]) -> tuple[Record, Intent, Context]:
-        record = Record(
-            topic=entry["topic"],
-            partition=entry["partition"],
-            offset=entry["offset"],
-            key=_unb64(entry["key"]),
-            value=_unb64(entry["value"]),
-            headers=[(k, base64.b64decode(v)) for k, v in entry["headers"]],
-            timestamp=entry["timestamp"],
-        )
+        record = _stashed_record(entry)
         cls = _ENGINE_TYPES.get(entry["type"]) or self.types[entry["type"]]
         intent = cls.model_validate_json(entry["intent"])
         context = Context.model_validate_json(entry["context"])
@@ -461,6 +539,18 @@ class ActorRuntime(AgentRuntime):
 
     def state(self, key: bytes | None) -> Any:
         return self.store.find(key)
+
+
+def _stashed_record(entry: dict[str, Any]) -> Record:
+    return Record(
+        topic=entry["topic"],
+        partition=entry["partition"],
+        offset=entry["offset"],
+        key=_unb64(entry["key"]),
+        value=_unb64(entry["value"]),
+        headers=[(k, base64.b64decode(v)) for k, v in entry["headers"]],
+        timestamp=entry["timestamp"],
+    )
 
 
 def _entry(record: Record, intent: Intent, context: Context) -> dict[str, Any]:
@@ -483,6 +573,20 @@ def _entry(record: Record, intent: Intent, context: Context) -> dict[str, Any]:
 _ENGINE_TYPES: dict[str, type[Intent]] = {
     t.intent_type: t for t in (AskTimedOut, Reminder)
 }  # messages the engine makes for an actor, stashed like any other
+
+
+def _nests_actor_effect(effect: Any) -> bool:
+    """Whether a composition holds an ask/remind/forget somewhere inside it."""
+    if isinstance(effect, Ask | Remind | Forget):
+        return True
+    if not dataclasses.is_dataclass(effect) or isinstance(effect, type):
+        return False
+    for f in dataclasses.fields(effect):
+        value = getattr(effect, f.name, None)
+        inner = value if isinstance(value, list | tuple) else [value]
+        if any(isinstance(v, Effect) and _nests_actor_effect(v) for v in inner):
+            return True
+    return False
 
 
 def takes_id(fn: Callable[..., Any]) -> bool:

@@ -10,6 +10,7 @@ from packetflow.actors.operate import ActorControl
 from packetflow.actors.supervision import Supervision
 from packetflow.core.intent import Intent, intent_types_of
 from packetflow.core.reactor import StateSpec
+from packetflow.core.replies import Refused
 from packetflow.engine.agent import StoreDecl
 from packetflow.engine.topology import Topology, TopologyError
 
@@ -44,8 +45,9 @@ def actor(
     (default :func:`~packetflow.actors.restart`) decides what a failed message leads to.
     Capabilities are the intents' own, checked on every message as for a reactor.
     """
-    # every actor type also takes an operator's commands
-    types: tuple[type[Intent], ...] = (*intent_types_of(handles), ActorControl)
+    # every actor type also takes an operator's commands, and Refused: the engine's answer
+    # to one of its asks that was set aside (denied, dead-lettered)
+    types: tuple[type[Intent], ...] = (*intent_types_of(handles), ActorControl, Refused)
 
     def register(fn: F) -> F:
         actor_name = name or fn.__name__
