@@ -429,8 +429,14 @@ class Topology:
     def reply_targets(self) -> set[str]:
         """Physical topics a request's ``reply_to`` may name: the replies topic, the
         declared ones, and the topics of agents that take replies (actors asking)."""
-        agents = [a.topic for a in self.agents.values() if a.takes_replies]
-        return {self.physical(t) for t in (self.replies_topic, *self.reply_topics, *agents)}
+        return {self.physical(t) for t in (self.replies_topic, *self.reply_topics)} | (
+            self.sealed_reply_targets()
+        )
+
+    def sealed_reply_targets(self) -> set[str]:
+        """The reply targets only workers may name (agents' topics): a record whose context
+        names one is sealed by the worker that sends it and refused without that seal."""
+        return {self.physical(a.topic) for a in self.agents.values() if a.takes_replies}
 
     def changelog_topic(self, reactor: str) -> str:
         return self.names.changelog(reactor)

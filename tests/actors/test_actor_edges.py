@@ -74,9 +74,10 @@ def _asking(timeout: float = 0.5) -> Topology:
     return topo
 
 
-async def test_an_answer_without_a_workers_seal_is_dropped(broker: str) -> None:
+async def test_an_answer_without_a_workers_seal_never_reaches_the_actor(broker: str) -> None:
     """Anyone who can write to the actor's topic and read the ask could pose as the
-    answer: without the seal the engine puts on every reply, it is dropped and counted."""
+    answer: without the seal the engine puts on every reply, it is denied, and nothing is
+    written back to the actor's topic for it."""
     topo = _asking(timeout=1.0)
     async with running(topo, broker) as run:
         asked = asyncio.ensure_future(run.client.ask(Buy(cart="c1"), context=SHOP))
@@ -90,9 +91,12 @@ async def test_an_answer_without_a_workers_seal_is_dropped(broker: str) -> None:
         )
         await run.send(Price(sku="tea", price=1), forged, topic=topo.agents["cart"].topic,
                        key="c1")  # fmt: skip
+        (denied,) = await run.denied(1)
+        assert denied.header("pf-reason") == "bad-reply-to"
         assert await asked == Outcome(cart="c1", what="timed out")
-        assert run.worker.metrics.snapshot()["replies_dropped"]["cart"] == 1
-        assert run.state("cart", "c1") == 0  # the forged quote was never a turn
+        assert run.state("cart", "c1") == 0  # the forged price was never a turn
+        on_cart = [r.intent for r in await run.read(topo.agents["cart"].topic)]
+        assert [type(i).__name__ for i in on_cart] == ["Buy", "Price"]  # no Refused for it
 
 
 async def test_an_ask_the_engine_set_aside_is_answered_with_refused(broker: str) -> None:
@@ -202,3 +206,23 @@ async def test_a_full_stash_sets_later_messages_aside(
         dead = await run.dead_letters(2)
         assert {d.header("pf-reason") for d in dead} == {"actor-stash-full"}
         assert [d.intent.sku for d in dead] == ["b", "c"]  # type: ignore[union-attr]
+
+
+async def test_only_workers_may_name_an_actors_topic_as_reply_to(broker: str) -> None:
+    """Else a requester could make the engine answer an ask it never made: a request
+    naming an actor's topic as reply_to is refused unless a worker sealed it."""
+    topo = _asking(timeout=10)
+    async with running(topo, broker) as run:
+        crafted = Context(
+            principal="mallory",
+            capabilities=["price:*"],
+            reply_to=topo.physical(topo.agents["cart"].topic),
+            requester="c1",
+        )
+        await run.send(Quote(sku="tea"), crafted)
+        (denied,) = await run.denied(1)
+        assert denied.header("pf-reason") == "bad-reply-to"
+        assert "only workers name" in (denied.header("pf-error") or "")
+        # the actors' own asks (sealed) still get their answers
+        answer = await run.client.ask(Buy(cart="c2", sku="broken"), context=SHOP)
+        assert answer == Outcome(cart="c2", what="refused: reactor-error")

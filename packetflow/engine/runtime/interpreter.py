@@ -99,6 +99,9 @@ class Interpreter:
         self._writable = {physical(t) for t in topology.topics if t not in internal}
         self._internal = {physical(t) for t in internal}
         self._reply_targets = topology.reply_targets()
+        # what names one of these as reply_to is sealed (an actor's ask, and what its callee
+        # sends on in that context): receivers refuse it unsealed
+        self._sealed_reply_targets = topology.sealed_reply_targets()
         self._topics: dict[tuple[type[Intent], str | None], str] = {}
         # intent type -> (topic, fixed headers or None when internal, room; see _route)
         self._routes: dict[type[Intent], tuple[str, tuple[tuple[str, bytes], ...] | None, int]] = {}
@@ -144,7 +147,8 @@ class Interpreter:
         if key is None:
             key = intent.partition_key()
         raw_key = None if key is None else key.encode()
-        if fixed is None:  # internal intents are sealed: the general path
+        if fixed is None or origin.context.reply_to in self._sealed_reply_targets:
+            # sealed (internal, or answers go to an agent): the general path
             return self._record(
                 topic, intent, origin.context.inherit(origin.reactor), raw_key, False
             )
@@ -327,7 +331,7 @@ class Interpreter:
     ) -> Outgoing:
         value, headers = encode(intent, context)
         cls = type(intent)
-        if sealed or cls.internal:
+        if sealed or cls.internal or context.reply_to in self._sealed_reply_targets:
             sealer = self.sealer
             if sealer is None:
                 raise EffectError(

@@ -47,17 +47,22 @@ from packetflow.core.tokens import BAD_REPLY_TO
 from packetflow.engine.agent import AgentRuntime, AgentServices, Origin, Timer
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import (
+    CONTEXT_HEADER,
     ERROR_HEADER,
+    MAC_HEADER,
     MISSING_HEADER,
     ORIGINAL_SIZE_HEADER,
     REACTOR_HEADER,
     REASON_HEADER,
     SHA256_HEADER,
     SOURCE_HEADER,
+    TOKEN_HEADER,
     TRUNCATED_HEADER,
+    TYPE_HEADER,
     Decoder,
     Envelope,
     Rejected,
+    header,
     one_line,
 )
 from packetflow.engine.runtime.buffer import BufferedReactor
@@ -134,6 +139,7 @@ class Processor:
             topology.name, lambda value, key: producer.send(audit_topic, value, key)
         )
         self._reply_targets = topology.reply_targets()
+        self._sealed_reply_targets = topology.sealed_reply_targets()
         self.agents: dict[str, AgentRuntime] = {}
         names, topics = topology.names, topology.topics
         for agent_spec in topology.agents.values():
@@ -279,12 +285,32 @@ class Processor:
         cls = type(intent)
         intent_type = cls.intent_type
         reply_to = context.reply_to
-        if reply_to is not None and reply_to not in self._reply_targets:
-            return Denial(
-                BAD_REPLY_TO,
-                f"reply_to {reply_to!r} is not a reply topic of {self.topology.name!r}",
-            )
         guard = self.guard
+        if reply_to is not None:
+            if reply_to not in self._reply_targets:
+                return Denial(
+                    BAD_REPLY_TO,
+                    f"reply_to {reply_to!r} is not a reply topic of {self.topology.name!r}",
+                )
+            if reply_to in self._sealed_reply_targets and not cls.internal:
+                # only workers direct answers to an agent's topic (an actor's ask): else a
+                # requester could make the engine answer an ask it never made
+                assert record.value is not None
+                unsealed = guard.check_seal(
+                    record.topic,
+                    record.key,
+                    intent_type,
+                    record.value,
+                    envelope.context_raw,
+                    envelope.token_raw,
+                    envelope.mac_raw,
+                )
+                if unsealed is not None:
+                    return Denial(
+                        BAD_REPLY_TO,
+                        f"reply_to {reply_to!r} is an agent's topic, which only workers "
+                        "name (this record carries no worker seal)",
+                    )
         if cls.internal:
             assert record.value is not None  # the decoder refuses empty records
             denial = guard.check_seal(
@@ -476,9 +502,29 @@ class Processor:
         """Answer a request that was set aside with a Refused (see runtime.replies)."""
         if context.reply_to not in self._reply_targets:
             return  # nowhere the engine may write: the requester waits out its timeout
+        if context.reply_to in self._sealed_reply_targets and not self._sealed(record):
+            return  # an agent's topic, named by no worker: its ask ids are not for anyone
         refused = Refused(reason=reason, error=message[:1000], source=_source(record))
         origin = Origin("packetflow", context, record.key)
         await self.interpreter.send(self.interpreter.prepare([Reply(refused)], origin).outgoing)
+
+    def _sealed(self, record: Record) -> bool:
+        """Whether ``record`` carries a valid worker seal (whatever its type)."""
+        type_name = header(record.headers, TYPE_HEADER)
+        if type_name is None or record.value is None:
+            return False
+        return (
+            self.guard.check_seal(
+                record.topic,
+                record.key,
+                type_name.decode(errors="replace"),
+                record.value,
+                header(record.headers, CONTEXT_HEADER),
+                header(record.headers, TOKEN_HEADER),
+                header(record.headers, MAC_HEADER),
+            )
+            is None
+        )
 
     async def _drop(self, record: Record, extra: list[tuple[str, str]]) -> None:
         await self.divert(self._drops_topic, record, extra)
