@@ -95,6 +95,9 @@ async def run_demo(
         states = {
             name: worker.states(name) for name, spec in topology.reactors.items() if spec.stateful
         }
+        for name, agent in topology.agents.items():  # agents with a main store (actors, ...)
+            if agent.state is not None:
+                states[name] = worker.states(name)
         audit: dict[str, int] = {}
         for event in await client.read_audit():
             audit[event["event"]] = audit.get(event["event"], 0) + 1
@@ -114,13 +117,14 @@ def print_summary(
         f"consumed in {result.seconds:.2f}s ({m['consumed'] / max(result.seconds, 1e-9):,.0f}/s), "
         f"{m['batches']} batches"
     )
-    table = Table(title="Reactors")
-    for col in ("reactor", "topic", "processed", "errors"):
+    table = Table(title="Reactors and agents")
+    for col in ("name", "kind", "topic", "processed", "errors"):
         table.add_column(col)
-    for name, spec in topology.reactors.items():
-        table.add_row(
-            name, spec.topic, str(m["processed"].get(name, 0)), str(m["errors"].get(name, 0))
-        )
+    for spec in topology.consumers():
+        name = spec.name
+        kind = getattr(spec, "kind", "reactor")
+        processed, errors = str(m["processed"].get(name, 0)), str(m["errors"].get(name, 0))
+        table.add_row(name, kind, spec.topic, processed, errors)
     console.print(table)
     outcomes = Table(title="Not processed (kept, with reasons)")
     outcomes.add_column("topic")
