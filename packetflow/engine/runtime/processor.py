@@ -292,36 +292,20 @@ class Processor:
                     BAD_REPLY_TO,
                     f"reply_to {reply_to!r} is not a reply topic of {self.topology.name!r}",
                 )
-            if reply_to in self._sealed_reply_targets and not cls.internal:
-                # only workers direct answers to an agent's topic (an actor's ask): else a
-                # requester could make the engine answer an ask it never made
-                assert record.value is not None
-                unsealed = guard.check_seal(
-                    record.topic,
-                    record.key,
-                    intent_type,
-                    record.value,
-                    envelope.context_raw,
-                    envelope.token_raw,
-                    envelope.mac_raw,
+            # only workers direct answers to an agent's topic (an actor's ask): else a
+            # requester could make the engine answer an ask it never made
+            if (
+                reply_to in self._sealed_reply_targets
+                and not cls.internal
+                and self._seal(record, envelope, intent_type) is not None
+            ):
+                return Denial(
+                    BAD_REPLY_TO,
+                    f"reply_to {reply_to!r} is an agent's topic, which only workers "
+                    "name (this record carries no worker seal)",
                 )
-                if unsealed is not None:
-                    return Denial(
-                        BAD_REPLY_TO,
-                        f"reply_to {reply_to!r} is an agent's topic, which only workers "
-                        "name (this record carries no worker seal)",
-                    )
         if cls.internal:
-            assert record.value is not None  # the decoder refuses empty records
-            denial = guard.check_seal(
-                record.topic,
-                record.key,
-                intent_type,
-                record.value,
-                envelope.context_raw,
-                envelope.token_raw,
-                envelope.mac_raw,
-            )
+            denial = self._seal(record, envelope, intent_type)
             if denial is not None:
                 return denial
         required = intent.requirements()
@@ -508,8 +492,22 @@ class Processor:
         origin = Origin("packetflow", context, record.key)
         await self.interpreter.send(self.interpreter.prepare([Reply(refused)], origin).outgoing)
 
+    def _seal(self, record: Record, envelope: Envelope, intent_type: str) -> Denial | None:
+        """None when ``record`` carries a valid worker seal (see security.seal)."""
+        assert record.value is not None  # the decoder refuses empty records
+        return self.guard.check_seal(
+            record.topic,
+            record.key,
+            intent_type,
+            record.value,
+            envelope.context_raw,
+            envelope.token_raw,
+            envelope.mac_raw,
+        )
+
     def _sealed(self, record: Record) -> bool:
-        """Whether ``record`` carries a valid worker seal (whatever its type)."""
+        """Whether ``record`` carries a valid worker seal, read from its own headers (where
+        no envelope is at hand: a request set aside)."""
         type_name = header(record.headers, TYPE_HEADER)
         if type_name is None or record.value is None:
             return False

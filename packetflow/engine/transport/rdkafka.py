@@ -653,7 +653,7 @@ class RdKafkaConsumer(Consumer):
         if self._handing:  # librdkafka's positions are past records the worker has not got
             return dict.fromkeys(self._ready, 1)
         for tp in list(self._ready):
-            with contextlib.suppress(KafkaException, BrokerError):
+            try:
                 _, end = await self._run(
                     "reading partition offsets",
                     self._c.get_watermark_offsets,
@@ -664,7 +664,12 @@ class RdKafkaConsumer(Consumer):
                 position = self._position(tp)
                 if position is None:
                     position = (await self.committed([tp]))[tp].offset or 0
-                out[tp] = max(end - position, 0)
+            except (KafkaException, BrokerError):
+                # not known (a topic just made, a broker busy): not known to be caught up
+                # either, so a wait for idleness does not end on it
+                out[tp] = 1
+                continue
+            out[tp] = max(end - position, 0)
         return out
 
     async def caught_up(self, tp: TopicPartition) -> bool:
