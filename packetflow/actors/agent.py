@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import hmac
 import inspect
 import logging
 from collections.abc import Callable
@@ -47,7 +46,6 @@ from packetflow.engine.agent import (
     StoreDecl,
     Timer,
 )
-from packetflow.engine.codec import CONTEXT_HEADER, MAC_HEADER, TOKEN_HEADER, TYPE_HEADER, header
 from packetflow.engine.transport import BrokerError, Record
 
 log = logging.getLogger("packetflow.actors")
@@ -133,7 +131,7 @@ class ActorRuntime(AgentRuntime):
         }
         self._unanswered = metrics.counter(
             "packetflow_actor_replies_dropped_total",
-            "answers no ask of the actor was waiting for (late, after its timeout, or forged)",
+            "answers no ask of the actor was waiting for (late, after its timeout)",
             "replies_dropped",
             **labels,
         )
@@ -149,19 +147,12 @@ class ActorRuntime(AgentRuntime):
             context.reply_to == self.own_topic
             and context.requester == _id(key)
             and context.causation_id is not None
-        ):  # perhaps an answer to one of its asks (else a message caused by one of them)
+        ):  # perhaps an answer to one of its asks (else a message caused by one of them);
+            # a worker sealed it: the processor refuses a record naming this topic unsealed
             pending = self.asks.peek(p, key) or {}
-            entry = pending.get(context.causation_id)
-            if entry is not None and not self._sealed(record):
-                self._unanswered.inc()
-                log.warning(
-                    "actor %s/%s: dropped a %s posing as the answer to an ask without a "
-                    "worker's seal", self.spec.name, _id(key), type(intent).intent_type,
-                )
-                return
+            entry = pending.pop(context.causation_id, None)
             if entry is not None:
-                del pending[context.causation_id]
-                self._save_asks(p, key, pending)
+                _keep(self.asks, p, key, pending)
                 if entry.get("expired"):
                     self._unanswered.inc()
                     log.info(
@@ -180,24 +171,6 @@ class ActorRuntime(AgentRuntime):
             return
         await self._deliver(p, key, record, intent, context)
 
-    def _sealed(self, record: Record) -> bool:
-        """Whether ``record`` carries this topology's worker seal (the engine seals every
-        reply it sends; anyone else who can produce to the topic cannot)."""
-        seal = self.services.seal
-        mac = header(record.headers, MAC_HEADER)
-        type_name = header(record.headers, TYPE_HEADER)
-        if seal is None or mac is None or type_name is None or record.value is None:
-            return False
-        expected = seal(
-            record.topic,
-            record.key,
-            type_name,
-            record.value,
-            header(record.headers, CONTEXT_HEADER),
-            header(record.headers, TOKEN_HEADER),
-        )
-        return hmac.compare_digest(expected, mac)
-
     def _control(self, p: int, key: bytes, command: ActorControl, context: Context) -> None:
         """An operator's command (its capability already checked)."""
         if command.actor_type != self.spec.name or command.actor != _id(key):
@@ -210,13 +183,7 @@ class ActorRuntime(AgentRuntime):
         if status.pop("stopped", None) is not None:
             log.warning("actor %s/%s started again by %s", self.spec.name, _id(key),
                         context.principal)  # fmt: skip
-            self._save(p, key, status)
-
-    def _save_asks(self, p: int, key: bytes, pending: dict[str, Any]) -> None:
-        if pending:
-            self.asks.put(p, key, pending)
-        else:
-            self.asks.delete(p, key)
+            _keep(self.supervised, p, key, status)
 
     async def _deliver(
         self, p: int, key: bytes, record: Record, intent: Intent, context: Context
@@ -352,10 +319,7 @@ class ActorRuntime(AgentRuntime):
                 "context": context.model_copy(update={"deadline": None}).model_dump_json(),
             }
             self.services.timers.set(p, key, timer, due, clock=True)
-        if table:
-            self.reminders.put(p, key, table)
-        else:
-            self.reminders.delete(p, key)
+        _keep(self.reminders, p, key, table)
 
     def _waiting(
         self, p: int, key: bytes, context: Context, asked: list[tuple[Ask, Context]]
@@ -421,7 +385,7 @@ class ActorRuntime(AgentRuntime):
                 record, GAVE_UP, f"failed {len(restarts)} times in {policy.within:g}s: {what}"
             )
             status.pop("restarts", None)
-            self._save(p, key, status)
+            _keep(self.supervised, p, key, status)
             return
         self._decisions["restart"].inc()
         delay = policy.delay(len(restarts), key)
@@ -430,12 +394,6 @@ class ActorRuntime(AgentRuntime):
         size = sum(len(orjson.dumps(e)) for e in stash)
         self.supervised.put(p, key, {"restarts": restarts, "stash": stash, "bytes": size})
         self.services.timers.set(p, key, RESTART_TIMER, now + int(delay * 1000), clock=True)
-
-    def _save(self, p: int, key: bytes, status: dict[str, Any]) -> None:
-        if status:
-            self.supervised.put(p, key, status)
-        else:
-            self.supervised.delete(p, key)
 
     async def on_timer(self, timer: Timer) -> None:
         """A restart's backoff is over (replay the actor's stash in order), or an ask's
@@ -452,7 +410,7 @@ class ActorRuntime(AgentRuntime):
         status = self.supervised.peek(p, key) or {}
         stash = status.pop("stash", [])
         status.pop("bytes", None)
-        self._save(p, key, status)
+        _keep(self.supervised, p, key, status)
         for i, entry in enumerate(stash):
             try:
                 record, intent, context = self._unstash(entry)
@@ -482,7 +440,7 @@ class ActorRuntime(AgentRuntime):
             (i for i, e in pending.items() if e.get("expired")), key=lambda i: pending[i]["expired"]
         )[:-EXPIRED_KEPT]:
             del pending[old]
-        self._save_asks(p, key, pending)
+        _keep(self.asks, p, key, pending)
         expired = AskTimedOut(
             actor=_id(key), ask_id=ask_id, request=entry["request"], timeout=entry["timeout"]
         )
@@ -508,10 +466,7 @@ class ActorRuntime(AgentRuntime):
             self.services.timers.set(p, key, timer.name, nxt, clock=True)
         else:
             del table[name]
-        if table:
-            self.reminders.put(p, key, table)
-        else:
-            self.reminders.delete(p, key)
+        _keep(self.reminders, p, key, table)
         context = Context.model_validate_json(entry["context"])
         for at in times:
             due = Reminder(actor=_id(key), name=name, scheduled=at, missed=missed)
@@ -573,6 +528,14 @@ def _entry(record: Record, intent: Intent, context: Context) -> dict[str, Any]:
 _ENGINE_TYPES: dict[str, type[Intent]] = {
     t.intent_type: t for t in (AskTimedOut, Reminder)
 }  # messages the engine makes for an actor, stashed like any other
+
+
+def _keep(store: KeyedStore, p: int, key: bytes, value: dict[str, Any]) -> None:
+    """Store an actor's bookkeeping (supervision, asks, reminders), or drop it when empty."""
+    if value:
+        store.put(p, key, value)
+    else:
+        store.delete(p, key)
 
 
 def _nests_actor_effect(effect: Any) -> bool:
