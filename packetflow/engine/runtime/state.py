@@ -135,10 +135,15 @@ class StateStore:
                         self.encode_errors += 1
                         log.error("%s: key %r left out of the changelog: %s",
                                   self.changelog_topic, key, exc)
+                        self._left_out(partition, key)
                         continue
                 out.append((partition, key, change))
         self._dirty.clear()
         return out
+
+    def _left_out(self, partition: int, key: bytes) -> None:
+        """``key``'s value did not encode and is not on the changelog (durable stores also
+        drop it from what they hold)."""
 
     def restore(self, record: Record) -> None:
         values = self._partitions.setdefault(record.partition, {})

@@ -116,9 +116,7 @@ class _Partition:
         """Write what the restore read so far, with the offset after it."""
         batch, self._restoring = self._restoring, None
         if batch is not None:
-            batch.put(_OFFSET, str(self._last + 1).encode(), self.meta)
-            self.db.write(batch)
-            self.offset = self._last + 1
+            self._commit(batch, self._last + 1)
 
     def write(self, changes: dict[bytes, bytes | None], offset: int | None) -> None:
         from rocksdict import WriteBatch
@@ -129,12 +127,17 @@ class _Partition:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        if offset is None:  # what the database holds can no longer be placed in the changelog
+        self._commit(batch, offset)
+
+    def _commit(self, batch: Any, offset: int | None) -> None:
+        """Write ``batch`` and the changelog offset it brings the database to, atomically
+        (None: what the database holds can no longer be placed in the changelog)."""
+        if offset is None:
             batch.delete(_OFFSET, self.meta)
         else:
             batch.put(_OFFSET, str(offset).encode(), self.meta)
-        self.offset = offset
         self.db.write(batch)
+        self.offset = offset
 
     def wipe(self) -> None:
         """Forget every value (the changelog no longer has what they came from)."""
@@ -145,9 +148,7 @@ class _Partition:
         if first is not None:
             last = next(iter(self.db.keys(backwards=True)))
             batch.delete_range(first, last + b"\x00")
-        batch.delete(_OFFSET, self.meta)
-        self.db.write(batch)
-        self.offset = None
+        self._commit(batch, None)
 
     def close(self) -> None:
         self.db.close()
@@ -207,11 +208,9 @@ class DiskStateStore(StateStore):
                 "from its initial state", self.changelog_topic, partition, key,
                 type(exc).__name__,
             )
-            values[key] = _GONE  # said once
-            self._cached += 1
+            self._cache(partition, key, _GONE)  # said once
             return _GONE
-        values[key] = value
-        self._cached += 1
+        self._cache(partition, key, value)
         return value
 
     def get(self, partition: int, key: bytes | None) -> Any:
@@ -300,16 +299,16 @@ class DiskStateStore(StateStore):
         # what an earlier batch sent and never persisted failed with it: never written
         self._sent.clear()
         self._acks.clear()
-        dirty = {p: list(changes) for p, changes in self._dirty.items()}
         out = super().take_changes()
         for partition, key, value in out:
             self._sent.setdefault(partition, {})[key] = value
-        for partition, keys in dirty.items():  # values that did not encode: not kept either
-            sent, values = self._sent.get(partition, {}), self._partitions.get(partition, {})
-            for key in keys:
-                if key not in sent and values.pop(key, _ABSENT) is not _ABSENT:
-                    self._cached -= 1
         return out
+
+    def _left_out(self, partition: int, key: bytes) -> None:
+        """A value that did not encode is not kept in the cache either (the database and
+        the changelog never get it)."""
+        if self._partitions.get(partition, {}).pop(key, _ABSENT) is not _ABSENT:
+            self._cached -= 1
 
     def sent(self, partition: int, ack: Awaitable[Delivery]) -> None:
         """A changelog record of ``partition`` was sent (the first and last give offsets)."""
