@@ -244,14 +244,14 @@ class Harness:
                 else f"{len(wrong):,} of {len(more.balances):,} balances lost their state, "
                 f"e.g. {wrong[0]}: {balances.get(wrong[0])}, want {2 * more.balances[wrong[0]]}"
             )
-        if result.ok:
-            self.say(
-                f"{label} {name} restarted: processing again after {result.seconds:.1f} s "
-                f"({result.restored or 0:,} changelog records replayed)"
-            )
-        else:
-            result.detail += f" (exit {code}; log {proc.log_path})"
-            self.say(f"[red]{label} {name} restart: FAIL: {result.detail}[/red]\n{proc.log_tail()}")
+        self._said(
+            result,
+            proc,
+            code,
+            f"{label} {name} restart",
+            f"{label} {name} restarted: processing again after {result.seconds or 0:.1f} s "
+            f"({result.restored or 0:,} changelog records replayed)",
+        )
         return result
 
     # -- throughput --------------------------------------------------------------------------
@@ -315,15 +315,31 @@ class Harness:
             if table:
                 result.caveat = "faust-windows"
         self.progress.remove_task(task)
-        if result.ok:
-            self.say(
-                f"{label} {name}: {result.rate:,.0f} records/s, "
-                f"peak RSS {(result.peak_rss or 0) / 2**20:,.0f} MiB ({result.detail})"
-            )
-        else:
-            result.detail += f" (exit {code}; log {proc.log_path})"
-            self.say(f"[red]{label} {name}: FAIL: {result.detail}[/red]\n{proc.log_tail()}")
+        self._said(
+            result,
+            proc,
+            code,
+            f"{label} {name}",
+            f"{label} {name}: {result.rate or 0:,.0f} records/s, "
+            f"peak RSS {(result.peak_rss or 0) / 2**20:,.0f} MiB ({result.detail})",
+        )
         return result
+
+    def _said(
+        self,
+        result: Throughput | Restart,
+        proc: ContestantProcess,
+        code: int | None,
+        what: str,
+        success: str,
+    ) -> None:
+        """Say how a contestant's run went: ``success``, or ``what`` failed, with its exit
+        code, its log (named in the result too) and the log's last lines."""
+        if result.ok:
+            self.say(success)
+            return
+        result.detail += f" (exit {code}; log {proc.log_path})"
+        self.say(f"[red]{what}: FAIL: {result.detail}[/red]\n{proc.log_tail()}")
 
     def _consumed(self, group: str, source: str) -> Callable[[], Awaitable[int]]:
         """How many input records ``group`` has committed: an exactly-once contestant's
