@@ -649,28 +649,36 @@ class RdKafkaConsumer(Consumer):
         return found.offset if found.offset >= 0 else None
 
     async def lag(self) -> dict[TopicPartition, int]:
-        out = {}
-        if self._handing:  # librdkafka's positions are past records the worker has not got
+        # Read on the consume thread in one call, between two fetches: a fetch that returned
+        # records has set _handing there before, so positions past records the worker has
+        # not got are never read as caught up (read from the loop, a fetch could land between
+        # the watermark and the position).
+        def read() -> dict[TopicPartition, int]:
+            ready = list(self._ready)
+            if self._handing:  # librdkafka's positions are past records the worker has not got
+                return dict.fromkeys(ready, 1)
+            out = {}
+            for tp in ready:
+                try:
+                    _, end = self._c.get_watermark_offsets(
+                        RdTP(tp.topic, tp.partition), CALL_TIMEOUT, False
+                    )
+                    position = self._position(tp)
+                    if position is None:
+                        (found,) = self._c.committed([RdTP(tp.topic, tp.partition)], CALL_TIMEOUT)
+                        position = found.offset if found.offset >= 0 else 0
+                except KafkaException:
+                    # not known (a topic just made, a broker busy): not known to be caught up
+                    # either, so a wait for idleness does not end on it
+                    out[tp] = 1
+                    continue
+                out[tp] = max(end - position, 0)
+            return out
+
+        try:
+            return await self._run("reading partition offsets", read)
+        except BrokerError:
             return dict.fromkeys(self._ready, 1)
-        for tp in list(self._ready):
-            try:
-                _, end = await self._run(
-                    "reading partition offsets",
-                    self._c.get_watermark_offsets,
-                    RdTP(tp.topic, tp.partition),
-                    CALL_TIMEOUT,
-                    False,
-                )
-                position = self._position(tp)
-                if position is None:
-                    position = (await self.committed([tp]))[tp].offset or 0
-            except (KafkaException, BrokerError):
-                # not known (a topic just made, a broker busy): not known to be caught up
-                # either, so a wait for idleness does not end on it
-                out[tp] = 1
-                continue
-            out[tp] = max(end - position, 0)
-        return out
 
     async def caught_up(self, tp: TopicPartition) -> bool:
         if tp not in self._ready or self._handing:
