@@ -31,9 +31,9 @@ PUBLIC = {
         "drop_newest", "drop_oldest", "sample", "table", "throttle", "window",
     ],
     packetflow.actors: [
-        "Ask", "AskTimedOut", "FAILED", "Forget", "GAVE_UP", "Remind", "Reminder", "Router",
-        "STOPPED", "Supervision", "actor", "ask", "forget", "remind", "restart", "resume",
-        "router", "stop",
+        "Ask", "AskTimedOut", "Decide", "Escalated", "FAILED", "Forget", "GAVE_UP", "Remind",
+        "Reminder", "Router", "STOPPED", "Supervise", "Supervision", "actor", "ask", "decide",
+        "escalate", "forget", "remind", "restart", "resume", "router", "stop",
     ],
 }  # fmt: skip
 

@@ -16,11 +16,14 @@ An actor's mailbox is its key's partition, its state a changelog-backed store, a
 one message at a time; a tell is a send, an ask from outside ``Client.ask``, an ask from
 inside an actor the :func:`ask` effect (its answer, or :class:`AskTimedOut`, comes back as a
 message), reminders :func:`remind` (durable, with a misfire policy), supervision (restart
-with backoff and a durable stash, resume, stop), routers over pools of ids.
+with backoff and a durable stash, resume, stop, escalate to a supervisor actor that
+:func:`decide` for one actor or its whole group, every decision a record on
+``<topology>.supervision``), routers over pools of ids.
 
 ``declare.py`` is what users call; ``agent.py`` the agent on the engine's contract
 (``packetflow.engine.agent``); ``asks.py``, ``reminders.py``, ``routers.py`` and
-``supervision.py`` what effects, intents and policies there are; ``operate.py`` what the
+``supervision.py`` what effects, intents and policies there are, ``supervisors.py`` what
+escalation sends and a supervisor answers; ``operate.py`` what the
 changelogs say of each actor and an operator's start command. May import:
 ``packetflow.core`` and ``packetflow.engine`` (its contract, topology and transport records).
 """
@@ -32,7 +35,8 @@ from packetflow.actors.asks import Ask, AskTimedOut, ask
 from packetflow.actors.declare import actor
 from packetflow.actors.reminders import Forget, Remind, Reminder, forget, remind
 from packetflow.actors.routers import Router, router
-from packetflow.actors.supervision import Supervision, restart, resume, stop
+from packetflow.actors.supervision import Supervision, escalate, restart, resume, stop
+from packetflow.actors.supervisors import Decide, Escalated, Supervise, decide
 
 __all__ = [
     "FAILED",
@@ -40,13 +44,18 @@ __all__ = [
     "STOPPED",
     "Ask",
     "AskTimedOut",
+    "Decide",
+    "Escalated",
     "Forget",
     "Remind",
     "Reminder",
     "Router",
+    "Supervise",
     "Supervision",
     "actor",
     "ask",
+    "decide",
+    "escalate",
     "forget",
     "remind",
     "restart",

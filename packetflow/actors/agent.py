@@ -32,6 +32,7 @@ from packetflow.actors.asks import Ask, AskTimedOut
 from packetflow.actors.operate import ActorControl
 from packetflow.actors.reminders import Forget, Remind, Reminder, firings
 from packetflow.actors.supervision import Supervision
+from packetflow.actors.supervisors import Decide, Escalated, Supervise
 from packetflow.core.context import Context
 from packetflow.core.effects import Effect, Emit
 from packetflow.core.intent import Intent
@@ -45,8 +46,10 @@ from packetflow.engine.agent import (
     Origin,
     StoreDecl,
     Timer,
+    TopicDecl,
 )
 from packetflow.engine.transport import BrokerError, Record
+from packetflow.engine.transport.partitioner import group_of
 
 log = logging.getLogger("packetflow.actors")
 
@@ -75,6 +78,7 @@ FAILED = "actor-failed"  # resume / stop: the handler raised
 GAVE_UP = "actor-gave-up"  # restart: past max_restarts within the window
 STOPPED = "actor-stopped"  # the actor was stopped by an earlier failure
 STASH_FULL = "actor-stash-full"  # backing off, and its stash is full
+RECORD_TYPE = b"packetflow.actors.SupervisionRecord"  # pf-type of <topology>.supervision
 # a backing-off actor's stash: at most this many messages and (as JSON) bytes, well under
 # the changelog's record limit (the stash is one value of the supervision store)
 STASH_LIMIT = 1_000
@@ -90,6 +94,12 @@ class ActorSpec(AgentSpec):
     fn: Callable[..., Any]
     supervision: Supervision = field(default_factory=Supervision)
     takes_replies: bool = True  # answers to its asks come to its topic
+    records_topic: str = ""  # logical: <topology>.supervision, every decision as a record
+    supervisor: str | None = None  # the supervisor actor type's name
+    supervisor_topic: str | None = None  # ... and its (logical) topic
+
+    def topics(self) -> list[TopicDecl]:
+        return [TopicDecl(self.records_topic, internal=True)]
 
     def describe(self) -> dict[str, Any]:
         s = self.supervision
@@ -97,7 +107,16 @@ class ActorSpec(AgentSpec):
         if s.strategy == "restart":
             policy += f" (max {s.max_restarts} in {s.within:g}s, backoff {s.backoff[0]:g}-"
             policy += f"{s.backoff[1]:g}s)"
-        return {"supervision": policy}
+        out = {"supervision": policy}
+        if self.supervisor:
+            out["supervisor"] = self.supervisor
+        if self.key_group:
+            out["group"] = f"actor id up to {self.key_group!r}"
+        return out
+
+    def group(self, key: bytes) -> str:
+        """The supervisor's id for an actor: its group, or (ungrouped) the type's name."""
+        return _id(group_of(key, self.key_group.encode())) if self.key_group else self.name
 
     def runtime(self, services: AgentServices) -> ActorRuntime:
         return ActorRuntime(self, services)
@@ -114,6 +133,7 @@ class ActorRuntime(AgentRuntime):
         self.asks: KeyedStore = services.stores["asks"]
         self.reminders: KeyedStore = services.stores["reminders"]
         self.own_topic = services.source_topic  # physical: what its asks name as reply_to
+        self.records_topic = services.names.physical(spec.records_topic)
         self.is_async = inspect.iscoroutinefunction(spec.fn)
         self.with_id = takes_id(spec.fn)
         self.types = {t.intent_type: t for t in spec.intent_types}
@@ -127,7 +147,7 @@ class ActorRuntime(AgentRuntime):
                 decision=decision,
                 **labels,
             )
-            for decision in ("restart", "resume", "stop", "gave-up")
+            for decision in ("restart", "resume", "stop", "gave-up", "escalate")
         }
         self._unanswered = metrics.counter(
             "packetflow_actor_replies_dropped_total",
@@ -141,7 +161,10 @@ class ActorRuntime(AgentRuntime):
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
         p, key = record.partition, record.key or b""
         if isinstance(intent, ActorControl):
-            self._control(p, key, intent, context)
+            await self._control(p, key, intent, context)
+            return
+        if isinstance(intent, Supervise):  # internal: only a worker sends it
+            await self._directed(p, key, intent)
             return
         if (
             context.reply_to == self.own_topic
@@ -171,7 +194,7 @@ class ActorRuntime(AgentRuntime):
             return
         await self._deliver(p, key, record, intent, context)
 
-    def _control(self, p: int, key: bytes, command: ActorControl, context: Context) -> None:
+    async def _control(self, p: int, key: bytes, command: ActorControl, context: Context) -> None:
         """An operator's command (its capability already checked)."""
         if command.actor_type != self.spec.name or command.actor != _id(key):
             log.warning(  # its capability was checked for the actor it names, not this one
@@ -184,6 +207,7 @@ class ActorRuntime(AgentRuntime):
             log.warning("actor %s/%s started again by %s", self.spec.name, _id(key),
                         context.principal)  # fmt: skip
             _keep(self.supervised, p, key, status)
+            await self._record(key, "start", f"operator {context.principal}")
 
     async def _deliver(
         self, p: int, key: bytes, record: Record, intent: Intent, context: Context
@@ -275,12 +299,12 @@ class ActorRuntime(AgentRuntime):
         recorded once the turn succeeded)."""
         items = effects if isinstance(effects, list | tuple) else [effects]
         for effect in items:
-            if not isinstance(effect, Ask | Remind | Forget) and _nests_actor_effect(effect):
+            if not isinstance(effect, _ACTOR_EFFECTS) and _nests_actor_effect(effect):
                 raise TypeError(
-                    f"actor {self.spec.name}: ask(), remind() and forget() go in the list an "
-                    "actor returns, not inside sequential/parallel/when/retry"
+                    f"actor {self.spec.name}: ask(), remind(), forget() and decide() go in "
+                    "the list an actor returns, not inside sequential/parallel/when/retry"
                 )
-        if not any(isinstance(e, Ask | Remind | Forget) for e in items):
+        if not any(isinstance(e, _ACTOR_EFFECTS) for e in items):
             return effects, [], []
         out: list[Any] = []
         asked = []
@@ -294,6 +318,17 @@ class ActorRuntime(AgentRuntime):
                 asked.append((effect, request))
             elif isinstance(effect, Remind | Forget):
                 reminded.append(effect)
+            elif isinstance(effect, Decide):  # to the failed actor's topic, sealed (internal)
+                escalated = effect.escalated
+                directive = Supervise(
+                    actor_type=escalated.actor_type,
+                    actor=escalated.actor,
+                    decision=effect.decision,
+                    group_wide=effect.group_wide,
+                    supervisor=_id(key),
+                    failure=escalated.failure,
+                )
+                out.append(Emit(directive, escalated.topic, escalated.actor, None))
             else:
                 out.append(effect)
         return out, asked, reminded
@@ -360,22 +395,32 @@ class ActorRuntime(AgentRuntime):
         policy = self.spec.supervision
         what = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         who = f"{self.spec.name}/{_id(key)}"
+        if policy.strategy == "escalate":
+            await self._escalate(p, key, record, intent, context, what, "escalate")
+            return
         if policy.strategy == "resume":
             self._decisions["resume"].inc()
             log.warning("actor %s failed (%s): message set aside, actor resumes", who, what)
             await self.services.dead_letter(record, FAILED, what)
+            await self._record(key, "resume", "policy", what, record)
             return
         if policy.strategy == "stop":
             self._decisions["stop"].inc()
             log.error("actor %s failed (%s): stopped", who, what)
             self.supervised.put(p, key, {"stopped": what})
             await self.services.dead_letter(record, FAILED, what)
+            await self._record(key, "stop", "policy", what, record)
             return
         now = int(self.services.clock.time() * 1000)
         status = self.supervised.peek(p, key) or {}
         window = int(policy.within * 1000)
         restarts = [t for t in status.get("restarts", []) if now - t < window] + [now]
         if len(restarts) > policy.max_restarts:
+            if self.spec.supervisor:  # past its limit, the policy escalates
+                status.pop("restarts", None)
+                _keep(self.supervised, p, key, status)
+                await self._escalate(p, key, record, intent, context, what, "max-restarts")
+                return
             self._decisions["gave-up"].inc()
             log.error(
                 "actor %s failed %d times in %gs (%s): message set aside",
@@ -386,6 +431,7 @@ class ActorRuntime(AgentRuntime):
             )
             status.pop("restarts", None)
             _keep(self.supervised, p, key, status)
+            await self._record(key, "gave-up", "policy", what, record, attempts=len(restarts))
             return
         self._decisions["restart"].inc()
         delay = policy.delay(len(restarts), key)
@@ -394,6 +440,142 @@ class ActorRuntime(AgentRuntime):
         size = sum(len(orjson.dumps(e)) for e in stash)
         self.supervised.put(p, key, {"restarts": restarts, "stash": stash, "bytes": size})
         self.services.timers.set(p, key, RESTART_TIMER, now + int(delay * 1000), clock=True)
+        await self._record(
+            key, "restart", "policy", what, record, attempt=len(restarts), delay_s=round(delay, 3)
+        )
+
+    async def _escalate(
+        self,
+        p: int,
+        key: bytes,
+        record: Record,
+        intent: Intent,
+        context: Context,
+        what: str,
+        cause: str,
+    ) -> None:
+        """Hand the failure to the supervisor; the actor's messages wait in its stash (the
+        failed one first) until it decides."""
+        self._decisions["escalate"].inc()
+        supervisor = self.spec.group(key)
+        log.warning("actor %s/%s failed (%s): escalated to %s/%s", self.spec.name, _id(key),
+                    what, self.spec.supervisor, supervisor)  # fmt: skip
+        status = self.supervised.peek(p, key) or {}
+        stash = [_entry(record, intent, context), *status.get("stash", [])]
+        size = sum(len(orjson.dumps(e)) for e in stash)
+        self.supervised.put(p, key, {"escalated": what, "stash": stash, "bytes": size})
+        escalated = Escalated(
+            supervisor=supervisor,
+            actor_type=self.spec.name,
+            actor=_id(key),
+            topic=self.spec.topic,
+            failure=what,
+            cause=cause,
+            message_type=type(intent).intent_type,
+        )
+        origin = Origin(self.spec.name, context, record.key)
+        await self.services.effects.emit(
+            escalated, origin, topic=self.spec.supervisor_topic, key=supervisor
+        )
+        await self._record(key, "escalate", "policy", what, record, supervisor=supervisor,
+                           cause=cause)  # fmt: skip
+
+    async def _directed(self, p: int, key: bytes, directive: Supervise) -> None:
+        """A supervisor's decision on an escalated failure of this actor (or, group-wide,
+        of one in its group)."""
+        if directive.actor_type != self.spec.name or directive.actor != _id(key):
+            log.warning("actor %s/%s: ignored a decision for %s/%s", self.spec.name,
+                        _id(key), directive.actor_type, directive.actor)  # fmt: skip
+            return
+        status = self.supervised.peek(p, key) or {}
+        if "escalated" not in status:
+            log.info("actor %s/%s: no failure waits for the decision %s: ignored",
+                     self.spec.name, _id(key), directive.decision)  # fmt: skip
+            return
+        by = f"supervisor {self.spec.supervisor}/{directive.supervisor}"
+        failure = status.pop("escalated")
+        decision = directive.decision
+        now = now_ms(self.services.clock)
+        due = now
+        self._decisions[decision].inc()
+        if decision == "stop":
+            await self._stop(p, key, status, failure)
+        else:
+            if decision == "resume":  # the failed message (first) is set aside, the rest go on
+                first, *rest = status["stash"]
+                await self.services.dead_letter(_stashed_record(first), FAILED, failure)
+                status["stash"] = rest
+            else:  # restart: the whole stash again, after the first backoff
+                due += int(self.spec.supervision.delay(1, key) * 1000)
+            self.supervised.put(p, key, status)
+            self.services.timers.set(p, key, RESTART_TIMER, due, clock=True)
+        await self._record(key, decision, by, failure, one_for_all=directive.group_wide)
+        if not directive.group_wide or decision == "resume":
+            return
+        if not self.spec.key_group:
+            log.warning("actor type %s has no group: %s decided for %s/%s alone",
+                        self.spec.name, by, self.spec.name, _id(key))  # fmt: skip
+            return
+        for other in self._group(p, key):
+            if other == key:
+                continue
+            others = self.supervised.peek(p, other) or {}
+            if others.get("stopped"):
+                continue
+            if decision == "stop":
+                await self._stop(p, other, others, f"stopped with its group: {failure}")
+            else:  # it waits out the backoff too; its messages meanwhile wait in its stash
+                others.pop("escalated", None)  # the group restarts, this one with it
+                others.setdefault("stash", [])
+                others.setdefault("bytes", 0)
+                self.supervised.put(p, other, others)
+                self.services.timers.set(p, other, RESTART_TIMER, due, clock=True)
+            await self._record(other, decision, by, f"with its group: {failure}",
+                               one_for_all=True)  # fmt: skip
+
+    async def _stop(self, p: int, key: bytes, status: dict[str, Any], why: str) -> None:
+        """Stop an actor: what waited in its stash is set aside (``actor-stopped``)."""
+        for entry in status.get("stash", []):
+            await self.services.dead_letter(
+                _stashed_record(entry), STOPPED, f"actor {self.spec.name}/{_id(key)} stopped: {why}"
+            )
+        self.services.timers.cancel(p, key, RESTART_TIMER)
+        self.supervised.put(p, key, {"stopped": why})
+
+    def _group(self, p: int, key: bytes) -> set[bytes]:
+        """The actors of ``key``'s group on this partition (all of the group: its records
+        are partitioned by it) that have state or a supervision status."""
+        sep = (self.spec.key_group or "").encode()
+        mine = group_of(key, sep)
+        keys = {k for k, _ in self.store.items(p)} | {k for k, _ in self.supervised.items(p)}
+        return {k for k in keys if group_of(k, sep) == mine}
+
+    async def _record(
+        self,
+        key: bytes,
+        decision: str,
+        by: str,
+        failure: str | None = None,
+        record: Record | None = None,
+        **facts: Any,
+    ) -> None:
+        """A supervision decision as a record on ``<topology>.supervision`` (keyed by the
+        actor's id), sent with the batch, so exactly-once topologies commit it with it."""
+        value = {
+            "at": now_ms(self.services.clock),
+            "actor_type": self.spec.name,
+            "actor": _id(key),
+            "decision": decision,
+            "by": by,
+            "failure": failure,
+            "source": None
+            if record is None or record.offset < 0
+            else f"{record.topic}/{record.partition}/{record.offset}",
+            **facts,
+        }
+        await self.services.producer.send(
+            self.records_topic, orjson.dumps(value), key, [("pf-type", RECORD_TYPE)]
+        )
 
     async def on_timer(self, timer: Timer) -> None:
         """A restart's backoff is over (replay the actor's stash in order), or an ask's
@@ -538,9 +720,12 @@ def _keep(store: KeyedStore, p: int, key: bytes, value: dict[str, Any]) -> None:
         store.delete(p, key)
 
 
+_ACTOR_EFFECTS = (Ask, Remind, Forget, Decide)  # taken out of an actor's list by the runtime
+
+
 def _nests_actor_effect(effect: Any) -> bool:
-    """Whether a composition holds an ask/remind/forget somewhere inside it."""
-    if isinstance(effect, Ask | Remind | Forget):
+    """Whether a composition holds an ask/remind/forget/decide somewhere inside it."""
+    if isinstance(effect, _ACTOR_EFFECTS):
         return True
     if not dataclasses.is_dataclass(effect) or isinstance(effect, type):
         return False

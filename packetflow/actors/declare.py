@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from packetflow.actors.agent import ASKS, REMINDERS, SUPERVISION, ActorSpec, takes_id
 from packetflow.actors.operate import ActorControl
 from packetflow.actors.supervision import Supervision
+from packetflow.actors.supervisors import Escalated, Supervise
 from packetflow.core.intent import Intent, intent_types_of
 from packetflow.core.reactor import StateSpec
 from packetflow.core.replies import Refused
@@ -28,6 +29,8 @@ def actor(
     name: str | None = None,
     partitions: int | None = None,
     public: bool = False,
+    supervisor: str | None = None,
+    group: str | None = None,
 ) -> Callable[[F], F]:
     """Declare an actor type whose function handles ``handles`` (an intent class or a union
     of them, taken apart with ``match``) for one actor at a time.
@@ -42,18 +45,32 @@ def actor(
     ``Client.send`` / ``packetflow send`` of one of them is a tell and ``Client.ask`` an
     ask (answered with ``reply(...)``; name what it replies with and sends in ``emits``, so
     clients can decode it). ``supervision``
-    (default :func:`~packetflow.actors.restart`) decides what a failed message leads to.
-    Capabilities are the intents' own, checked on every message as for a reactor.
+    (default :func:`~packetflow.actors.restart`) decides what a failed message leads to;
+    ``supervisor`` names an actor type declared before this one that handles
+    :class:`~packetflow.actors.Escalated` (failures go to it under ``escalate()``, or past
+    ``max_restarts``), and ``group`` a separator: an actor's group (its supervisor's id) is
+    its id up to it, and a group's messages share a partition. Every supervision decision
+    is a record on ``<topology>.supervision``. Capabilities are the intents' own, checked
+    on every message as for a reactor.
     """
-    # every actor type also takes an operator's commands, and Refused: the engine's answer
-    # to one of its asks that was set aside (denied, dead-lettered)
-    types: tuple[type[Intent], ...] = (*intent_types_of(handles), ActorControl, Refused)
+    # every actor type also takes an operator's commands, Refused (the engine's answer to
+    # one of its asks that was set aside: denied, dead-lettered) and its supervisor's
+    # decisions
+    types: tuple[type[Intent], ...] = (
+        *intent_types_of(handles),
+        ActorControl,
+        Refused,
+        Supervise,
+    )
 
     def register(fn: F) -> F:
         actor_name = name or fn.__name__
         doc = (fn.__doc__ or "").strip().splitlines()
         try:
             takes_id(fn)
+            boss = _supervisor(topology, supervisor, supervision)
+            if group is not None and not group:
+                raise ValueError("group must be a non-empty separator, such as '/'")
             spec = ActorSpec(
                 name=actor_name,
                 topic=topic or actor_name,
@@ -64,6 +81,10 @@ def actor(
                 stores=(StoreDecl("", StateSpec.of(state)), SUPERVISION, ASKS, REMINDERS),
                 description=doc[0] if doc else "",
                 public=public,
+                records_topic=f"{topology.name}.supervision",
+                supervisor=supervisor,
+                supervisor_topic=boss.topic if boss is not None else None,
+                key_group=group,
             )
         except ValueError as exc:
             raise TopologyError(f"actor {actor_name}: {exc}") from None
@@ -71,3 +92,19 @@ def actor(
         return fn
 
     return register
+
+
+def _supervisor(
+    topology: Topology, name: str | None, supervision: Supervision | None
+) -> ActorSpec | None:
+    """The supervisor actor type named ``name``, checked."""
+    if name is None:
+        if supervision is not None and supervision.strategy == "escalate":
+            raise ValueError("escalate() needs a supervisor: actor(..., supervisor='name')")
+        return None
+    spec = topology.agents.get(name)
+    if not isinstance(spec, ActorSpec):
+        raise ValueError(f"supervisor {name!r} is not an actor type declared before this one")
+    if Escalated not in spec.intent_types:
+        raise ValueError(f"supervisor {name!r} does not handle packetflow.actors.Escalated")
+    return spec

@@ -39,7 +39,7 @@ class ActorView:
     actor_type: str
     actor: str
     state: Any = None
-    status: str = "active"  # active, backing off, stopped
+    status: str = "active"  # active, backing off, escalated (to its supervisor), stopped
     reason: str | None = None  # why it stopped
     restarts: int = 0  # restarts within its supervision window
     waiting: int = 0  # messages in its stash (backing off)
@@ -101,6 +101,9 @@ def _fold(view: ActorView, store: str, value: Any) -> None:
     elif store == "supervision":
         if value.get("stopped"):
             view.status, view.reason = "stopped", value["stopped"]
+        elif value.get("escalated"):
+            view.status, view.reason = "escalated", value["escalated"]
+            view.waiting = len(value.get("stash", []))
         elif "stash" in value:
             view.status, view.waiting = "backing off", len(value["stash"])
         view.restarts = len(value.get("restarts", []))

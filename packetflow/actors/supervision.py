@@ -4,8 +4,9 @@
 later message of that actor aside; ``restart(...)`` (the default) keeps the message and
 tries it again after a backoff, holding the actor's later messages back meanwhile (in its
 durable stash, so the partition's offsets move on and its other actors keep flowing), and
-gives up on the message after ``max_restarts`` failures within ``within`` seconds.
-Pure: no I/O, no engine.
+gives up on the message after ``max_restarts`` failures within ``within`` seconds, or, when
+the actor type names a supervisor, escalates it. ``escalate()`` hands every failure to the
+supervisor at once (see ``supervisors.py``). Pure: no I/O, no engine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-Strategy = Literal["restart", "resume", "stop"]
+Strategy = Literal["restart", "resume", "stop", "escalate"]
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,10 @@ class Supervision:
     jitter: float = 0.2  # each wait is up to this share shorter, at random
 
     def __post_init__(self) -> None:
-        if self.strategy not in ("restart", "resume", "stop"):
-            raise ValueError(f"strategy must be restart, resume or stop, not {self.strategy!r}")
+        if self.strategy not in ("restart", "resume", "stop", "escalate"):
+            raise ValueError(
+                f"strategy must be restart, resume, stop or escalate, not {self.strategy!r}"
+            )
         if self.max_restarts < 0 or self.within <= 0:
             raise ValueError("max_restarts must be >= 0 and within > 0")
         first, longest = self.backoff
@@ -67,3 +70,9 @@ def resume() -> Supervision:
 def stop() -> Supervision:
     """Set the failed message and every later message of the actor aside."""
     return Supervision("stop")
+
+
+def escalate() -> Supervision:
+    """Hand the failure to the actor type's supervisor (``actor(..., supervisor=...)``);
+    the actor's messages wait in its stash until the supervisor decides."""
+    return Supervision("escalate")

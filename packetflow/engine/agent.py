@@ -89,6 +89,9 @@ class AgentSpec(abc.ABC):
     # its source topic may be a request's reply_to: replies to what it asked come to it
     # (keyed by the requester it named), as ordinary records of its topic
     takes_replies: bool = False
+    # records of its source topic are partitioned by their key's part before this separator
+    # (a group: "g1/a" and "g1/b" share a partition), by every producer of the topology
+    key_group: str | None = None
 
     @property
     def state(self) -> StateSpec[Any] | None:

@@ -99,6 +99,7 @@ class Client(Lifecycle):
         resources.push_async_callback(self.transport.stop)
         await self.transport.ensure_topics(self.topology.topic_specs())
         producer = self.transport.producer()
+        producer.key_groups = self.topology.key_groups()
         await producer.start()
         resources.push_async_callback(producer.stop)
         self._producer = producer

@@ -433,6 +433,16 @@ class Topology:
             self.sealed_reply_targets()
         )
 
+    def key_groups(self) -> dict[str, bytes]:
+        """Physical topics whose records are partitioned by a group, the part of their key
+        before a separator (``AgentSpec.key_group``): what producers of this topology set as
+        their ``key_groups``."""
+        return {
+            self.physical(a.topic): a.key_group.encode()
+            for a in self.agents.values()
+            if a.key_group
+        }
+
     def sealed_reply_targets(self) -> set[str]:
         """The reply targets only workers may name (agents' topics): a record whose context
         names one is sealed by the worker that sends it and refused without that seal."""

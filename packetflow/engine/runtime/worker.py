@@ -180,6 +180,7 @@ class Worker(Lifecycle, RebalanceListener):
             if topology.exactly_once
             else None
         )
+        producer.key_groups = topology.key_groups()
         await producer.start()
         resources.push_async_callback(producer.stop)
         guard = self.guard = Guard(topology.hierarchy, self.security, self.clock, sealer)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from packetflow.core.effects import Delivery
@@ -108,6 +109,11 @@ class RebalanceListener(abc.ABC):
 
 
 class Producer(abc.ABC):
+    # physical topic -> separator: records with a key go to the partition of the key's part
+    # before the separator (partitioner.group_of); set by the worker or client from the
+    # topology (Topology.key_groups) before the first send; other topics hash the whole key
+    key_groups: Mapping[str, bytes] = MappingProxyType({})
+
     @abc.abstractmethod
     async def start(self) -> None: ...
 

@@ -65,7 +65,7 @@ from packetflow.engine.transport.base import (
     TopicSpec,
     Transport,
 )
-from packetflow.engine.transport.partitioner import partition_for_key
+from packetflow.engine.transport.partitioner import group_of, partition_for_key
 from packetflow.engine.transport.url import BrokerURL, BrokerURLError
 
 log = logging.getLogger("packetflow.kafka")
@@ -244,7 +244,7 @@ class KafkaProducer(Producer):
         count = self._partition_counts.get(topic)
         if count is None:
             return None
-        batch = self._open_batch(topic, self._pick(key, count))
+        batch = self._open_batch(topic, self._pick(topic, key, count))
         offset = batch.append(key, value, headers, None)
         return None if offset is None else _Ack(batch, offset)
 
@@ -335,13 +335,16 @@ class KafkaProducer(Producer):
         count = self._partition_counts.get(topic)
         if count is None:
             count = self._partition_counts[topic] = len(await self._producer.partitions_for(topic))
-        return self._pick(key, count)
+        return self._pick(topic, key, count)
 
-    def _pick(self, key: bytes | None, count: int) -> int:
-        """Kafka's default partitioner: murmur2 of the key (memoised), else round robin."""
+    def _pick(self, topic: str, key: bytes | None, count: int) -> int:
+        """Kafka's default partitioner: murmur2 of the key (memoised; of its group on a
+        topic keyed by groups), else round robin."""
         if key is None:
             self._round_robin += 1
             return self._round_robin % count
+        if self.key_groups and topic in self.key_groups:
+            key = group_of(key, self.key_groups[topic])
         return partition_for_key(key, count)
 
     def _open_batch(self, topic: str, partition: int) -> _Batch:

@@ -34,7 +34,7 @@ from packetflow.engine.transport.base import (
     Transport,
     record_bytes,
 )
-from packetflow.engine.transport.partitioner import partition_for_key
+from packetflow.engine.transport.partitioner import group_of, partition_for_key
 
 DEFAULT_PARTITIONS = 4
 
@@ -258,6 +258,9 @@ class MemoryProducer(Producer):
     ) -> Acked:
         if self._transactional_id is not None:
             self._check_txn()
+        if partition is None and key is not None and topic in self.key_groups:
+            count = len(self._broker.partitions(topic))
+            partition = partition_for_key(group_of(key, self.key_groups[topic]), count)
         delivery = self._broker.append(topic, value, key, headers, partition, timestamp)
         if self._in_txn:
             tp = TopicPartition(delivery.topic, delivery.partition)

@@ -73,6 +73,7 @@ from packetflow.engine.transport.kafka import (
     client_options,
     transaction_timeout_ms,
 )
+from packetflow.engine.transport.partitioner import group_of, partition_for_key
 from packetflow.engine.transport.url import BrokerURL
 
 log = logging.getLogger("packetflow.kafka")
@@ -182,6 +183,7 @@ class RdKafkaProducer(Producer):
         self._failed: list[RdError] = []
         self._transactional = transactional_id is not None
         self._in_txn = False
+        self._counts: dict[str, int] = {}  # partition counts of topics keyed by groups
 
     @property
     def _p(self) -> RdProducer:
@@ -257,10 +259,29 @@ class RdKafkaProducer(Producer):
         if type(headers) is not list:
             headers = list(headers)
         rd_headers: Any = headers  # (str, bytes) pairs; its stubs want a list of a wider type
+        if (
+            key is not None
+            and self.key_groups
+            and topic in self.key_groups
+            and (not extra or "partition" not in extra)
+        ):  # librdkafka hashes whole keys only
+            extra = {**(extra or {}), "partition": self._group_partition(topic, key)}
         self._p.produce(
             topic, value, key, on_delivery=ack.delivered, headers=rd_headers, **(extra or {})
         )
         return ack
+
+    def _group_partition(self, topic: str, key: bytes) -> int:
+        count = self._counts.get(topic)
+        if count is None:  # from librdkafka's metadata, fetched once a topic
+            try:
+                meta = self._p.list_topics(topic, CALL_TIMEOUT).topics[topic]
+            except KafkaException as exc:
+                raise _error(exc, f"reading the partitions of {topic}") from exc
+            if meta.error is not None or not meta.partitions:
+                raise BrokerError(f"reading the partitions of {topic}: {meta.error}")
+            count = self._counts[topic] = len(meta.partitions)
+        return partition_for_key(group_of(key, self.key_groups[topic]), count)
 
     def _note_failure(self, err: RdError) -> None:
         self._failed.append(err)
