@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import orjson
 
 from packetflow.actors.asks import Ask, AskTimedOut
-from packetflow.actors.operate import ActorControl
+from packetflow.actors.operate import ActorControl, ActorView, fold
 from packetflow.actors.reminders import Forget, Remind, Reminder, firings
 from packetflow.actors.supervision import Supervision
 from packetflow.actors.supervisors import Decide, Escalated, Supervise
@@ -676,6 +676,16 @@ class ActorRuntime(AgentRuntime):
 
     def state(self, key: bytes | None) -> Any:
         return self.store.find(key)
+
+    def inspect(self, key: bytes | None) -> ActorView:
+        """The actor as ``packetflow actors show`` would say, from this worker's stores."""
+        view = ActorView(self.spec.name, _id(key or b""))
+        for name, store in (("", self.store), ("supervision", self.supervised),
+                            ("asks", self.asks), ("reminders", self.reminders)):  # fmt: skip
+            value = store.find(key)
+            if value is not None:
+                fold(view, name, value)
+        return view
 
 
 def _stashed_record(entry: dict[str, Any]) -> Record:

@@ -87,7 +87,7 @@ async def read_actors(
         values = await _latest(transport, topology, info)
         for key, value in values.items():
             view = views.setdefault((info.owner, key), ActorView(info.owner, key))
-            _fold(view, info.name, value)
+            fold(view, info.name, value)
     return [views[k] for k in sorted(views) if views[k].state is not None or _busy(views[k])]
 
 
@@ -95,7 +95,8 @@ def _busy(view: ActorView) -> bool:
     return view.status != "active" or bool(view.asks or view.reminders)
 
 
-def _fold(view: ActorView, store: str, value: Any) -> None:
+def fold(view: ActorView, store: str, value: Any) -> None:
+    """Put what one of an actor's stores holds for it into ``view``."""
     if store == "":
         view.state = value
     elif store == "supervision":

@@ -161,6 +161,11 @@ class AgentRuntime(abc.ABC):
         """What this agent holds for ``key`` (for inspection and tests), or None."""
         return None
 
+    def inspect(self, key: bytes | None) -> Any:
+        """Everything an operator would want to see of ``key`` here (an actor's state with
+        its supervision status, asks and reminders, say); by default its state."""
+        return self.state(key)
+
 
 class Origin(NamedTuple):
     """The run that produced some effects: its name, context and record key."""

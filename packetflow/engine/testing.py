@@ -252,6 +252,15 @@ class TestDriver:
         """The state of ``reactor`` for ``key`` (None when the key has none yet)."""
         return self.worker.state(reactor, key)
 
+    def inspect(self, agent: str, key: str | None) -> Any:
+        """All ``agent`` holds for ``key`` (``AgentRuntime.inspect``)."""
+        return self.worker.inspect(agent, key)
+
+    def actor_state(self, actor_type: str, actor_id: str) -> Any:
+        """An actor as an operator sees it (``packetflow.actors.ActorView``: state, status,
+        restarts, stash, pending asks, reminders): :meth:`inspect` by another name."""
+        return self.inspect(actor_type, actor_id)
+
     def states(self, reactor: str) -> dict[str | None, Any]:
         return self.worker.states(reactor)
 

@@ -107,3 +107,17 @@ def test_fire_all_sends_at_most_its_limit_at_once() -> None:
     times, missed, nxt = firings(0, 1_000_000, 10, "fire_all")
     assert (len(times), missed, nxt) == (FIRE_ALL_LIMIT, 100_001 - FIRE_ALL_LIMIT, 1_000_010)
     assert times[-1] == 1_000_000
+
+
+def test_the_test_driver_shows_an_actor_whole() -> None:
+    """``driver.actor_state``: state, status and reminders, as ``packetflow actors show``."""
+    with TestDriver(_devices()) as driver:
+        driver.send(Watch(device="d1", after=30, every=60), context=WATCH)
+        view = driver.actor_state("device", "d1")
+        assert (view.actor_type, view.actor, view.status) == ("device", "d1", "active")
+        assert view.state == Seen()
+        assert set(view.reminders) == {"check"}
+        assert view.reminders["check"]["every"] == 60
+        driver.advance(30)
+        assert driver.actor_state("device", "d1").state.fired == [0]
+        assert driver.actor_state("device", "nobody").state is None

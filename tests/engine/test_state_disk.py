@@ -58,6 +58,11 @@ async def test_a_worker_taking_its_partitions_again_replays_only_the_changelog_t
         await run.send(Add(key="a", n=4))
         await run.idle()
         assert run.worker.metrics.restored["tally"] >= 2  # it read the whole changelog
+        # how long each changelog partition's restore took, as a metric
+        took = run.worker.metrics.snapshot().get("restore_seconds", {})
+        changelog = topo.physical(topo.changelog_topic("tally"))
+        assert {f"{changelog}[{p}]" for p in range(2)} <= set(took)
+        assert all(0 < s < 30 for s in took.values())
 
     caplog.set_level(logging.INFO, "packetflow.worker")
     async with running(topo, broker, state_dir=tmp_path / "state") as run:

@@ -72,6 +72,13 @@ class WorkerView:
             raise KeyError(f"{reactor!r} is not a stateful reactor of {self.topology.name!r}")
         return processor.stores[reactor].find(raw)
 
+    def inspect(self, agent: str, key: str | bytes | None) -> Any:
+        """What ``agent`` holds for ``key`` on this worker, whole (``AgentRuntime.inspect``)."""
+        runtime = self._processor.agents.get(agent)
+        if runtime is None:
+            raise KeyError(f"{agent!r} is not an agent of {self.topology.name!r}")
+        return runtime.inspect(key.encode() if isinstance(key, str) else key)
+
     def states(self, reactor: str) -> dict[str | None, Any]:
         """Every key's state of ``reactor`` held by this worker."""
         store = self._processor.stores[reactor]

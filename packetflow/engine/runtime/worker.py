@@ -618,8 +618,16 @@ class Worker(Lifecycle, RebalanceListener):
                 starts=starts,
                 on_reset=functools.partial(_forget_local, store, starts),
             )
+            took = time.monotonic() - began
             for p in mine:
                 store.restored(p)
+                self.metrics.registry.gauge(
+                    "packetflow_restore_seconds",
+                    "seconds the last restore of a changelog partition took (partitions "
+                    "assigned together are restored together, and share it)",
+                    "restore_seconds",
+                    partition=f"{store.changelog_topic}[{p}]",
+                ).set(took)
             self.metrics.restored[owner] += restored
             if restored or starts:
                 log.info(
@@ -627,7 +635,7 @@ class Worker(Lifecycle, RebalanceListener):
                     restored,
                     store.changelog_topic,
                     ",".join(map(str, sorted(mine))),
-                    time.monotonic() - began,
+                    took,
                     f" (on disk; {len(starts)} partition(s) from their tail)" if starts else "",
                 )
         await processor.agents_assigned(partitions)
@@ -641,6 +649,10 @@ class Worker(Lifecycle, RebalanceListener):
     def state(self, reactor: str, key: str | bytes | None) -> Any:
         """The current state of ``reactor`` (or agent) for ``key`` here (None if not here)."""
         return self._view().state(reactor, key)
+
+    def inspect(self, agent: str, key: str | bytes | None) -> Any:
+        """All ``agent`` holds for ``key`` here (an actor: state, status, asks, reminders)."""
+        return self._view().inspect(agent, key)
 
     def states(self, reactor: str) -> dict[str | None, Any]:
         """Every key's state of ``reactor`` held by this worker."""
