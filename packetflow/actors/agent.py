@@ -97,6 +97,8 @@ class ActorSpec(AgentSpec):
     records_topic: str = ""  # logical: <topology>.supervision, every decision as a record
     supervisor: str | None = None  # the supervisor actor type's name
     supervisor_topic: str | None = None  # ... and its (logical) topic
+    passivate_after: float | None = None  # seconds idle before an actor leaves memory
+    max_active: int | None = None  # actors in memory per worker, the least recent leave
 
     def topics(self) -> list[TopicDecl]:
         return [TopicDecl(self.records_topic, internal=True)]
@@ -112,6 +114,10 @@ class ActorSpec(AgentSpec):
             out["supervisor"] = self.supervisor
         if self.key_group:
             out["group"] = f"actor id up to {self.key_group!r}"
+        if self.passivate_after is not None:
+            out["passivate_after_s"] = self.passivate_after
+        if self.max_active is not None:
+            out["max_active"] = self.max_active
         return out
 
     def group(self, key: bytes) -> str:
@@ -124,6 +130,8 @@ class ActorSpec(AgentSpec):
 
 class ActorRuntime(AgentRuntime):
     """One worker's actors of one type."""
+
+    ticks: ClassVar[bool] = True  # idle actors are passivated between batches
 
     def __init__(self, spec: ActorSpec, services: AgentServices) -> None:
         self.spec = spec
@@ -149,6 +157,24 @@ class ActorRuntime(AgentRuntime):
             )
             for decision in ("restart", "resume", "stop", "gave-up", "escalate")
         }
+        # passivation: the actors in memory, least recently active first (key -> partition,
+        # last turn ms); kept only when the type passivates
+        self._tracking = spec.passivate_after is not None or spec.max_active is not None
+        self._active: dict[bytes, tuple[int, int]] = {}
+        self._active_now = metrics.gauge(
+            "packetflow_actors_active", "actors in memory (a type that passivates)",
+            "actors_active", **labels,
+        )  # fmt: skip
+        self._activations = metrics.counter(
+            "packetflow_actor_activations_total",
+            "actors brought into memory by a message (a type that passivates)",
+            "activations", **labels,
+        )  # fmt: skip
+        self._passivations = metrics.counter(
+            "packetflow_actor_passivations_total",
+            "actors that left memory (idle, or past the type's max_active)",
+            "passivations", **labels,
+        )  # fmt: skip
         self._unanswered = metrics.counter(
             "packetflow_actor_replies_dropped_total",
             "answers no ask of the actor was waiting for (late, after its timeout)",
@@ -241,6 +267,8 @@ class ActorRuntime(AgentRuntime):
         self, p: int, key: bytes, record: Record, intent: Intent, context: Context
     ) -> bool:
         """Run one message; False when it failed (and supervision took over)."""
+        if self._tracking:
+            self._touch(p, key)
         try:
             state = self.store.get(p, key)
             result = (
@@ -277,6 +305,46 @@ class ActorRuntime(AgentRuntime):
         else:
             self.store.put_encoded(p, key, new_state, encoded)
         return True
+
+    # -- passivation -------------------------------------------------------------------
+
+    def _touch(self, p: int, key: bytes) -> None:
+        """The actor takes a turn: it is (or becomes) the most recently active; past
+        ``max_active`` the least recently active leaves memory."""
+        if self._active.pop(key, None) is None:
+            self._activations.inc()
+        self._active[key] = (p, now_ms(self.services.clock))
+        limit = self.spec.max_active
+        if limit is not None:
+            while len(self._active) > limit:
+                self._passivate(next(iter(self._active)))
+        self._active_now.set(len(self._active))
+
+    def _passivate(self, key: bytes) -> None:
+        """The actor leaves memory: its values may go from the stores' caches (they stay
+        in the stores and changelogs; the next message reads them back)."""
+        p, _ = self._active.pop(key)
+        for store in (self.store, self.supervised, self.asks, self.reminders):
+            store.release(p, key)
+        self._passivations.inc()
+
+    async def tick(self) -> None:
+        after = self.spec.passivate_after
+        if after is None or not self._active:
+            return
+        cutoff = now_ms(self.services.clock) - int(after * 1000)
+        idle = [k for k, (_, last) in self._active.items() if last <= cutoff]  # oldest first
+        for key in idle:
+            self._passivate(key)
+        if idle:
+            self._active_now.set(len(self._active))
+
+    async def revoked(self, partitions: set[int]) -> None:
+        gone = [k for k, (p, _) in self._active.items() if p in partitions]
+        for key in gone:
+            del self._active[key]
+        if gone:
+            self._active_now.set(len(self._active))
 
     def _end(self, p: int, key: bytes) -> None:
         """The actor returned None: its state, reminders and pending asks go (an actor

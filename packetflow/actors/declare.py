@@ -31,6 +31,8 @@ def actor(
     public: bool = False,
     supervisor: str | None = None,
     group: str | None = None,
+    passivate_after: float | None = None,
+    max_active: int | None = None,
 ) -> Callable[[F], F]:
     """Declare an actor type whose function handles ``handles`` (an intent class or a union
     of them, taken apart with ``match``) for one actor at a time.
@@ -50,7 +52,10 @@ def actor(
     :class:`~packetflow.actors.Escalated` (failures go to it under ``escalate()``, or past
     ``max_restarts``), and ``group`` a separator: an actor's group (its supervisor's id) is
     its id up to it, and a group's messages share a partition. Every supervision decision
-    is a record on ``<topology>.supervision``. Capabilities are the intents' own, checked
+    is a record on ``<topology>.supervision``. ``passivate_after`` (seconds idle) and
+    ``max_active`` (per worker) make actors leave memory; their next message brings them
+    back from the store (with the disk store their values leave its cache; the memory store
+    keeps every value in memory by nature). Capabilities are the intents' own, checked
     on every message as for a reactor.
     """
     # every actor type also takes an operator's commands, Refused (the engine's answer to
@@ -71,6 +76,10 @@ def actor(
             boss = _supervisor(topology, supervisor, supervision)
             if group is not None and not group:
                 raise ValueError("group must be a non-empty separator, such as '/'")
+            if passivate_after is not None and passivate_after <= 0:
+                raise ValueError("passivate_after must be a positive number of seconds")
+            if max_active is not None and max_active < 1:
+                raise ValueError("max_active must be at least 1")
             spec = ActorSpec(
                 name=actor_name,
                 topic=topic or actor_name,
@@ -85,6 +94,8 @@ def actor(
                 supervisor=supervisor,
                 supervisor_topic=boss.topic if boss is not None else None,
                 key_group=group,
+                passivate_after=passivate_after,
+                max_active=max_active,
             )
         except ValueError as exc:
             raise TopologyError(f"actor {actor_name}: {exc}") from None

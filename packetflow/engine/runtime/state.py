@@ -95,6 +95,10 @@ class StateStore:
         self._partitions.setdefault(partition, {})[key] = value
         self._dirty.setdefault(partition, {})[key] = encoded
 
+    def release(self, partition: int, key: bytes | None) -> None:
+        """Nothing: in this store memory is where the state lives (state_disk's drops the
+        value from its cache)."""
+
     def delete(self, partition: int, key: bytes | None) -> None:
         """Forget ``key`` (a tombstone on the changelog, which compaction then removes)."""
         if key is None:

@@ -228,6 +228,18 @@ class DiskStateStore(StateStore):
             self._cached += 1
         values[key] = value
 
+    def release(self, partition: int, key: bytes | None) -> None:
+        """Drop ``key``'s decoded value from the cache, unless it is a change not yet in the
+        database (changed since the batch was taken, or sent and not yet persisted)."""
+        key = b"" if key is None else key
+        values = self._partitions.get(partition)
+        if values is None or key not in values:
+            return
+        if key in self._dirty.get(partition, {}) or key in self._sent.get(partition, {}):
+            return
+        del values[key]
+        self._cached -= 1
+
     def put(self, partition: int, key: bytes | None, value: Any) -> None:
         key = b"" if key is None else key
         self._cache(partition, key, value)
