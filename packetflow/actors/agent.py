@@ -109,7 +109,7 @@ class ActorSpec(AgentSpec):
         if s.strategy == "restart":
             policy += f" (max {s.max_restarts} in {s.within:g}s, backoff {s.backoff[0]:g}-"
             policy += f"{s.backoff[1]:g}s)"
-        out = {"supervision": policy}
+        out: dict[str, Any] = {"supervision": policy}
         if self.supervisor:
             out["supervisor"] = self.supervisor
         if self.key_group:
