@@ -31,7 +31,7 @@ from packetflow.cli.errors import (
 from packetflow.cli.options import BrokerOpt, TopologyOpt
 from packetflow.cli.render import as_mermaid, as_text
 from packetflow.cli.watchdog import watch_the_loop
-from packetflow.engine.client import Client
+from packetflow.engine.client import AskTimeout, Client, RequestRefused
 from packetflow.engine.describe import as_json
 from packetflow.engine.ingress import IngressError, Submission, hopeless, submission
 from packetflow.engine.runtime.worker import Worker
@@ -237,23 +237,10 @@ def send(
     broker: BrokerOpt = None,
 ) -> None:
     """Publish intents: one from arguments, or many from a JSON-lines file."""
-    if topology_spec is None:
-        raise UserError("name the topology with --topology MODULE (or set PACKETFLOW_TOPOLOGY)")
-    topology = load(topology_spec)
-    url = shared_broker_url(broker, "nothing would consume what this command sends")
-    if token == "-":
-        if file is not None and str(file) == "-":
-            raise UserError("--token - and --file - cannot both read stdin")
-        token = sys.stdin.read().strip()
-    if token is not None and capability:
-        raise UserError("give --token or --capability, not both")
-    defaults: dict[str, Any] = {
-        "capabilities": capability or [],
-        "token": token,
-        "principal": principal,
-        "key": key,
-        "topic": topic,
-    }
+    topology, url = _target(topology_spec, broker)
+    if token == "-" and file is not None and str(file) == "-":
+        raise UserError("--token - and --file - cannot both read stdin")
+    defaults = _defaults(token, capability, principal, key, topic)
     if file is not None:
         if intent_type is not None:
             raise UserError("give either TYPE [DATA] or --file, not both")
@@ -269,6 +256,116 @@ def send(
     # last-resort handler, next to our own one-line error that already names the cause.
     logging.getLogger("aiokafka").addHandler(logging.NullHandler())
     asyncio.run(_send_all(topology, url, items))
+
+
+def _target(topology_spec: str | None, broker: str | None) -> tuple[Topology, str]:
+    """The topology and the broker URL a send or an ask goes to."""
+    if topology_spec is None:
+        raise UserError("name the topology with --topology MODULE (or set PACKETFLOW_TOPOLOGY)")
+    topology = load(topology_spec)
+    return topology, shared_broker_url(broker, "nothing would consume what this command sends")
+
+
+def _defaults(
+    token: str | None,
+    capability: list[str] | None,
+    principal: str | None,
+    key: str | None,
+    topic: str | None,
+) -> dict[str, Any]:
+    """What every intent sent by one command carries (``--token -``: read from stdin)."""
+    if token == "-":
+        token = sys.stdin.read().strip()
+    if token is not None and capability:
+        raise UserError("give --token or --capability, not both")
+    return {
+        "capabilities": capability or [],
+        "token": token,
+        "principal": principal,
+        "key": key,
+        "topic": topic,
+    }
+
+
+# -- ask ---------------------------------------------------------------------------------
+
+
+@app.command()
+def ask(
+    intent_type: Annotated[str, typer.Argument(help="Intent type name, e.g. shop.ShowCart")],
+    data: Annotated[str | None, typer.Argument(help="The intent's fields as a JSON object")] = None,
+    topology_spec: TopologyOpt = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token", "-T", help="Signed capability token (packetflow caps issue); '-' reads stdin"
+        ),
+    ] = None,
+    capability: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--capability",
+            "-c",
+            help="Unsigned capability op:resource (repeatable; allow_unsigned topologies only)",
+        ),
+    ] = None,
+    principal: Annotated[
+        str | None, typer.Option("--principal", "-p", help="Who is asking")
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option(help="Record key (default: the intent's key field)")
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Topic (default: the intent type's topic)")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the reply (also the request's deadline)")
+    ] = 10.0,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Ask even what the topology can only refuse (to see how it refuses)"
+        ),
+    ] = False,
+    broker: BrokerOpt = None,
+) -> None:
+    """Send one intent as a request and print its reply as JSON (a reactor's or actor's
+    ``reply(...)``). Exits 1 when the workers refused it (denied, dead-lettered: why) or
+    no reply came within --timeout."""
+    if timeout <= 0:
+        raise UserError("--timeout takes seconds, > 0")
+    topology, url = _target(topology_spec, broker)
+    line = {
+        "type": intent_type,
+        "data": _json(data or "{}", "DATA"),
+        **_defaults(token, capability, principal, key, topic),
+    }
+    item = _item(topology, line, "arguments", None)
+    if not force:
+        _refuse_hopeless(topology, [item])
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+    asyncio.run(_ask(topology, url, item, timeout))
+
+
+async def _ask(topology: Topology, url: str, item: Submission, timeout: float) -> None:
+    try:
+        async with Client(url, topology) as client:
+            answer = await client.ask(
+                item.intent, context=item.context, timeout=timeout, key=item.key, topic=item.topic
+            )
+    except RequestRefused as exc:
+        err.print(f"refused: {exc.reason}: {exc.error}")
+        raise typer.Exit(1) from None
+    except AskTimeout as exc:
+        err.print(str(exc))
+        raise typer.Exit(1) from None
+    except TopologyError as exc:
+        raise UserError(str(exc)) from None
+    except Exception as exc:
+        raise UserError(f"cannot ask on {safe_url(url)}: {describe(exc)}") from exc
+    out.print_json(
+        orjson.dumps({"type": answer.intent_type, "data": answer.model_dump(mode="json")}).decode()
+    )
 
 
 def _json(text: str, where: str) -> Any:

@@ -113,6 +113,23 @@ def test_send_refuses_what_workers_could_only_deny(args: tuple[str, ...], patter
     assert_user_error(cli("send", *args, "-t", "topologies.orders", "-b", DEAD_BROKER), pattern)
 
 
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        pytest.param(("orders.Deposit", "{bad", "--token", TOKEN), r"DATA: invalid JSON",
+                     id="bad-json"),
+        pytest.param(("orders.Deposit", DEPOSIT, "--token", TOKEN, "--timeout", "0"),
+                     r"--timeout takes seconds, > 0", id="timeout"),
+        pytest.param(("orders.Deposit", DEPOSIT), r"signed tokens only: pass --token .* or --force",
+                     id="no-token"),
+        pytest.param(("orders.Deposit", DEPOSIT, "--token", TOKEN),
+                     r"cannot ask on kafka://127\.0\.0\.1:1", id="no-broker"),
+    ],
+)  # fmt: skip
+def test_ask_says_what_is_wrong_in_one_line(args: tuple[str, ...], pattern: str) -> None:
+    assert_user_error(cli("ask", *args, "-t", "topologies.orders", "-b", DEAD_BROKER), pattern)
+
+
 def test_force_sends_it_anyway() -> None:
     result = cli("send", "orders.Deposit", DEPOSIT, "--force", "-t", "topologies.orders",
                  "-b", DEAD_BROKER)

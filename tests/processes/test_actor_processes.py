@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+import subprocess
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
 from support import actorproc
-from support.workerproc import WorkerProcess, logs, new_namespace, wait_records
+from support.workerproc import WorkerProcess, cli, logs, new_namespace, wait_records
 
 from packetflow import Client, Context, Received, Topology
 
@@ -82,3 +84,30 @@ async def test_actors_mid_conversation_survive_a_join_and_a_sigkill(
     last = {o.order: o.seq for o in sent}
     assert Counter(r.order for r in reminded) == Counter(last.keys())  # type: ignore[attr-defined]
     assert {r.order: r.last_seq for r in reminded} == last  # type: ignore[attr-defined]
+
+
+async def test_the_cli_asks_an_actor_and_prints_its_answer(
+    spawn: Callable[..., WorkerProcess], kafka_url: str
+) -> None:
+    namespace = new_namespace()
+    worker = spawn("ask-1", namespace, module=MODULE)
+    await worker.wait_log(r"assigned .*stock\[", timeout=60)
+    async with Client(kafka_url, _topology(namespace)) as client:
+        await client.send_many([(actorproc.Order(order="o1", seq=s, sku="tea"), SHOP)
+                                for s in range(3)])  # fmt: skip
+        await wait_records(client, "done", 3, [worker], timeout=60)
+
+    def ask(*more: str) -> subprocess.CompletedProcess[str]:
+        return cli("ask", "actorproc.Count", '{"sku": "tea"}', "--topology", MODULE,
+                   "--broker", kafka_url, "--principal", "tests", *more,
+                   namespace=namespace)  # fmt: skip
+
+    answered = await asyncio.to_thread(ask, "-c", "shop:stock/tea")
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(answered.stdout) == {
+        "type": "actorproc.Reserved", "data": {"sku": "tea", "seq": -1, "count": 3},
+    }
+    refused = await asyncio.to_thread(ask, "-c", "shop:stock/jam")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("refused: insufficient: tests lacks shop:stock/tea")
+    assert "Traceback" not in refused.stderr

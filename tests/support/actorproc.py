@@ -45,6 +45,12 @@ class Done(Intent, type_name="actorproc.Done", key="order", internal=True):
     count: int  # the stock's reservations so far; -1: the ask timed out
 
 
+class Count(Intent, type_name="actorproc.Count", key="sku", requires=["shop:stock/{sku}"]):
+    """How many reservations a stock actor made (answered with a Reserved, seq -1)."""
+
+    sku: str
+
+
 class Reminded(Intent, type_name="actorproc.Reminded", key="order", internal=True):
     order: str
     last_seq: int
@@ -70,6 +76,8 @@ def order(message, ctx: Context, last_seq: int, order_id: str):  # type: ignore[
     return last_seq, None
 
 
-@actor(topology, Reserve, state=int, topic="stock", emits=[Reserved])
-def stock(message: Reserve, ctx: Context, count: int):  # type: ignore[no-untyped-def]
+@actor(topology, Reserve | Count, state=int, topic="stock", emits=[Reserved])
+def stock(message: Reserve | Count, ctx: Context, count: int):  # type: ignore[no-untyped-def]
+    if isinstance(message, Count):
+        return count, reply(Reserved(sku=message.sku, seq=-1, count=count))
     return count + 1, reply(Reserved(sku=message.sku, seq=message.seq, count=count + 1))
