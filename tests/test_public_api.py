@@ -32,8 +32,9 @@ PUBLIC = {
     ],
     packetflow.actors: [
         "Ask", "AskTimedOut", "Decide", "Escalated", "FAILED", "Forget", "GAVE_UP", "Remind",
-        "Reminder", "Router", "STOPPED", "Supervise", "Supervision", "actor", "ask", "decide",
-        "escalate", "forget", "remind", "restart", "resume", "router", "stop",
+        "Reminder", "Router", "STOPPED", "StartTimer", "Supervise", "Supervision", "actor",
+        "ask", "decide", "escalate", "forget", "remind", "restart", "resume", "router", "stop",
+        "timer",
     ],
 }  # fmt: skip
 

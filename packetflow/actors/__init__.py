@@ -15,10 +15,11 @@
 An actor's mailbox is its key's partition, its state a changelog-backed store, and it takes
 one message at a time; a tell is a send, an ask from outside ``Client.ask``, an ask from
 inside an actor the :func:`ask` effect (its answer, or :class:`AskTimedOut`, comes back as a
-message), reminders :func:`remind` (durable, with a misfire policy), supervision (restart
-with backoff and a durable stash, resume, stop, escalate to a supervisor actor that
-:func:`decide` for one actor or its whole group, every decision a record on
-``<topology>.supervision``), routers over pools of ids.
+message), reminders :func:`remind` (durable, with a misfire policy) and :func:`timer`
+(in memory), passivation of idle actors, supervision (restart with backoff and a durable
+stash, resume, stop, escalate to a supervisor actor whose :func:`decide` acts on one actor
+or its whole group, every decision a record on ``<topology>.supervision``), routers over
+pools of ids.
 
 ``declare.py`` is what users call; ``agent.py`` the agent on the engine's contract
 (``packetflow.engine.agent``); ``asks.py``, ``reminders.py``, ``routers.py`` and
@@ -33,7 +34,15 @@ from __future__ import annotations
 from packetflow.actors.agent import FAILED, GAVE_UP, STOPPED
 from packetflow.actors.asks import Ask, AskTimedOut, ask
 from packetflow.actors.declare import actor
-from packetflow.actors.reminders import Forget, Remind, Reminder, forget, remind
+from packetflow.actors.reminders import (
+    Forget,
+    Remind,
+    Reminder,
+    StartTimer,
+    forget,
+    remind,
+    timer,
+)
 from packetflow.actors.routers import Router, router
 from packetflow.actors.supervision import Supervision, escalate, restart, resume, stop
 from packetflow.actors.supervisors import Decide, Escalated, Supervise, decide
@@ -50,6 +59,7 @@ __all__ = [
     "Remind",
     "Reminder",
     "Router",
+    "StartTimer",
     "Supervise",
     "Supervision",
     "actor",
@@ -62,4 +72,5 @@ __all__ = [
     "resume",
     "router",
     "stop",
+    "timer",
 ]

@@ -30,7 +30,7 @@ import orjson
 
 from packetflow.actors.asks import Ask, AskTimedOut
 from packetflow.actors.operate import ActorControl, ActorView, fold
-from packetflow.actors.reminders import Forget, Remind, Reminder, firings
+from packetflow.actors.reminders import Forget, Remind, Reminder, StartTimer, firings
 from packetflow.actors.supervision import Supervision
 from packetflow.actors.supervisors import Decide, Escalated, Supervise
 from packetflow.core.context import Context
@@ -161,6 +161,9 @@ class ActorRuntime(AgentRuntime):
         # last turn ms); kept only when the type passivates
         self._tracking = spec.passivate_after is not None or spec.max_active is not None
         self._active: dict[bytes, tuple[int, int]] = {}
+        # in-memory timers (timer(...)): (key, name) -> (partition, due ms, every ms or
+        # None, the context of the message that set it)
+        self._timers: dict[tuple[bytes, str], tuple[int, int, int | None, Context]] = {}
         self._active_now = metrics.gauge(
             "packetflow_actors_active", "actors in memory (a type that passivates)",
             "actors_active", **labels,
@@ -236,7 +239,14 @@ class ActorRuntime(AgentRuntime):
             await self._record(key, "start", f"operator {context.principal}")
 
     async def _deliver(
-        self, p: int, key: bytes, record: Record, intent: Intent, context: Context
+        self,
+        p: int,
+        key: bytes,
+        record: Record,
+        intent: Intent,
+        context: Context,
+        *,
+        touch: bool = True,
     ) -> None:
         """One message for the actor: its turn now, or into its stash while it backs off."""
         status = self.supervised.peek(p, key)
@@ -261,13 +271,21 @@ class ActorRuntime(AgentRuntime):
                 status["bytes"] = size
                 self.supervised.put(p, key, status)
                 return
-        await self._turn(p, key, record, intent, context)
+        await self._turn(p, key, record, intent, context, touch=touch)
 
     async def _turn(
-        self, p: int, key: bytes, record: Record, intent: Intent, context: Context
+        self,
+        p: int,
+        key: bytes,
+        record: Record,
+        intent: Intent,
+        context: Context,
+        *,
+        touch: bool = True,
     ) -> bool:
-        """Run one message; False when it failed (and supervision took over)."""
-        if self._tracking:
+        """Run one message; False when it failed (and supervision took over). ``touch``:
+        it counts as activity (an in-memory timer's firing does not)."""
+        if self._tracking and touch:
             self._touch(p, key)
         try:
             state = self.store.get(p, key)
@@ -326,9 +344,19 @@ class ActorRuntime(AgentRuntime):
         p, _ = self._active.pop(key)
         for store in (self.store, self.supervised, self.asks, self.reminders):
             store.release(p, key)
+        self._drop_timers(lambda k, _: k == key)  # they die with the activation
         self._passivations.inc()
 
+    def _drop_timers(self, doomed: Callable[[bytes, int], bool]) -> None:
+        for timer in [t for t, (p, *_) in self._timers.items() if doomed(t[0], p)]:
+            del self._timers[timer]
+
+    def next_due(self) -> int | None:
+        return min(due for _, due, _, _ in self._timers.values()) if self._timers else None
+
     async def tick(self) -> None:
+        if self._timers:
+            await self._fire_timers()
         after = self.spec.passivate_after
         if after is None or not self._active:
             return
@@ -339,7 +367,31 @@ class ActorRuntime(AgentRuntime):
         if idle:
             self._active_now.set(len(self._active))
 
+    async def _fire_timers(self) -> None:
+        """The in-memory timers due, in due order (periodic ones set for their next time;
+        firings missed meanwhile are counted, not sent)."""
+        now = now_ms(self.services.clock)
+        due = sorted((d, key, name) for (key, name), (_, d, _, _) in self._timers.items()
+                     if d <= now)  # fmt: skip
+        for at, key, name in due:
+            entry = self._timers.get((key, name))
+            if entry is None or entry[1] != at:
+                continue  # forgotten or set again by an earlier firing
+            p, _, every, context = entry
+            missed = 0
+            if every is None:
+                del self._timers[(key, name)]
+            else:
+                missed = (now - at) // every
+                at += missed * every
+                self._timers[(key, name)] = (p, at + every, every, context)
+            fired = Reminder(actor=_id(key), name=name, scheduled=at, missed=missed,
+                             durable=False)  # fmt: skip
+            await self._deliver(p, key, self._made(p, key, fired, at), fired, context,
+                                touch=False)  # fmt: skip
+
     async def revoked(self, partitions: set[int]) -> None:
+        self._drop_timers(lambda _, p: p in partitions)
         gone = [k for k, (p, _) in self._active.items() if p in partitions]
         for key in gone:
             del self._active[key]
@@ -350,6 +402,7 @@ class ActorRuntime(AgentRuntime):
         """The actor returned None: its state, reminders and pending asks go (an actor
         that ends is not brought back by its own timers)."""
         self.store.delete(p, key)
+        self._drop_timers(lambda k, _: k == key)
         timers = self.services.timers
         for name in self.reminders.peek(p, key) or {}:
             timers.cancel(p, key, REMINDER_TIMER + name)
@@ -361,7 +414,7 @@ class ActorRuntime(AgentRuntime):
 
     def _requests(
         self, effects: Any, key: bytes, context: Context
-    ) -> tuple[Any, list[tuple[Ask, Context]], list[Remind | Forget]]:
+    ) -> tuple[Any, list[tuple[Ask, Context]], list[Remind | Forget | StartTimer]]:
         """The turn's effects with each :class:`Ask` made an emit whose context makes its
         answer come back to this actor, those asks, and its reminder changes (the last two
         recorded once the turn succeeded)."""
@@ -376,7 +429,7 @@ class ActorRuntime(AgentRuntime):
             return effects, [], []
         out: list[Any] = []
         asked = []
-        reminded: list[Remind | Forget] = []
+        reminded: list[Remind | Forget | StartTimer] = []
         for effect in items:
             if isinstance(effect, Ask):
                 request = context.inherit(self.spec.name).model_copy(
@@ -384,7 +437,7 @@ class ActorRuntime(AgentRuntime):
                 )
                 out.append(Emit(effect.intent, effect.topic, None, request))
                 asked.append((effect, request))
-            elif isinstance(effect, Remind | Forget):
+            elif isinstance(effect, Remind | Forget | StartTimer):
                 reminded.append(effect)
             elif isinstance(effect, Decide):  # to the failed actor's topic, sealed (internal)
                 escalated = effect.escalated
@@ -402,14 +455,24 @@ class ActorRuntime(AgentRuntime):
         return out, asked, reminded
 
     def _remind(
-        self, p: int, key: bytes, context: Context, changes: list[Remind | Forget]
+        self, p: int, key: bytes, context: Context, changes: list[Remind | Forget | StartTimer]
     ) -> None:
-        """Set or cancel the turn's reminders (durable timers, and their settings)."""
+        """Set or cancel the turn's reminders (durable timers, and their settings) and
+        in-memory timers."""
         table = self.reminders.peek(p, key) or {}
+        changed = False
         now = now_ms(self.services.clock)
         for change in changes:
             timer = REMINDER_TIMER + change.name
+            if isinstance(change, StartTimer):
+                every = None if change.every is None else int(change.every * 1000)
+                later = context.model_copy(update={"deadline": None})
+                self._timers[(key, change.name)] = (p, now + int(change.after * 1000), every,
+                                                    later)  # fmt: skip
+                continue
+            changed = True
             if isinstance(change, Forget):
+                self._timers.pop((key, change.name), None)
                 table.pop(change.name, None)
                 self.services.timers.cancel(p, key, timer)
                 continue
@@ -422,7 +485,8 @@ class ActorRuntime(AgentRuntime):
                 "context": context.model_copy(update={"deadline": None}).model_dump_json(),
             }
             self.services.timers.set(p, key, timer, due, clock=True)
-        _keep(self.reminders, p, key, table)
+        if changed:
+            _keep(self.reminders, p, key, table)
 
     def _waiting(
         self, p: int, key: bytes, context: Context, asked: list[tuple[Ask, Context]]
@@ -798,7 +862,8 @@ def _keep(store: KeyedStore, p: int, key: bytes, value: dict[str, Any]) -> None:
         store.delete(p, key)
 
 
-_ACTOR_EFFECTS = (Ask, Remind, Forget, Decide)  # taken out of an actor's list by the runtime
+# what the runtime takes out of an actor's list of effects
+_ACTOR_EFFECTS = (Ask, Remind, Forget, StartTimer, Decide)
 
 
 def _nests_actor_effect(effect: Any) -> bool:

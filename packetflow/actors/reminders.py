@@ -7,7 +7,13 @@ firings follow its ``misfire`` policy (a burst of every missed firing is the com
 avoids): ``"coalesce"`` (default) fires once and says how many were missed, ``"fire_all"``
 fires each missed one (at most ``FIRE_ALL_LIMIT``), ``"skip"`` fires none of them and waits
 for the next one on schedule. The reminder is handled in the context of the message that
-set it. Pure declarations: the runtime is in ``agent.py``.
+set it.
+
+``timer("name", after=..., every=...)`` is the in-memory kind (Orleans' timers): the same
+:class:`Reminder` (``durable=False``), at no cost to the store, but it dies with the
+activation: when the actor is passivated, its partition moves or the worker stops, and it
+does not count as activity that keeps the actor in memory. ``forget`` cancels either kind.
+Pure declarations: the runtime is in ``agent.py``.
 """
 
 from __future__ import annotations
@@ -34,8 +40,17 @@ class Remind(Effect):
 
 
 @dataclass(frozen=True, slots=True)
+class StartTimer(Effect):
+    """Set (or replace) the actor's in-memory timer ``name`` (see :func:`timer`)."""
+
+    name: str
+    after: float
+    every: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Forget(Effect):
-    """Cancel the actor's reminder ``name`` (nothing if it has none)."""
+    """Cancel the actor's reminder or timer ``name`` (nothing if it has none)."""
 
     name: str
 
@@ -52,8 +67,16 @@ def remind(
     return Remind(name, after, every, misfire)
 
 
+def timer(name: str, *, after: float, every: float | None = None) -> StartTimer:
+    """Send this actor a :class:`Reminder` (``durable=False``) ``after`` seconds from now,
+    then every ``every`` seconds, for as long as it stays in memory on this worker."""
+    if after < 0 or (every is not None and every <= 0):
+        raise ValueError("a timer needs after >= 0 and every > 0")
+    return StartTimer(name, after, every)
+
+
 def forget(name: str) -> Forget:
-    """Cancel this actor's reminder ``name``."""
+    """Cancel this actor's reminder or timer ``name``."""
     return Forget(name)
 
 
@@ -64,6 +87,7 @@ class Reminder(Intent, type_name="packetflow.actors.Reminder", key="actor", inte
     name: str
     scheduled: int  # when it was due, ms since the epoch
     missed: int = 0  # earlier firings that did not happen (downtime), per its misfire policy
+    durable: bool = True  # False: an in-memory timer's (timer(...))
 
 
 def firings(due: int, now: int, every: int | None, misfire: Misfire) -> tuple[list[int], int, int]:

@@ -142,6 +142,11 @@ class AgentRuntime(abc.ABC):
         to another, which restores their state and tries again)."""
         return "dead-letter"
 
+    def next_due(self) -> int | None:
+        """When (clock ms) this agent's ``tick`` has something due it keeps in memory (an
+        actor's in-memory timers), for virtual time to stop there; None: nothing."""
+        return None
+
     async def tick(self) -> None:  # noqa: B027 - a hook
         """Time has passed (wall clock, or virtual time in tests)."""
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from support.running import WAIT, Running, new_topology, running, unique
 
 from packetflow import Context, Intent, TestDriver, Topology, TopologyError
-from packetflow.actors import actor
+from packetflow.actors import Reminder, actor, forget, timer
 
 
 class Bump(Intent, type_name="passive.Bump", key="counter"):
@@ -90,3 +91,68 @@ def test_passivation_follows_the_worker_clock() -> None:
 def test_passivation_settings_are_checked(options: dict[str, Any], error: str) -> None:
     with pytest.raises(TopologyError, match=error):
         _counters(**options)
+
+
+class Start(Intent, type_name="passive.Start", key="light"):
+    light: str
+    every: float | None = None
+    stop: bool = False
+
+
+class Blinks(BaseModel):
+    at: list[int] = []  # scheduled times of the timer's firings (s since the test began)
+    missed: int = 0
+
+
+def _lights(**options: Any) -> Topology:
+    topo = new_topology("timers")
+
+    @actor(topo, Start | Reminder, state=Blinks, topic=unique("lights"), public=True, **options)
+    def light(message: Start | Reminder, ctx: Context, blinks: Blinks) -> tuple[Blinks, Any]:
+        match message:
+            case Start(stop=True):
+                return blinks, forget("blink")
+            case Start(every=every):
+                return blinks, timer("blink", after=10, every=every)
+            case Reminder(name="blink", durable=False, scheduled=at, missed=missed):
+                return Blinks(at=[*blinks.at, at // 1000], missed=blinks.missed + missed), None
+        raise AssertionError(message)
+
+    return topo
+
+
+def test_an_in_memory_timer_fires_on_the_worker_clock_until_forgotten() -> None:
+    with TestDriver(_lights()) as driver:
+        start = int(driver.clock.time())
+        driver.send(Start(light="l1", every=5))
+        driver.advance(21)  # due at 10, 15, 20
+        assert [t - start for t in driver.state("light", "l1").at] == [10, 15, 20]
+        driver.send(Start(light="l1", stop=True))
+        driver.advance(30)
+        assert len(driver.state("light", "l1").at) == 3
+        # nothing of it in the store: an in-memory timer is not a reminder
+        assert driver.actor_state("light", "l1").reminders == {}
+
+
+def test_an_in_memory_timer_dies_with_the_activation() -> None:
+    """Passivated before it is due: it never fires, and its firings did not keep it active."""
+    with TestDriver(_lights(passivate_after=12)) as driver:
+        driver.send(Start(light="l1", every=1))
+        driver.advance(11)  # fired at 10 and 11: not activity
+        assert len(driver.state("light", "l1").at) == 2
+        driver.advance(5)  # idle past 12 s since its message: passivated, the timer gone
+        assert driver.metrics["passivations"] == {"light": 1}
+        fired = len(driver.state("light", "l1").at)
+        driver.advance(30)
+        assert len(driver.state("light", "l1").at) == fired
+
+
+async def test_in_memory_timers_do_not_survive_a_restart(broker: str) -> None:
+    topo = _lights()
+    async with running(topo, broker) as run:
+        await run.send(Start(light="l1"))  # a one-off timer 10 s from now
+        await run.idle()
+        assert run.worker.next_timer() is not None
+    async with running(topo, broker) as run:
+        await run.idle()
+        assert run.worker.next_timer() is None  # a reminder would still be due here

@@ -403,6 +403,7 @@ class Processor:
             for p in timers.partitions()
             if (due := timers.next_due(p)) is not None
         ]
+        dues.extend(due for agent in self.tickers if (due := agent.next_due()) is not None)
         return min(dues) if dues else None
 
     async def _react(
