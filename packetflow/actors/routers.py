@@ -6,8 +6,11 @@ member, keyed by its id), or ``client.send(intent, **pool.address(intent))`` fro
 Strategies: ``key_hash`` (default: the intent's key, so one key always reaches the same
 member), ``round_robin``, ``random`` (seeded: the same picks run after run), ``weighted``
 (random by ``weights``), ``capability`` (only members whose declared capabilities cover the
-intent's requirements; the first that does, rotating), ``broadcast`` (every member).
-Round robin and rotation count per process; they need no state on the broker.
+intent's requirements; the first that does, rotating), ``least_loaded`` (members on the
+workers with the least load, as the workers announce it on the members topic: records not
+yet consumed plus those buffered; rotating among equals, and round robin where no load is
+known, from a client, say), ``broadcast`` (every member). Round robin and rotation count
+per process; they need no state on the broker.
 """
 
 from __future__ import annotations
@@ -21,10 +24,16 @@ from typing import Any, Literal
 from packetflow.core.capability import Capability, CapabilityHierarchy
 from packetflow.core.effects import Emit
 from packetflow.core.intent import Intent
+from packetflow.engine.agent import WorkerLoad, current_members
 from packetflow.engine.topology import Topology, TopologyError
+from packetflow.engine.transport.partitioner import group_of, partition_for_key
 
-Strategy = Literal["key_hash", "round_robin", "random", "weighted", "capability", "broadcast"]
-STRATEGIES = ("key_hash", "round_robin", "random", "weighted", "capability", "broadcast")
+Strategy = Literal[
+    "key_hash", "round_robin", "random", "weighted", "capability", "least_loaded", "broadcast"
+]
+STRATEGIES = (
+    "key_hash", "round_robin", "random", "weighted", "capability", "least_loaded", "broadcast"
+)
 
 
 @dataclass
@@ -40,6 +49,8 @@ class Router:
     capabilities: Mapping[str, tuple[Capability, ...]] = field(default_factory=dict)
     hierarchy: CapabilityHierarchy = field(default_factory=CapabilityHierarchy)
     seed: int = 0
+    partitions: int = 1  # of the actor type's topic
+    key_group: str | None = None  # the actor type's (its records go by their group)
     _turn: int = 0
     _rng: random.Random = field(init=False)
 
@@ -67,9 +78,31 @@ class Router:
                     f"(it requires {', '.join(f'{o}:{r}' for o, r in intent.requirements())})"
                 )
             members = tuple(able)
+        if self.by == "least_loaded":
+            members = self._least_loaded(current_members.get(lambda: ())())
         chosen = members[self._turn % len(members)]
         self._turn += 1
         return [chosen]
+
+    def _least_loaded(self, workers: Sequence[WorkerLoad]) -> tuple[str, ...]:
+        """The members whose partitions' workers announced the least load (all of them
+        when no worker's load is known)."""
+        owners = {
+            p: w.lag + w.buffered for w in workers for p in w.partitions.get(self.topic, ())
+        }
+        if not owners:
+            return self.members
+        sep = self.key_group.encode() if self.key_group else None
+        loads = {}
+        for member in self.members:
+            raw = member.encode()
+            p = partition_for_key(group_of(raw, sep) if sep else raw, self.partitions)
+            loads[member] = owners.get(p)
+        known = [load for load in loads.values() if load is not None]
+        if not known:
+            return self.members
+        least = min(known)
+        return tuple(m for m, load in loads.items() if load == least)
 
     def _covers(self, member: str, intent: Intent) -> bool:
         held = self.capabilities.get(member, ())
@@ -119,5 +152,5 @@ def router(
         raise TopologyError(f"router {name}: capability routing needs each member's capabilities")
     return Router(
         name, actor_type, spec.topic, tuple(members), by, tuple(weights), held,
-        topology.hierarchy, seed,
+        topology.hierarchy, seed, topology.topics[spec.topic], spec.key_group,
     )  # fmt: skip

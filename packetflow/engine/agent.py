@@ -18,7 +18,7 @@ after the partitions' stores are restored and before any of their records is han
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol
@@ -336,3 +336,21 @@ class AgentServices:
 # The agents of the worker whose batch is being processed: how code running inside a
 # reactor (a table lookup, say) finds this worker's state without being handed it.
 current_agents: ContextVar[dict[str, AgentRuntime]] = ContextVar("packetflow_agents")
+
+
+class WorkerLoad(Protocol):
+    """What a worker last announced of itself on the members topic (runtime.members.Member)."""
+
+    @property
+    def partitions(self) -> Mapping[str, Sequence[int]]: ...  # logical source topic -> owned
+    @property
+    def lag(self) -> int: ...
+    @property
+    def buffered(self) -> int: ...
+
+
+# The topology's workers as announced, for code running inside a reactor or actor (a
+# least-loaded router): set by the worker whose batch is being processed.
+current_members: ContextVar[Callable[[], Sequence[WorkerLoad]]] = ContextVar(
+    "packetflow_members"
+)

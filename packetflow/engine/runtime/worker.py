@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from packetflow.engine.agent import current_agents
+from packetflow.engine.agent import current_agents, current_members
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.runtime.admission import Admission
 from packetflow.engine.runtime.announcer import Announcer
@@ -407,6 +407,8 @@ class Worker(Lifecycle, RebalanceListener):
         if self._revocations is not None:
             self._revocations.poll_now()  # memory://: a revocation before these records counts
         current_agents.set(processor.agents)  # for table lookups inside reactors
+        if self.roster is not None:
+            current_members.set(self.roster.members)  # for least-loaded routers
         async with self._lock:
             if self._tables is not None:
                 self._tables.apply()
