@@ -15,7 +15,9 @@ BLOCK = re.compile(r"<!-- readme-test: (\S+) -->\n```python\n(.*?)```", re.S)
 def test_readme_examples_and_their_tests_pass(tmp_path: Path) -> None:
     blocks = BLOCK.findall(README.read_text())
     names = [name for name, _ in blocks]
-    assert names == ["shop.py", "test_shop.py", "carts.py", "test_carts.py"]
+    assert names == [
+        "shop.py", "test_shop.py", "carts.py", "test_carts.py", "plant.py", "test_plant.py",
+    ]
     for name, code in blocks:
         (tmp_path / name).write_text(code)
     run = subprocess.run(
