@@ -6,7 +6,10 @@ pre-produced input of N messages over 1,000 keys, timed from the worker's start 
 message (a worker in this process, its CPU per message beside); then N messages to an actor
 that asks another actor for each (an ask round trip inside, the answer a message of the
 asker); then M sequential asks from outside (``Client.ask``) to an actor, with their p50 and
-p99. Printed as ratios to the reactor, not asserted: see the README's Actors section.
+p99; then a migration: a second worker joins one holding the N messages' actors, and the
+time until it took its partitions (their state restored) and each partition's restore
+time are printed. Printed as ratios to the reactor, not asserted: see the README's Actors
+section.
 Unsigned capabilities (both paths alike): the signed-token path is measured in the main
 benchmark.
 """
@@ -142,6 +145,40 @@ async def asks_from_outside(url: str, asks: int) -> tuple[float, float, float]:
     return asks / seconds, statistics.median(took), took[max(int(len(took) * 0.99) - 1, 0)]
 
 
+async def migration(url: str, messages: int) -> None:
+    """A second worker joins a worker whose actors hold state: how long until it holds its
+    partitions (state restored), and each partition's restore (packetflow_restore_seconds)."""
+    topo, name = _actor(f"actorbench-{uuid.uuid4().hex[:8]}")
+    async with Client(url, topo) as client:
+        await client.send_many([(Count(key=f"k{i % KEYS}"), OPS) for i in range(messages)])
+    async with Worker(topo, url, poll_timeout=0.05) as first:
+        running = [asyncio.create_task(first.run())]
+        while first.metrics.processed[name] < messages:
+            await asyncio.sleep(0.01)
+        began = time.perf_counter()
+        async with Worker(topo, url, poll_timeout=0.05) as second:
+            running.append(asyncio.create_task(second.run()))
+            while not second.assignment or len(first.assignment) == 4:
+                await asyncio.sleep(0.01)
+            await second.wait_idle(60)
+            moved = time.perf_counter() - began
+            took = second.metrics.snapshot().get("restore_seconds", {})
+            restored = second.metrics.restored[name]
+            second.request_stop()
+            first.request_stop()
+            await asyncio.gather(*running)
+    # the actor type's stores (state, supervision, asks, reminders, timers): a changelog
+    # each, restored one after another: a partition's restore is their sum
+    per: dict[str, float] = {}
+    for changelog_partition, seconds in took.items():
+        p = changelog_partition.rsplit("[", 1)[1].rstrip("]")
+        per[p] = per.get(p, 0.0) + seconds
+    parts = ", ".join(f"{p}: {s:.3f} s" for p, s in sorted(per.items()))
+    print(f"migration: a second worker joined and held {len(per)} of 4 partitions, restored, "
+          f"{moved:.1f} s after it started; {restored:,} changelog records restored; "
+          f"restore per partition: {parts}")  # fmt: skip
+
+
 async def run(url: str, messages: int, asks: int) -> list[Row]:
     rows = [
         await timed(url, _reactor, "reactor (stateful, per key)", messages, messages),
@@ -159,6 +196,7 @@ async def run(url: str, messages: int, asks: int) -> list[Row]:
         )
     print(f"asks from outside (Client.ask, one at a time): {asks:,} at {rate:,.0f}/s, "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")  # fmt: skip
+    await migration(url, messages)
     return rows
 
 

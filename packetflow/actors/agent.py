@@ -145,6 +145,8 @@ class ActorRuntime(AgentRuntime):
         self.is_async = inspect.iscoroutinefunction(spec.fn)
         self.with_id = takes_id(spec.fn)
         self.types = {t.intent_type: t for t in spec.intent_types}
+        initial = spec.state.initial() if spec.state is not None else None
+        self._state_type = None if initial is None else type(initial)  # what turns return
         labels = {"actor": spec.name}
         metrics = services.metrics
         self._decisions = {
@@ -305,10 +307,13 @@ class ActorRuntime(AgentRuntime):
             self._check_state(new_state)
             # the new state as its changelog record before anything is sent (as a reactor's)
             encoded = None if new_state is None else self.store.encode(new_state, key)
-            effects, asked, reminded = self._requests(effects, key, context)
-            await self.services.effects.run_effects(
-                effects, Origin(self.spec.name, context, record.key)
-            )
+            asked: list[tuple[Ask, Context]] = []
+            reminded: list[Remind | Forget | StartTimer] = []
+            if effects is not None and not (type(effects) is list and not effects):
+                effects, asked, reminded = self._requests(effects, key, context)
+                await self.services.effects.run_effects(
+                    effects, Origin(self.spec.name, context, record.key)
+                )
         except BrokerError:
             raise  # the broker's failure, not the message's: the worker retries the batch
         except Exception as exc:  # the message's failure: the policy decides
@@ -505,12 +510,11 @@ class ActorRuntime(AgentRuntime):
         self.asks.put(p, key, pending)
 
     def _check_state(self, state: Any) -> None:
-        state_spec = self.spec.state
-        kind = state_spec.initial() if state_spec is not None else None
-        if state is not None and kind is not None and not isinstance(state, type(kind)):
+        kind = self._state_type
+        if state is not None and kind is not None and not isinstance(state, kind):
             raise TypeError(
                 f"actor {self.spec.name} returned a {type(state).__name__} as its state, "
-                f"not a {type(kind).__name__}"
+                f"not a {kind.__name__}"
             )
 
     # -- supervision -------------------------------------------------------------------
