@@ -9,7 +9,7 @@ import asyncio
 from pydantic import BaseModel
 from support.running import new_topology, running, unique
 
-from packetflow import Context, Intent, Topology, reply
+from packetflow import Context, Intent, TestDriver, Topology, reply
 from packetflow.actors import AskTimedOut, actor, ask
 
 SHOP = Context(principal="tester", capabilities=["shop:*"])
@@ -179,3 +179,38 @@ async def test_an_answer_after_the_timeout_is_dropped_and_counted(broker: str) -
             await asyncio.sleep(0.05)
         assert run.worker.metrics.snapshot()["replies_dropped"]["cart"] == 1
         assert run.state("cart", "c1") == Basket()  # the late Reserved never became a message
+
+
+class Go(Intent, type_name="asks.Go", key="who"):
+    who: str
+
+
+class Query(Intent, type_name="asks.Query", key="who", internal=True):
+    who: str
+
+
+class Response(Intent, type_name="asks.Response", key="who", internal=True):
+    who: str
+
+
+def test_an_actor_can_ask_itself() -> None:
+    """Turn-based, never blocked while it waits: its own question is a later turn, and the
+    answer the one after (no deadlock, no timeout)."""
+    topo = new_topology("self", allow_unsigned=True)
+
+    @actor(topo, Go | Query | Response | AskTimedOut, state=list, topic=unique("selves"),
+           public=True, emits=[Response])  # fmt: skip
+    def self_asker(message, ctx: Context, seen: list[str]):  # type: ignore[no-untyped-def]
+        match message:
+            case Go(who=who):
+                return [*seen, "asked"], ask(Query(who=who), timeout=5)
+            case Query(who=who):
+                return [*seen, "questioned"], reply(Response(who=who))
+            case Response():
+                return [*seen, "answered"], None
+        return [*seen, type(message).__name__], None
+
+    with TestDriver(topo) as driver:
+        driver.send(Go(who="me"))
+        driver.advance(10)  # past the ask's timeout: it was answered, so nothing more
+        assert driver.state("self_asker", "me") == ["asked", "questioned", "answered"]
