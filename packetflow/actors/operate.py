@@ -9,14 +9,14 @@ intent's capability, and every actor type takes it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from packetflow.core.intent import Intent
-from packetflow.engine.topology import StoreInfo, Topology
-from packetflow.engine.transport import Record, Transport
+from packetflow.engine.changelogs import latest_values
+from packetflow.engine.topology import Topology
+from packetflow.engine.transport import Transport
 
 
 class ActorControl(
@@ -84,7 +84,7 @@ async def read_actors(
     for info in topology.stores():
         if info.owner not in types or info.name == "timers":
             continue
-        values = await _latest(transport, topology, info)
+        values = await latest_values(transport, topology, info)
         for key, value in values.items():
             view = views.setdefault((info.owner, key), ActorView(info.owner, key))
             fold(view, info.name, value)
@@ -119,22 +119,3 @@ def fold(view: ActorView, store: str, value: Any) -> None:
             }
             for name, e in value.items()
         }
-
-
-async def _latest(transport: Transport, topology: Topology, info: StoreInfo) -> dict[str, Any]:
-    """The last value per key of a store's changelog (a compacted topic: what it keeps)."""
-    values: dict[str, Any] = {}
-    decode: Callable[[bytes], Any] = info.spec.decode
-
-    def take(record: Record) -> None:
-        key = (record.key or b"").decode(errors="replace")
-        if record.value is None:
-            values.pop(key, None)
-            return
-        try:
-            values[key] = decode(record.value)
-        except Exception:  # a record no worker wrote: not an actor's
-            values.pop(key, None)
-
-    await transport.read_topic(topology.physical(info.changelog), take)
-    return values

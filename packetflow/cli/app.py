@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from packetflow.cli import actors, caps, kafka, operate
+from packetflow.cli import actors, caps, kafka, operate, schedule
 from packetflow.cli.demo import print_summary, run_demo
 from packetflow.cli.errors import (
     UserError,
@@ -50,6 +50,7 @@ app.add_typer(topology_app, name="topology")
 app.add_typer(kafka.app, name="kafka")
 app.add_typer(caps.app, name="caps")
 app.add_typer(actors.app, name="actors")
+app.add_typer(schedule.app, name="schedule")
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)

@@ -275,9 +275,12 @@ class EffectRunner(Protocol):
         topic: str | None = None,
         key: str | None = None,
         sealed: bool = True,
+        context: Context | None = None,
     ) -> Delivery:
         """Send one intent on the reactor's behalf, checked as an emit and sealed as the
-        engine's own (every intent the engine emits for an effect is internal by default)."""
+        engine's own (every intent the engine emits for an effect is internal by default);
+        ``context``: sent as it is (a schedule's firing, its id derived), instead of the
+        origin's inherited."""
         ...
 
 
@@ -287,6 +290,54 @@ class EffectHandler(Protocol):
     result (what a ``pipeline`` step receives). It raises to fail the record."""
 
     async def __call__(self, effect: Any, origin: Origin, runner: EffectRunner) -> Any: ...
+
+
+@dataclass(frozen=True)
+class KeptAuthority:
+    """What an agent keeps of the authority a message carried, to act on it later (a
+    schedule firing, say): who, what was granted, and, for a token, its id, its chain (id,
+    holder, issued at) and its validity window; never the token itself."""
+
+    principal: str | None
+    grants: tuple[str, ...]
+    token_id: str | None = None
+    chain: tuple[tuple[str, str, int], ...] = ()
+    not_before: float = 0.0
+    expires: float | None = None  # None: plain capabilities, which do not expire
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "principal": self.principal,
+            "grants": list(self.grants),
+            "token_id": self.token_id,
+            "chain": [list(link) for link in self.chain],
+            "not_before": self.not_before,
+            "expires": self.expires,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeptAuthority:
+        return cls(
+            principal=data.get("principal"),
+            grants=tuple(data.get("grants", ())),
+            token_id=data.get("token_id"),
+            chain=tuple((str(t), str(h), int(i)) for t, h, i in data.get("chain", ())),
+            not_before=float(data.get("not_before", 0.0)),
+            expires=None if data.get("expires") is None else float(data["expires"]),
+        )
+
+
+class Authority(Protocol):
+    """The worker's guard, as agents use it for authority they keep."""
+
+    def keep(self, context: Context) -> KeptAuthority:
+        """What to keep of the (already authorised) authority ``context`` carries."""
+        ...
+
+    def lapsed(self, kept: KeptAuthority) -> tuple[str, str] | None:
+        """Why ``kept`` no longer holds now (reason, message: ``expired``, ``revoked``,
+        ``not-yet-valid``), or None."""
+        ...
 
 
 class Seal(Protocol):
@@ -325,6 +376,7 @@ class AgentServices:
     # count a failure that has no record to set aside (a window's result at its close)
     failed: Callable[[], None]
     seal: Seal | None = None  # None: this worker holds no worker secret
+    authority: Authority | None = None  # the worker's guard
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -436,6 +436,12 @@ def _summary(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
+def sealed_authority(headers: Headers) -> bytes | None:
+    """The authority header a worker seal covers: ``pf-token``, else ``pf-capabilities``
+    (capabilities a worker vouches for, as a schedule's kept grants), else None."""
+    return header(headers, TOKEN_HEADER) or header(headers, CAPABILITIES_HEADER)
+
+
 def header(headers: Headers, name: str) -> bytes | None:
     """The last value of header ``name``, or None."""
     found = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -214,10 +214,12 @@ class TestDriver:
             elif await worker.lag() == 0:  # windows closing may have emitted to our topics
                 return total
 
-    def advance(self, seconds: float) -> None:
-        """Move virtual time forward by ``seconds``, jumping from one due clock timer to the
-        next on the way (each fires at its own due time, in order), and process whatever
-        became due."""
+    def advance(self, seconds: float | timedelta) -> None:
+        """Move virtual time forward by ``seconds`` (or a timedelta), jumping from one due
+        clock timer to the next on the way (each fires at its own due time, in order), and
+        process whatever became due."""
+        if isinstance(seconds, timedelta):
+            seconds = seconds.total_seconds()
         if seconds < 0:
             raise ValueError("virtual time only moves forward")
         target = self.clock.time() + seconds

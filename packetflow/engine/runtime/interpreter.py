@@ -106,6 +106,10 @@ class Interpreter:
         # intent type -> (topic, fixed headers or None when internal, room; see _route)
         self._routes: dict[type[Intent], tuple[str, tuple[tuple[str, bytes], ...] | None, int]] = {}
         self._handlers = dict(topology.effect_handlers)
+        # where plain capabilities are refused, a context holding them without a token got
+        # them from a worker (a schedule's kept grants): what it sends is sealed, so its
+        # receivers take them as vouched for
+        self._vouches = not topology.security.allow_unsigned
 
     # -- a reactor's result --------------------------------------------------------------
 
@@ -147,10 +151,12 @@ class Interpreter:
         if key is None:
             key = intent.partition_key()
         raw_key = None if key is None else key.encode()
-        if fixed is None or origin.context.reply_to in self._sealed_reply_targets:
-            # sealed (internal, or answers go to an agent): the general path
+        context = origin.context
+        vouched = self._vouches and context.token is None and bool(context.capabilities)
+        if fixed is None or vouched or context.reply_to in self._sealed_reply_targets:
+            # sealed (internal, vouched capabilities, or answers go to an agent)
             return self._record(
-                topic, intent, origin.context.inherit(origin.reactor), raw_key, False
+                topic, intent, origin.context.inherit(origin.reactor), raw_key, vouched
             )
         value = intent.__pydantic_serializer__.to_json(intent)
         context_raw = encode_inherited(origin.context, origin.reactor)
@@ -265,6 +271,7 @@ class Interpreter:
         topic: str | None = None,
         key: str | None = None,
         sealed: bool = True,
+        context: Context | None = None,
     ) -> Delivery:
         """Send ``intent`` for a registered effect's handler and wait for the broker: checked
         as an emit (declared topic, not the engine's, fits), sealed as the engine's own unless
@@ -274,7 +281,7 @@ class Interpreter:
         out = self._record(
             self._topic_for(intent, topic),
             intent,
-            origin.context.inherit(origin.reactor),
+            context or origin.context.inherit(origin.reactor),
             None if key is None else key.encode(),
             sealed,
         )
@@ -323,7 +330,10 @@ class Interpreter:
         if isinstance(effect, Reply):  # keyed by whoever waits for it, else as the request
             requester = origin.context.requester
             raw_key = requester.encode() if requester else raw_key or origin.key
-        sealed = isinstance(effect, Reply)  # the engine's own intents are always sealed
+        # the engine's own intents are always sealed, and what vouched capabilities send
+        sealed = isinstance(effect, Reply) or (
+            self._vouches and context.token is None and bool(context.capabilities)
+        )
         return [self._record(topic, intent, context, raw_key, sealed) for topic in topics]
 
     def _record(
@@ -338,12 +348,15 @@ class Interpreter:
                     f"{cls.intent_type} is internal but this worker has no worker secret to "
                     "seal it (packetflow caps secret)"
                 )
-            context_raw = token_raw = None
+            context_raw = token_raw = caps_raw = None
             for name, raw in headers:
                 if name == CONTEXT_HEADER:
                     context_raw = raw
                 elif name == TOKEN_HEADER:
                     token_raw = raw
+                elif name == CAPABILITIES_HEADER:
+                    caps_raw = raw
+            token_raw = token_raw or caps_raw  # the seal covers the authority it carries
             headers.append(
                 (
                     MAC_HEADER,

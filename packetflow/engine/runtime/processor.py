@@ -56,14 +56,15 @@ from packetflow.engine.codec import (
     REASON_HEADER,
     SHA256_HEADER,
     SOURCE_HEADER,
-    TOKEN_HEADER,
     TRUNCATED_HEADER,
     TYPE_HEADER,
     Decoder,
     Envelope,
     Rejected,
+    decode_capabilities,
     header,
     one_line,
+    sealed_authority,
 )
 from packetflow.engine.runtime.buffer import BufferedReactor
 from packetflow.engine.runtime.interpreter import EffectError, Interpreter
@@ -166,6 +167,7 @@ class Processor:
                     partitions=lambda topic: topics[topic],
                     failed=_counter(metrics.errors, agent_spec.name),
                     seal=guard.sealer.seal if guard.sealer else None,
+                    authority=guard,
                 )
             )
         self.tickers = [rt for rt in self.agents.values() if rt.ticks]
@@ -310,6 +312,15 @@ class Processor:
                 return denial
         required = intent.requirements()
         if required:
+            if (
+                envelope.token_raw is None
+                and envelope.caps_raw
+                and envelope.mac_raw is not None
+                and not guard.allow_unsigned
+                and self._seal(record, envelope, intent_type) is None
+            ):  # capabilities a worker vouches for (a schedule's kept grants): sealed
+                context.__dict__["capabilities"] = decode_capabilities(envelope.caps_raw)
+                return guard.authorize_vouched(required, envelope.caps_raw, context, intent_type)
             denial = guard.authorize(
                 required, envelope.token_raw, envelope.caps_raw, context, intent_type
             )
@@ -502,7 +513,7 @@ class Processor:
             intent_type,
             record.value,
             envelope.context_raw,
-            envelope.token_raw,
+            envelope.token_raw or envelope.caps_raw or None,
             envelope.mac_raw,
         )
 
@@ -519,7 +530,7 @@ class Processor:
                 type_name.decode(errors="replace"),
                 record.value,
                 header(record.headers, CONTEXT_HEADER),
-                header(record.headers, TOKEN_HEADER),
+                sealed_authority(record.headers),
                 header(record.headers, MAC_HEADER),
             )
             is None

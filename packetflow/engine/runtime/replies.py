@@ -28,6 +28,7 @@ from packetflow.engine.codec import (
     TYPE_HEADER,
     decode_context,
     header,
+    sealed_authority,
 )
 from packetflow.engine.security.seal import Sealer
 from packetflow.engine.transport import END, Follower, Record, Transport, partition_for_key
@@ -122,7 +123,7 @@ class ReplyWaiter:
                 type_raw or b"",
                 record.value or b"",
                 context_raw,
-                header(headers, TOKEN_HEADER),
+                sealed_authority(headers),
             )
             if why is not None:
                 log.warning("a reply to %s is not a worker's: %s", context.causation_id, why)

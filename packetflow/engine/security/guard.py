@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -50,6 +50,7 @@ from packetflow.core.tokens import (
     VerifiedToken,
     verify_token,
 )
+from packetflow.engine.agent import KeptAuthority
 from packetflow.engine.clock import Clock
 from packetflow.engine.security.audit import iso as _iso
 from packetflow.engine.security.revocations import Revocation
@@ -250,6 +251,27 @@ class Guard:
             entry.gen = self._gen
         return entry.revoked
 
+    def authorize_vouched(
+        self,
+        required: tuple[tuple[str, str], ...],
+        caps_raw: bytes,
+        context: Context,
+        intent_type: str,
+    ) -> Denial | None:
+        """Plain capabilities on a record a worker sealed (it checked the authority they
+        stand for: a schedule's kept grants, in time and unrevoked when it fired): checked
+        against the requirements even where plain capabilities are otherwise refused.
+        ``context.capabilities`` holds them, decoded from ``caps_raw``."""
+        grants = self._unsigned.find(caps_raw)
+        if grants is None:
+            grants = self.hierarchy.compile(context.capabilities)
+            self._unsigned.keep(caps_raw, grants)
+        missing = grants.missing(required)
+        if missing:
+            who = context.principal or "anonymous"
+            return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing)
+        return None
+
     def _authorize_unsigned(
         self,
         required: tuple[tuple[str, str], ...],
@@ -311,23 +333,54 @@ class Guard:
     def _revocation(self, entry: _Entry) -> Denial | None:
         if not (self.revoked_tokens or self.revoked_holders) or entry.token is None:
             return None
-        for link in entry.token.chain:
-            rev = self.revoked_tokens.get(link.token_id)
+        chain = [(c.token_id, c.holder, c.issued_at) for c in entry.token.chain]
+        why = self._revoked(chain)
+        return None if why is None else Denial(REVOKED, why, (), entry.token.claims)
+
+    def _revoked(self, chain: Iterable[tuple[str, str, int]]) -> str | None:
+        """Why a token chain (id, holder, issued at; the token first) is revoked, or None."""
+        for token_id, holder, issued_at in chain:
+            rev = self.revoked_tokens.get(token_id)
             if rev is None:
-                rev = self.revoked_holders.get(link.holder)
-                if rev is not None and link.issued_at > rev.at:
+                rev = self.revoked_holders.get(holder)
+                if rev is not None and issued_at > rev.at:
                     rev = None  # issued after the holder was revoked
             if rev is not None:
-                what = f"token {link.token_id}" if rev.kind == "token" else f"holder {link.holder}"
+                what = f"token {token_id}" if rev.kind == "token" else f"holder {holder}"
                 by = f" by {rev.by}" if rev.by else ""
                 why = f": {rev.reason}" if rev.reason else ""
-                return Denial(
-                    REVOKED,
-                    f"{what} was revoked{by} at {_iso(rev.at)}{why}",
-                    (),
-                    entry.token.claims,
-                )
+                return f"{what} was revoked{by} at {_iso(rev.at)}{why}"
         return None
+
+    # -- authority kept by agents (engine.agent.Authority) ----------------------------------
+
+    def keep(self, context: Context) -> KeptAuthority:
+        """What an agent keeps of the authority of a record this guard authorised."""
+        grants = tuple(str(c) for c in context.capabilities)
+        if context.token is None:
+            return KeptAuthority(context.principal, grants)
+        entry = self._accepted.get(context.token.encode())
+        if entry is None or entry.token is None:  # not verified here: keep nothing of it
+            return KeptAuthority(context.principal, (), expires=0.0)
+        token = entry.token
+        return KeptAuthority(
+            principal=entry.holder,
+            grants=tuple(str(c) for c in token.grants),
+            token_id=token.token_id,
+            chain=tuple((c.token_id, c.holder, c.issued_at) for c in token.chain),
+            not_before=float(token.not_before),
+            expires=float(token.expires),
+        )
+
+    def lapsed(self, kept: KeptAuthority) -> tuple[str, str] | None:
+        now = self.clock.time()
+        who = f"token {kept.token_id} of {kept.principal}"
+        if kept.expires is not None and now >= kept.expires:
+            return EXPIRED, f"{who} expired at {_iso(kept.expires)}"
+        if now < kept.not_before:
+            return NOT_YET_VALID, f"{who} is not valid before {_iso(kept.not_before)}"
+        why = self._revoked(kept.chain) if kept.chain else None
+        return None if why is None else (REVOKED, why)
 
     # -- revocations -----------------------------------------------------------------------
 

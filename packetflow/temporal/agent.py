@@ -1,0 +1,342 @@
+"""The scheduler as an agent on the engine's contract: schedules in a changelog-backed store,
+keyed and partitioned by schedule id, each with one durable timer for its next time.
+
+A :class:`CreateSchedule` is checked (the intent it schedules decodes, is not internal,
+goes to a topic of the topology's that is not the engine's, and the creator's grants cover
+``schedule:`` on its resource and its own requirements), resolved (``after()`` becomes an
+instant on the worker's clock) and stored with the authority it came with, kept as
+:class:`~packetflow.engine.agent.KeptAuthority` (principal, grants, token id, chain and
+validity; never the token). When its timer is due the scheduler works out which times are
+due (a catch-up window and the misfire policy after downtime), checks the kept authority
+(expired or revoked: the firing goes to the denied topic with the reason, never to a
+reactor), and sends the intent sealed, with its grants, a context whose intent id is
+derived from (schedule id, scheduled instant) and ``baggage`` saying the schedule, the
+instant and how many firings were missed. Store changes, timers and sends are the worker's
+batch: exactly-once topologies commit a firing with the schedule's next time.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import ValidationError
+
+from packetflow.core.capability import Capability
+from packetflow.core.context import Context
+from packetflow.core.intent import Intent
+from packetflow.core.reactor import StateSpec
+from packetflow.core.tokens import INSUFFICIENT
+from packetflow.engine.agent import (
+    AgentRuntime,
+    AgentServices,
+    AgentSpec,
+    KeptAuthority,
+    Origin,
+    StoreDecl,
+    Timer,
+)
+from packetflow.engine.codec import ERROR_HEADER, REASON_HEADER, TYPE_HEADER
+from packetflow.engine.topology import Topology
+from packetflow.engine.transport import Record
+from packetflow.temporal.commands import CreateSchedule, ScheduleCommand
+from packetflow.temporal.timing import At, Timing
+
+log = logging.getLogger("packetflow.temporal")
+
+SCHEDULES = StoreDecl(
+    "", StateSpec(initial=dict, encode=orjson.dumps, decode=orjson.loads, type_name="schedule")
+)
+FIRE = "fire"  # the one timer of each schedule
+FIRE_ALL_LIMIT = 100  # missed firings a fire_all schedule sends at most, at once
+BACKFILL_LIMIT = 1_000  # firings one backfill sends at most
+ON_TIME = 60_000  # ms: a firing this late is not a misfire (Quartz's threshold)
+BAD_SCHEDULE = "bad-schedule"  # a schedule that cannot be taken (pf-reason)
+UNKNOWN_SCHEDULE = "unknown-schedule"
+_IDS = uuid.UUID("6a1d6f4e-2b55-4b8e-9a43-3f1c2d0b7e11")  # namespace of firing ids
+
+
+def firing_id(schedule_id: str, scheduled: int) -> str:
+    """The intent id of a schedule's firing at ``scheduled`` (ms): the same every time it
+    is sent, so a consumer recognises a duplicate (at-least-once, after a crash)."""
+    return uuid.uuid5(_IDS, f"{schedule_id}@{scheduled}").hex
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerSpec(AgentSpec):
+    """The topology's scheduler (see :func:`packetflow.temporal.scheduler`)."""
+
+    kind: ClassVar[str] = "scheduler"
+    timers: ClassVar[bool] = True
+    # the topology it schedules for: the intent types and topics a schedule may name
+    topology: Topology = field(repr=False, compare=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"schedules": "keyed by schedule id, one durable timer each"}
+
+    def runtime(self, services: AgentServices) -> SchedulerRuntime:
+        return SchedulerRuntime(self, services)
+
+
+class SchedulerRuntime(AgentRuntime):
+    """One worker's schedules: those of the partitions it owns."""
+
+    def __init__(self, spec: SchedulerSpec, services: AgentServices) -> None:
+        self.spec = spec
+        self.topology = spec.topology
+        self.services = services
+        self.store = services.store
+        self.denied = services.names.physical(services.names.denied)
+        self.dead = services.names.physical(services.names.dead_letters)
+        self._internal = {self.topology.physical(t) for t in self.topology.internal_topics()}
+        metrics, labels = services.metrics, {"scheduler": spec.name}
+        self._fired = metrics.counter(
+            "packetflow_schedule_firings_total", "intents schedules published",
+            "schedule_firings", **labels,
+        )  # fmt: skip
+        self._missed = metrics.counter(
+            "packetflow_schedule_missed_total",
+            "schedule firings not sent (after downtime: misfire policy, catch-up window)",
+            "schedule_missed", **labels,
+        )  # fmt: skip
+        self._lateness = metrics.histogram(
+            "packetflow_schedule_lateness_seconds",
+            "how long after its scheduled time a firing was sent",
+            "schedule_lateness", **labels,
+        )  # fmt: skip
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def handle(self, record: Record, intent: Intent, context: Context) -> None:
+        if isinstance(intent, CreateSchedule):
+            await self._create(record, intent, context)
+        elif isinstance(intent, ScheduleCommand):
+            await self._command(record, intent, context)
+
+    async def _create(self, record: Record, msg: CreateSchedule, context: Context) -> None:
+        p, key = record.partition, record.key or b""
+        if key != msg.schedule_id.encode():
+            await self._refuse(record, BAD_SCHEDULE, "a schedule's record is keyed by its id")
+            return
+        try:
+            intent, topic = self._target(msg.scheduled_type, msg.data, msg.target_topic)
+        except (LookupError, ValueError) as exc:
+            await self._refuse(record, BAD_SCHEDULE, str(exc))
+            return
+        resources = {r for _, r in intent.requirements()} or {f"intent/{msg.scheduled_type}"}
+        if msg.resource not in resources:
+            await self._refuse(
+                record, BAD_SCHEDULE,
+                f"resource {msg.resource!r} is not one {msg.scheduled_type} names "
+                f"({', '.join(sorted(resources))})",
+                denied=True,
+            )  # fmt: skip
+            return
+        wanted = (*intent.requirements(), *(("schedule", r) for r in sorted(resources)))
+        missing = self.topology.hierarchy.compile(context.capabilities).missing(wanted)
+        if missing:
+            who = context.principal or "anonymous"
+            await self._refuse(
+                record, INSUFFICIENT,
+                f"{who} lacks {', '.join(missing)} to schedule "
+                f"{msg.scheduled_type}",
+                denied=True,
+            )  # fmt: skip
+            return
+        authority = self.services.authority
+        kept = authority.keep(context) if authority is not None else KeptAuthority(None, ())
+        now = self._now()
+        timing = msg.timing.resolve(now)
+        first = timing.next_after(now - 1)
+        if first is None and isinstance(timing.spec, At):
+            first = timing.spec.at  # in the past: due at once, late (the misfire policy says)
+        schedule = {
+            "id": msg.schedule_id,
+            "resource": msg.resource,
+            "intent_type": msg.scheduled_type,
+            "data": msg.data,
+            "topic": topic,
+            "key": msg.target_key,
+            "timing": timing.model_dump(mode="json"),
+            "misfire": msg.misfire,
+            "catch_up": int(msg.catch_up * 1000),
+            "authority": kept.as_json(),
+            "created": now,
+            "by": context.principal,
+            "passed": 0,  # its times that came: fired, or missed
+            "missed": 0,
+            "next": first,
+        }
+        if first is None:
+            log.info("schedule %s has no time to fire: not kept", msg.schedule_id)
+            self._drop(p, key)
+            return
+        self.store.put(p, key, schedule)
+        self.services.timers.set(p, key, FIRE, first, clock=True)
+        log.info("schedule %s: %s, next %s", msg.schedule_id, timing.describe(), first)
+
+    def _target(
+        self, intent_type: str, data: dict[str, Any], topic: str | None
+    ) -> tuple[Intent, str | None]:
+        """The scheduled intent, checked, and its topic (None: its type's)."""
+        cls = self.topology.intent_type(intent_type)
+        if cls.internal:
+            raise ValueError(f"{intent_type} is internal: only workers emit it")
+        if topic is not None and (
+            topic not in self.topology.topics
+            or self.topology.physical(topic) in self._internal
+        ):
+            raise ValueError(f"{topic!r} is not a topic of the topology's an intent may go to")
+        if topic is None and self.topology.topic_for(cls) is None:
+            raise ValueError(f"{intent_type} has no topic: name one")
+        try:
+            return cls.model_validate(data), topic
+        except ValidationError as exc:
+            raise ValueError(f"{intent_type}: {exc.errors()[0]['msg']}") from None
+
+    async def _command(self, record: Record, msg: ScheduleCommand, context: Context) -> None:
+        p, key = record.partition, record.key or b""
+        schedule = self.store.peek(p, key) if key == msg.schedule_id.encode() else None
+        if schedule is None:
+            await self._refuse(record, UNKNOWN_SCHEDULE, f"no schedule {msg.schedule_id!r}")
+            return
+        if schedule["resource"] != msg.resource:
+            await self._refuse(
+                record, INSUFFICIENT,
+                f"schedule {msg.schedule_id} is about {schedule['resource']}, not "
+                f"{msg.resource}", denied=True,
+            )  # fmt: skip
+            return
+        timers, now = self.services.timers, self._now()
+        log.info("schedule %s: %s by %s", msg.schedule_id, msg.op, context.principal)
+        if msg.op == "cancel":
+            self._drop(p, key)
+        elif msg.op == "pause":
+            schedule["paused"] = msg.note or f"paused by {context.principal}"
+            timers.cancel(p, key, FIRE)
+            self.store.put(p, key, schedule)
+        elif msg.op == "resume":
+            schedule.pop("paused", None)  # times that passed meanwhile are not made up
+            self._next(p, key, schedule, self._timing(schedule).next_after(now, schedule["passed"]))
+        elif msg.op == "trigger":
+            await self._fire(p, key, schedule, now, 0)
+            self.store.put(p, key, schedule)
+        else:  # backfill: each time in the range, ids as on schedule (duplicates show)
+            start = msg.start if msg.start is not None else now
+            end = msg.end if msg.end is not None else now
+            timing = self._timing(schedule).model_copy(update={"max_count": None})
+            for t in [t for t in timing.times(start - 1, BACKFILL_LIMIT) if t <= end]:
+                await self._fire(p, key, schedule, t, 0)
+            self.store.put(p, key, schedule)
+
+    # -- firing ------------------------------------------------------------------------
+
+    async def on_timer(self, timer: Timer) -> None:
+        if timer.name != FIRE:
+            return
+        p, key = timer.partition, timer.key
+        schedule = self.store.peek(p, key)
+        if schedule is None or "paused" in schedule or schedule["next"] != timer.due:
+            return  # cancelled, paused or set again meanwhile: a stale timer
+        now, timing = self._now(), self._timing(schedule)
+        due = [timer.due]
+        while len(due) <= BACKFILL_LIMIT:
+            nxt = timing.next_after(due[-1], schedule["passed"] + len(due))
+            if nxt is None or nxt > now:
+                break
+            due.append(nxt)
+        fire = self._misfire(schedule, due, now)
+        missed = len(due) - len(fire)
+        for t in fire:
+            await self._fire(p, key, schedule, t, missed)
+        if missed:
+            self._missed.inc(missed)
+            schedule["missed"] += missed
+            log.warning("schedule %s: %d firing(s) missed (%s, catch-up %ss)", schedule["id"],
+                        missed, schedule["misfire"], schedule["catch_up"] // 1000)  # fmt: skip
+        counted = schedule["passed"] + len(due)  # missed ones count towards max_count too
+        schedule["passed"] = counted
+        self._next(p, key, schedule, timing.next_after(max(due[-1], now), counted))
+
+    def _misfire(self, schedule: dict[str, Any], due: list[int], now: int) -> list[int]:
+        """Which of the due times to fire now: within the catch-up window, by policy."""
+        window = [t for t in due if now - t <= schedule["catch_up"]]
+        policy = schedule["misfire"]
+        if policy == "fire_all":
+            return window[-FIRE_ALL_LIMIT:]
+        if policy == "skip":
+            return [t for t in window[-1:] if now - t <= ON_TIME and len(due) == 1]
+        return window[-1:]  # coalesce: once, for the latest
+
+    async def _fire(
+        self, p: int, key: bytes, schedule: dict[str, Any], at: int, missed: int
+    ) -> None:
+        """Send the schedule's intent for time ``at`` with its kept authority, or set it
+        aside in the denied topic when that authority no longer holds."""
+        intent, _ = self._target(schedule["intent_type"], schedule["data"], schedule["topic"])
+        kept = KeptAuthority.from_json(schedule["authority"])
+        context = Context.new(
+            principal=kept.principal,
+            capabilities=[Capability.parse(g) for g in kept.grants],
+            baggage={"schedule": schedule["id"], "scheduled": str(at), "missed": str(missed)},
+        ).model_copy(update={"intent_id": firing_id(schedule["id"], at)})
+        authority = self.services.authority
+        lapsed = authority.lapsed(kept) if authority is not None else None
+        schedule["last"] = at
+        if lapsed is not None:
+            reason, message = lapsed
+            log.warning("schedule %s: %s", schedule["id"], message)
+            value = intent.model_dump_json().encode()
+            made = Record(self.services.source_topic, p, -1, key, value,
+                          [(TYPE_HEADER, type(intent).intent_type.encode())], at)  # fmt: skip
+            await self.services.set_aside(
+                self.denied, made,
+                [(REASON_HEADER, reason), (ERROR_HEADER, f"schedule {schedule['id']}: {message}")],
+            )  # fmt: skip
+            return
+        await self.services.effects.emit(
+            intent,
+            Origin(self.spec.name, context, key),
+            topic=schedule["topic"],
+            key=schedule["key"],
+            context=context,
+        )
+        self._fired.inc()
+        self._lateness.observe(max(self._now() - at, 0) / 1000)
+
+    def _next(self, p: int, key: bytes, schedule: dict[str, Any], nxt: int | None) -> None:
+        if nxt is None:  # no more times: the schedule is done
+            log.info("schedule %s is done after %d time(s)", schedule["id"], schedule["passed"])
+            self._drop(p, key)
+            return
+        schedule["next"] = nxt
+        self.store.put(p, key, schedule)
+        if "paused" not in schedule:
+            self.services.timers.set(p, key, FIRE, nxt, clock=True)
+
+    def _drop(self, p: int, key: bytes) -> None:
+        self.store.delete(p, key)
+        self.services.timers.cancel(p, key, FIRE)
+
+    async def _refuse(
+        self, record: Record, reason: str, message: str, *, denied: bool = False
+    ) -> None:
+        """Set a command aside: denied (its authority) or dead-lettered (its content)."""
+        log.warning("%s: %s", reason, message)
+        if denied:
+            extra = [(REASON_HEADER, reason), (ERROR_HEADER, message)]
+            await self.services.set_aside(self.denied, record, extra)
+        else:
+            await self.services.dead_letter(record, reason, message)
+
+    def _timing(self, schedule: dict[str, Any]) -> Timing:
+        return Timing.model_validate(schedule["timing"])
+
+    def _now(self) -> int:
+        return int(self.services.clock.time() * 1000)
+
+    def state(self, key: bytes | None) -> Any:
+        return self.store.find(key)

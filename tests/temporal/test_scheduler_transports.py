@@ -1,0 +1,68 @@
+"""Schedules on every transport (the ``broker`` fixture), on the wall clock: they fire on
+time, survive a worker's restart, and fire once each under exactly-once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from support.running import WAIT, Running, new_topology, running, unique
+
+from packetflow import Context, Intent, Topology
+from packetflow.temporal import Scheduler, after, every, scheduler
+
+OPS = Context(principal="ops", capabilities=["ping:*", "schedule:*"])
+
+
+class Ping(Intent, type_name="schedt.Ping", key="target", requires=["ping:target/{target}"]):
+    target: str
+
+
+def _pinging(guarantee: str = "at_least_once") -> tuple[Topology, Scheduler]:
+    topo = new_topology("sched", allow_unsigned=True, processing_guarantee=guarantee)
+    schedules = scheduler(topo)
+
+    @topo.reactor(Ping, topic=unique("pings"), state=int)
+    def pings(ping: Ping, ctx: Context, count: int) -> tuple[int, None]:
+        return count + 1, None
+
+    return topo, schedules
+
+
+async def _until(run: Running, target: str, count: int) -> None:
+    for _ in range(int(WAIT / 0.05)):
+        await run.idle()
+        if (run.state("pings", target) or 0) >= count:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{target}: {run.state('pings', target)} pings, wanted {count}")
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+async def test_a_schedule_fires_on_the_wall_clock_as_often_as_it_says(
+    broker: str, guarantee: str
+) -> None:
+    topo, schedules = _pinging(guarantee)
+    async with running(topo, broker) as run:
+        await schedules.add(run.client, Ping(target="t1"), every(0.3, max_count=3), id="p1",
+                            context=OPS)  # fmt: skip
+        await _until(run, "t1", 3)
+        await asyncio.sleep(0.7)  # a fourth would have come by now
+        await run.idle()
+        assert run.state("pings", "t1") == 3
+        assert run.state("scheduler", "p1") is None  # done: its count is used up
+        sent = await run.read(topo.reactors["pings"].topic)
+        assert len(sent) == 3  # exactly once each, read committed
+        assert len({r.context.intent_id for r in sent if r.context}) == 3
+
+
+async def test_a_schedule_survives_its_workers_restart(broker: str) -> None:
+    topo, schedules = _pinging()
+    async with running(topo, broker) as run:
+        await schedules.add(run.client, Ping(target="t2"), after(1.5), id="p2", context=OPS)
+        await run.idle()
+        assert run.state("scheduler", "p2") is not None
+
+    async with running(topo, broker) as run:
+        await _until(run, "t2", 1)
+        assert run.state("scheduler", "p2") is None
