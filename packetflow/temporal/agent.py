@@ -262,14 +262,18 @@ class SchedulerRuntime(AgentRuntime):
         self._next(p, key, schedule, timing.next_after(max(due[-1], now), counted))
 
     def _misfire(self, schedule: dict[str, Any], due: list[int], now: int) -> list[int]:
-        """Which of the due times to fire now: within the catch-up window, by policy."""
-        window = [t for t in due if now - t <= schedule["catch_up"]]
+        """Which of the due times to fire now. Those at most ``ON_TIME`` late all fire (a
+        busy worker is not an outage); older ones are misfires: within the catch-up window,
+        ``coalesce`` fires the latest once (unless an on-time firing stands for them),
+        ``fire_all`` each (at most ``FIRE_ALL_LIMIT``), ``skip`` none."""
+        on_time = [t for t in due if now - t <= ON_TIME]
+        window = [t for t in due if ON_TIME < now - t <= schedule["catch_up"]]
         policy = schedule["misfire"]
         if policy == "fire_all":
-            return window[-FIRE_ALL_LIMIT:]
-        if policy == "skip":
-            return [t for t in window[-1:] if now - t <= ON_TIME and len(due) == 1]
-        return window[-1:]  # coalesce: once, for the latest
+            return [*window[-FIRE_ALL_LIMIT:], *on_time]
+        if policy == "coalesce" and not on_time:
+            return window[-1:]
+        return on_time
 
     async def _fire(
         self, p: int, key: bytes, schedule: dict[str, Any], at: int, missed: int

@@ -128,11 +128,13 @@ def scheduler(
     topology: Topology,
     *,
     name: str = "scheduler",
-    topic: str = "schedules",
+    topic: str | None = None,
     partitions: int | None = None,
 ) -> Scheduler:
     """Give ``topology`` a scheduler: schedules, keyed by id, in a changelog-backed store on
-    ``topic``'s partitions, each fired by the worker that owns its partition."""
+    the partitions of ``topic`` (default ``<topology>.schedules``), each fired by the worker
+    that owns its partition."""
+    topic = topic or f"{topology.name}.schedules"
     if any(a.kind == "scheduler" for a in topology.agents.values()):
         raise TopologyError(f"topology {topology.name} already has a scheduler")
     spec = SchedulerSpec(
