@@ -20,7 +20,7 @@ from packetflow.temporal.commands import (
     Op,
     ScheduleCommand,
 )
-from packetflow.temporal.timing import Timing
+from packetflow.temporal.timing import Timing, after
 
 
 def resource_of(intent: Intent | type[Intent]) -> str:
@@ -94,6 +94,16 @@ class Scheduler:
     def cancel(self, schedule_id: str, resource: str) -> Emit:
         """The effect cancelling a schedule (from a reactor or actor)."""
         return Emit(self.command("cancel", schedule_id, resource), self.topic, schedule_id)
+
+    def timeout(self, after_: timedelta | float, intent: Intent, *, id: str) -> Emit:
+        """The effect publishing ``intent`` once ``after_`` from now unless cancelled with
+        :meth:`cancel_timeout` first: a durable timeout (a deadline, a saga's step)."""
+        return self.schedule(intent, after(after_), id=id)
+
+    def cancel_timeout(self, id: str, intent: Intent | type[Intent]) -> Emit:
+        """The effect cancelling timeout ``id`` (``intent``: the one it would publish, or
+        its class when its requirement names no field)."""
+        return self.cancel(id, resource_of(intent))
 
     async def add(
         self,
