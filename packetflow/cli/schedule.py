@@ -127,7 +127,9 @@ def _timing(
             return every(every_, max_count=max_count)
         assert cron_ is not None
         return cron(cron_, tz=tz, max_count=max_count)
-    except (ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise UserError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    except ValueError as exc:
         raise UserError(str(exc).splitlines()[0]) from None
 
 

@@ -292,6 +292,9 @@ class EffectHandler(Protocol):
     async def __call__(self, effect: Any, origin: Origin, runner: EffectRunner) -> Any: ...
 
 
+KEPT_BAGGAGE = "pf.authority"  # context baggage: the token behind vouched capabilities
+
+
 @dataclass(frozen=True)
 class KeptAuthority:
     """What an agent keeps of the authority a message carried, to act on it later (a
@@ -314,6 +317,16 @@ class KeptAuthority:
             "not_before": self.not_before,
             "expires": self.expires,
         }
+
+    def baggage(self) -> dict[str, str]:
+        """What a worker puts in the context of what it sends with these grants (sealed):
+        the token's id, chain and validity, so authority kept again from that context (a
+        schedule made while handling a firing) keeps them too."""
+        if self.token_id is None:
+            return {}
+        kept = self.as_json()
+        del kept["grants"], kept["principal"]
+        return {KEPT_BAGGAGE: orjson.dumps(kept).decode()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> KeptAuthority:

@@ -285,7 +285,12 @@ class SchedulerRuntime(AgentRuntime):
         context = Context.new(
             principal=kept.principal,
             capabilities=[Capability.parse(g) for g in kept.grants],
-            baggage={"schedule": schedule["id"], "scheduled": str(at), "missed": str(missed)},
+            baggage={
+                "schedule": schedule["id"],
+                "scheduled": str(at),
+                "missed": str(missed),
+                **kept.baggage(),  # what is scheduled while handling it keeps the token's
+            },
         ).model_copy(update={"intent_id": firing_id(schedule["id"], at)})
         authority = self.services.authority
         lapsed = authority.lapsed(kept) if authority is not None else None

@@ -239,3 +239,32 @@ def test_the_kept_grants_a_firing_carries_cannot_be_widened_or_reused() -> None:
         assert len(seen) == 1
         reasons = [d.header("pf-reason") for d in driver.denied()]
         assert reasons == ["insufficient", "insufficient"]  # no seal holds: plain refused
+
+
+def test_a_schedule_made_while_handling_a_firing_keeps_the_tokens_expiry() -> None:
+    """Authority kept from a firing is the original token's, expiry and all: a schedule a
+    reactor makes while handling one stops when that token expires."""
+    topo = Topology(unique("chain"))
+    schedules = scheduler(topo)
+    seen: list[Invoice] = []
+
+    class Kick(Intent, type_name="chain.Kick", key="customer",
+               requires=["bill:invoice/{customer}"]):  # fmt: skip
+        customer: str
+
+    @topo.reactor(Kick, topic="kicks")
+    def kick(message: Kick, ctx: Context) -> Any:  # each kick schedules invoices, hourly
+        return schedules.schedule(Invoice(customer=message.customer), every(3600), id="hourly")
+
+    @topo.reactor(Invoice, topic="invoices")
+    def invoice(message: Invoice, ctx: Context) -> None:
+        seen.append(message)
+
+    with _driver(topo) as driver:
+        token = driver.issue("svc", ["bill:invoice/*", "schedule:invoice/*"], ttl="3h")
+        driver.send(schedules.create(Kick(customer="c1"), after(60), id="kick"), token=token)
+        driver.advance(10 * 3600)
+        kept = driver.state("scheduler", "hourly")
+        assert kept is None or kept["authority"]["token_id"] is not None
+        assert 1 <= len(seen) <= 3  # hours before the token expired, then denied
+        assert {d.header("pf-reason") for d in driver.denied()} == {"expired"}

@@ -28,7 +28,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import orjson
@@ -50,7 +50,7 @@ from packetflow.core.tokens import (
     VerifiedToken,
     verify_token,
 )
-from packetflow.engine.agent import KeptAuthority
+from packetflow.engine.agent import KEPT_BAGGAGE, KeptAuthority
 from packetflow.engine.clock import Clock
 from packetflow.engine.security.audit import iso as _iso
 from packetflow.engine.security.revocations import Revocation
@@ -358,6 +358,13 @@ class Guard:
         """What an agent keeps of the authority of a record this guard authorised."""
         grants = tuple(str(c) for c in context.capabilities)
         if context.token is None:
+            behind = context.baggage.get(KEPT_BAGGAGE)
+            if behind is not None and not self.allow_unsigned:  # vouched: a worker's seal
+                try:
+                    kept = KeptAuthority.from_json(orjson.loads(behind))
+                except (ValueError, TypeError, KeyError):
+                    return KeptAuthority(context.principal, (), expires=0.0)
+                return replace(kept, principal=context.principal, grants=grants)
             return KeptAuthority(context.principal, grants)
         entry = self._accepted.get(context.token.encode())
         if entry is None or entry.token is None:  # not verified here: keep nothing of it
