@@ -1,5 +1,6 @@
 """The public API, pinned (like httpx's tests/test_exported_members.py): what users import
-from ``packetflow``, ``packetflow.streams`` and ``packetflow.actors``. A name added or
+from ``packetflow``, ``packetflow.streams``, ``packetflow.actors`` and
+``packetflow.temporal``. A name added or
 removed here is a decision, made in this file and the README together; everything else is
 internal."""
 
@@ -13,6 +14,7 @@ import pytest
 import packetflow
 import packetflow.actors
 import packetflow.streams
+import packetflow.temporal
 
 PUBLIC = {
     packetflow: [
@@ -35,6 +37,11 @@ PUBLIC = {
         "Reminder", "Router", "STOPPED", "StartTimer", "Supervise", "Supervision", "actor",
         "ask", "decide", "escalate", "forget", "remind", "restart", "resume", "router", "stop",
         "timer",
+    ],
+    packetflow.temporal: [
+        "BAD_SCHEDULE", "Calendar", "CreateSchedule", "Interval", "ScheduleCommand", "Scheduler",
+        "Timing", "UNKNOWN_SCHEDULE", "after", "at", "business_hours", "cron", "every",
+        "firing_id", "relation", "resource_of", "scheduler", "within",
     ],
 }  # fmt: skip
 

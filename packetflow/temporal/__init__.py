@@ -22,12 +22,14 @@ catch-up window and a misfire policy; firing ids derive from (schedule id, insta
 
 ``timing.py`` is when (pure), ``commands.py`` what a scheduler takes, ``agent.py`` the
 scheduler on the engine's agent contract, ``declare.py`` what users call, ``operate.py``
-what the changelog says of each schedule. May import: ``packetflow.core`` and
+what the changelog says of each schedule; :class:`Interval` (Allen's relations) and
+:func:`within` come from ``packetflow.core.intervals``. May import: ``packetflow.core`` and
 ``packetflow.engine``.
 """
 
 from __future__ import annotations
 
+from packetflow.core.intervals import Interval, relation, within
 from packetflow.temporal.agent import BAD_SCHEDULE, UNKNOWN_SCHEDULE, firing_id
 from packetflow.temporal.commands import CreateSchedule, ScheduleCommand
 from packetflow.temporal.declare import Scheduler, resource_of, scheduler
@@ -46,6 +48,7 @@ __all__ = [
     "UNKNOWN_SCHEDULE",
     "Calendar",
     "CreateSchedule",
+    "Interval",
     "ScheduleCommand",
     "Scheduler",
     "Timing",
@@ -55,6 +58,8 @@ __all__ = [
     "cron",
     "every",
     "firing_id",
+    "relation",
     "resource_of",
     "scheduler",
+    "within",
 ]
