@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from packetflow.core.capability import Capability
 from packetflow.core.context import Context
+from packetflow.core.effects import Emit
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import StateSpec
 from packetflow.core.tokens import INSUFFICIENT
@@ -107,6 +108,13 @@ class SchedulerRuntime(AgentRuntime):
             "how long after its scheduled time a firing was sent",
             "schedule_lateness", **labels,
         )  # fmt: skip
+
+    async def start(self) -> None:
+        if self.services.seal is None:  # firings are sealed: without it none could be sent
+            raise RuntimeError(
+                f"scheduler {self.spec.name} needs a worker secret to seal its firings "
+                "(packetflow caps secret, in the keys directory)"
+            )
 
     # -- commands ----------------------------------------------------------------------
 
@@ -306,13 +314,10 @@ class SchedulerRuntime(AgentRuntime):
                 [(REASON_HEADER, reason), (ERROR_HEADER, f"schedule {schedule['id']}: {message}")],
             )  # fmt: skip
             return
-        await self.services.effects.emit(
-            intent,
-            Origin(self.spec.name, context, key),
-            topic=schedule["topic"],
-            key=schedule["key"],
-            context=context,
-        )
+        # queued with the batch (acknowledged by its flush or transaction); sealed where
+        # the topology refuses plain capabilities (the interpreter's vouched path)
+        emit = Emit(intent, schedule["topic"], schedule["key"], context)
+        await self.services.effects.run_effects([emit], Origin(self.spec.name, context, key))
         self._fired.inc()
         self._lateness.observe(max(self._now() - at, 0) / 1000)
 
