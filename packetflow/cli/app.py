@@ -28,7 +28,15 @@ from packetflow.cli.errors import (
     safe_url,
     shared_broker_url,
 )
-from packetflow.cli.options import BrokerOpt, TopologyOpt
+from packetflow.cli.options import (
+    BrokerOpt,
+    CapabilityOpt,
+    KeyOpt,
+    PrincipalOpt,
+    TokenOpt,
+    TopicOpt,
+    TopologyOpt,
+)
 from packetflow.cli.render import as_mermaid, as_text
 from packetflow.cli.watchdog import watch_the_loop
 from packetflow.engine.client import AskTimeout, Client, RequestRefused
@@ -201,29 +209,11 @@ def send(
             help='JSON lines: {"type": ..., "data": {...}, "token": "..."}; - for stdin',
         ),
     ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token", "-T", help="Signed capability token (packetflow caps issue); '-' reads stdin"
-        ),
-    ] = None,
-    capability: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--capability",
-            "-c",
-            help="Unsigned capability op:resource (repeatable; allow_unsigned topologies only)",
-        ),
-    ] = None,
-    principal: Annotated[
-        str | None, typer.Option("--principal", "-p", help="Who is asking")
-    ] = None,
-    key: Annotated[
-        str | None, typer.Option(help="Record key (default: the intent's key field)")
-    ] = None,
-    topic: Annotated[
-        str | None, typer.Option(help="Topic (default: the intent type's topic)")
-    ] = None,
+    token: TokenOpt = None,
+    capability: CapabilityOpt = None,
+    principal: PrincipalOpt = None,
+    key: KeyOpt = None,
+    topic: TopicOpt = None,
     deadline: Annotated[
         float | None, typer.Option(help="Seconds from now until the intent expires")
     ] = None,
@@ -296,29 +286,11 @@ def ask(
     intent_type: Annotated[str, typer.Argument(help="Intent type name, e.g. shop.ShowCart")],
     data: Annotated[str | None, typer.Argument(help="The intent's fields as a JSON object")] = None,
     topology_spec: TopologyOpt = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token", "-T", help="Signed capability token (packetflow caps issue); '-' reads stdin"
-        ),
-    ] = None,
-    capability: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--capability",
-            "-c",
-            help="Unsigned capability op:resource (repeatable; allow_unsigned topologies only)",
-        ),
-    ] = None,
-    principal: Annotated[
-        str | None, typer.Option("--principal", "-p", help="Who is asking")
-    ] = None,
-    key: Annotated[
-        str | None, typer.Option(help="Record key (default: the intent's key field)")
-    ] = None,
-    topic: Annotated[
-        str | None, typer.Option(help="Topic (default: the intent type's topic)")
-    ] = None,
+    token: TokenOpt = None,
+    capability: CapabilityOpt = None,
+    principal: PrincipalOpt = None,
+    key: KeyOpt = None,
+    topic: TopicOpt = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds to wait for the reply (also the request's deadline)")
     ] = 10.0,

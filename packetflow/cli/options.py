@@ -30,3 +30,24 @@ KeysOpt = Annotated[
         file_okay=False,
     ),
 ]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token", "-T", help="Signed capability token (packetflow caps issue); '-' reads stdin"
+    ),
+]
+CapabilityOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--capability",
+        "-c",
+        help="Unsigned capability op:resource (repeatable; allow_unsigned topologies only)",
+    ),
+]
+PrincipalOpt = Annotated[str | None, typer.Option("--principal", "-p", help="Who is asking")]
+KeyOpt = Annotated[
+    str | None, typer.Option("--key", help="Record key (default: the intent's key field)")
+]
+TopicOpt = Annotated[
+    str | None, typer.Option("--topic", help="Topic (default: the intent type's topic)")
+]

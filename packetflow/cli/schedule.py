@@ -15,7 +15,7 @@ from rich.table import Table
 
 from packetflow.cli.errors import UserError, load, shared_broker_url
 from packetflow.cli.operate import Format, FormatOpt, ModuleArg, with_client
-from packetflow.cli.options import BrokerOpt
+from packetflow.cli.options import BrokerOpt, CapabilityOpt, PrincipalOpt, TokenOpt
 from packetflow.engine.client import Client
 from packetflow.engine.ingress import IngressError, Submission, submission
 from packetflow.engine.topology import Topology, TopologyError
@@ -29,16 +29,6 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 IdArg = Annotated[str, typer.Argument(help="Schedule id")]
-TokenOpt = Annotated[
-    str | None, typer.Option("--token", "-T", help="A token granting schedule:<resource>")
-]
-CapOpt = Annotated[
-    list[str] | None,
-    typer.Option("--capability", "-c", help="Unsigned capability (allow_unsigned only)"),
-]
-PrincipalOpt = Annotated[str | None, typer.Option("--principal", "-p", help="Who is asking")]
-
-
 def _scheduler(module: str) -> tuple[Topology, Scheduler]:
     topology = load(module)
     try:
@@ -95,6 +85,8 @@ def _send(
 def _authority(
     token: str | None, capability: list[str] | None, principal: str | None
 ) -> dict[str, Any]:
+    if token == "-":
+        token = sys.stdin.read().strip()
     if token is not None and capability:
         raise UserError("give --token or --capability, not both")
     return {"token": token, "capabilities": capability or [], "principal": principal}
@@ -147,7 +139,7 @@ def add(
     max_count: Annotated[int | None, typer.Option(help="Fire at most this many times")] = None,
     misfire: Annotated[str, typer.Option(help="coalesce, fire_all or skip")] = "coalesce",
     token: TokenOpt = None,
-    capability: CapOpt = None,
+    capability: CapabilityOpt = None,
     principal: PrincipalOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
@@ -223,7 +215,7 @@ def _operate(
 
 @app.command()
 def cancel(module: ModuleArg, schedule_id: IdArg, token: TokenOpt = None,
-           capability: CapOpt = None, principal: PrincipalOpt = None,
+           capability: CapabilityOpt = None, principal: PrincipalOpt = None,
            broker: BrokerOpt = None) -> None:  # fmt: skip
     """Cancel a schedule: it never fires again."""
     _operate("cancel", module, schedule_id, _authority(token, capability, principal), broker)
@@ -232,7 +224,7 @@ def cancel(module: ModuleArg, schedule_id: IdArg, token: TokenOpt = None,
 @app.command()
 def pause(module: ModuleArg, schedule_id: IdArg,
           note: Annotated[str, typer.Option(help="Why (shown by show)")] = "",
-          token: TokenOpt = None, capability: CapOpt = None, principal: PrincipalOpt = None,
+          token: TokenOpt = None, capability: CapabilityOpt = None, principal: PrincipalOpt = None,
           broker: BrokerOpt = None) -> None:  # fmt: skip
     """Pause a schedule: no firings until resumed (those due meanwhile are not made up)."""
     _operate("pause", module, schedule_id, _authority(token, capability, principal), broker,
@@ -241,7 +233,7 @@ def pause(module: ModuleArg, schedule_id: IdArg,
 
 @app.command()
 def resume(module: ModuleArg, schedule_id: IdArg, token: TokenOpt = None,
-           capability: CapOpt = None, principal: PrincipalOpt = None,
+           capability: CapabilityOpt = None, principal: PrincipalOpt = None,
            broker: BrokerOpt = None) -> None:  # fmt: skip
     """Resume a paused schedule from its next time after now."""
     _operate("resume", module, schedule_id, _authority(token, capability, principal), broker)
@@ -249,7 +241,7 @@ def resume(module: ModuleArg, schedule_id: IdArg, token: TokenOpt = None,
 
 @app.command()
 def trigger(module: ModuleArg, schedule_id: IdArg, token: TokenOpt = None,
-            capability: CapOpt = None, principal: PrincipalOpt = None,
+            capability: CapabilityOpt = None, principal: PrincipalOpt = None,
             broker: BrokerOpt = None) -> None:  # fmt: skip
     """Fire a schedule once now (its times go on as before)."""
     _operate("trigger", module, schedule_id, _authority(token, capability, principal), broker)
@@ -263,7 +255,7 @@ def backfill(
     end: Annotated[str, typer.Option("--to", help="ISO time (--tz)")],
     tz: Annotated[str, typer.Option(help="IANA zone of --from and --to")] = "UTC",
     token: TokenOpt = None,
-    capability: CapOpt = None,
+    capability: CapabilityOpt = None,
     principal: PrincipalOpt = None,
     broker: BrokerOpt = None,
 ) -> None:

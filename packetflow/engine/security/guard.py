@@ -262,6 +262,16 @@ class Guard:
         stand for: a schedule's kept grants, in time and unrevoked when it fired): checked
         against the requirements even where plain capabilities are otherwise refused.
         ``context.capabilities`` holds them, decoded from ``caps_raw``."""
+        return self._plain(required, caps_raw, context, intent_type)
+
+    def _plain(
+        self,
+        required: tuple[tuple[str, str], ...],
+        caps_raw: bytes,
+        context: Context,
+        intent_type: str,
+    ) -> Denial | None:
+        """Plain capabilities (compiled once per distinct header) against the requirements."""
         grants = self._unsigned.find(caps_raw)
         if grants is None:
             grants = self.hierarchy.compile(context.capabilities)
@@ -290,14 +300,7 @@ class Guard:
             return Denial(INSUFFICIENT, _lacks(who, everything, intent_type) + note, everything)
         if not caps_raw and context.capabilities:  # capabilities came inside pf-context
             caps_raw = orjson.dumps([str(c) for c in context.capabilities])
-        grants = self._unsigned.find(caps_raw)
-        if grants is None:
-            grants = self.hierarchy.compile(context.capabilities)
-            self._unsigned.keep(caps_raw, grants)
-        missing = grants.missing(required)
-        if missing:
-            return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing)
-        return None
+        return self._plain(required, caps_raw, context, intent_type)
 
     def _verify(self, token_raw: bytes) -> _Entry:
         self.verifications += 1
