@@ -4,6 +4,11 @@ A capability is written ``operation:resource`` (``withdraw:account/42``, ``read:
 capability implies a required one when its operation equals or (transitively, through the
 hierarchy) implies the required operation, and its resource pattern matches the required
 resource. Resource patterns use ``*`` for one path segment and ``**`` (or a lone ``*``) for any.
+
+A held capability may be bounded in time: ``withdraw:account/*@mon-fri 09:00-17:00
+Europe/Berlin`` holds only while that calendar (``packetflow.core.calendar``) is open, on
+the checking worker's clock; outside it a requirement it alone would meet is refused with
+``outside-window``. A delegated token may only narrow a window.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from packetflow.core.calendar import Calendar
+
 _OP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
@@ -25,6 +32,7 @@ class Capability(BaseModel):
 
     operation: str
     resource: str = "*"
+    window: str | None = None  # a calendar (core.calendar): held only while it is open
 
     @model_validator(mode="before")
     @classmethod
@@ -39,7 +47,14 @@ class Capability(BaseModel):
             raise ValueError(f"invalid capability operation {self.operation!r}")
         if not self.resource:
             raise ValueError("capability resource must not be empty (use '*')")
+        if self.window is not None:  # one spelling, so equal windows compare equal
+            object.__setattr__(self, "window", Calendar.parse(self.window).text())
         return self
+
+    @property
+    def calendar(self) -> Calendar | None:
+        """The window this capability holds in (None: always)."""
+        return None if self.window is None else Calendar.parse(self.window)
 
     @classmethod
     def parse(cls, text: str) -> Capability:
@@ -47,17 +62,23 @@ class Capability(BaseModel):
         return cls(**_split(text))
 
     def __str__(self) -> str:
-        return f"{self.operation}:{self.resource}"
+        text = f"{self.operation}:{self.resource}"
+        return text if self.window is None else f"{text}@{self.window}"
 
     def matches_resource(self, resource: str) -> bool:
         return _pattern(self.resource).fullmatch(resource) is not None
 
 
-def _split(text: str) -> dict[str, str]:
-    op, sep, resource = text.strip().partition(":")
+def _split(text: str) -> dict[str, str | None]:
+    body, at, window = text.strip().partition("@")
+    op, sep, resource = body.strip().partition(":")
     if not op:
         raise ValueError(f"invalid capability {text!r}: expected 'operation:resource'")
-    return {"operation": op, "resource": resource if sep and resource else "*"}
+    return {
+        "operation": op,
+        "resource": resource.strip() if sep and resource.strip() else "*",
+        "window": window.strip() if at else None,
+    }
 
 
 @lru_cache(maxsize=4096)
@@ -150,15 +171,20 @@ class CompiledGrants:
     per operation, one regular expression matching every resource some held capability
     allows it on through the hierarchy, built on the first requirement of that operation."""
 
-    __slots__ = ("_by_op", "held", "hierarchy")
+    __slots__ = ("_by_op", "_windowed", "held", "hierarchy")
 
     def __init__(self, held: tuple[Capability, ...], hierarchy: CapabilityHierarchy) -> None:
         self.held = held
         self.hierarchy = hierarchy
         self._by_op: dict[str, re.Pattern[str] | None] = {}
+        self._windowed = tuple(c for c in held if c.window is not None)
 
-    def missing(self, required: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
-        """The required ``op:resource`` pairs none of the held capabilities allows."""
+    def missing(
+        self, required: tuple[tuple[str, str], ...], now: float | None = None
+    ) -> tuple[str, ...]:
+        """The required ``op:resource`` pairs none of the held capabilities allows (at
+        ``now``, epoch seconds, for those bounded by a window; None: windows not looked at,
+        as if open)."""
         by_op = self._by_op
         out: tuple[str, ...] = ()
         for op, res in required:
@@ -166,14 +192,50 @@ class CompiledGrants:
                 pattern = by_op[op]
             except KeyError:
                 pattern = by_op[op] = self._compile(op)
-            if pattern is None or pattern.fullmatch(res) is None:
+            if (pattern is None or pattern.fullmatch(res) is None) and not self._open(
+                op, res, now
+            ):
                 out = (*out, f"{op}:{res}")
         return out
+
+    def _open(self, op: str, res: str, now: float | None) -> bool:
+        """Whether a capability bounded by a window allows ``op`` on ``res`` at ``now``."""
+        if not self._windowed:
+            return False
+        t = None if now is None else int(now * 1000)
+        implied = self.hierarchy.operations_implied_by
+        return any(
+            op in implied(c.operation)
+            and c.matches_resource(res)
+            and (t is None or c.calendar.contains(t))  # type: ignore[union-attr]
+            for c in self._windowed
+        )
+
+    def outside(self, missing: tuple[str, ...]) -> tuple[Capability, ...]:
+        """The window-bounded capabilities that would allow every one of ``missing``
+        (``op:resource`` pairs) at another time: empty unless that is why they are."""
+        if not self._windowed or not missing:
+            return ()
+        implied = self.hierarchy.operations_implied_by
+        pairs = [m.split(":", 1) for m in missing]
+        covering = tuple(
+            c for c in self._windowed
+            if any(op in implied(c.operation) and c.matches_resource(res) for op, res in pairs)
+        )  # fmt: skip
+        allowed = all(
+            any(op in implied(c.operation) and c.matches_resource(res) for c in covering)
+            for op, res in pairs
+        )
+        return covering if allowed else ()
 
     def _compile(self, op: str) -> re.Pattern[str] | None:
         implied = self.hierarchy.operations_implied_by
         patterns = sorted(
-            {_pattern(c.resource).pattern for c in self.held if op in implied(c.operation)}
+            {
+                _pattern(c.resource).pattern
+                for c in self.held
+                if c.window is None and op in implied(c.operation)
+            }
         )
         if not patterns:
             return None

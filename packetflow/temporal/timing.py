@@ -12,16 +12,17 @@ restarts. Pure: no clock, no I/O.
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from packetflow.core.calendar import Calendar, business_hours, instant, zone
+
+__all__ = ["Calendar", "Timing", "after", "at", "business_hours", "cron", "every", "instant",
+           "local", "ms"]  # fmt: skip
+
 SEARCH_LIMIT = 100_000  # candidate instants a calendar may pass over before giving up
 
 
@@ -30,20 +31,6 @@ def ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         raise ValueError(f"{moment.isoformat()} has no time zone: naive times are ambiguous")
     return int(moment.timestamp() * 1000)
-
-
-def instant(at_ms: int, tz: str = "UTC") -> datetime:
-    """An instant in ms since the epoch as an aware datetime in zone ``tz``."""
-    return datetime.fromtimestamp(at_ms / 1000, UTC).astimezone(zone(tz))
-
-
-@lru_cache(maxsize=256)
-def zone(name: str) -> ZoneInfo:
-    """The IANA zone ``name`` (a clear error for an unknown one)."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r} (an IANA name, e.g. Europe/Berlin)") from None
 
 
 class _Frozen(BaseModel):
@@ -128,44 +115,6 @@ class After(_Frozen):
 
 
 Spec = Annotated[At | After | Every | Cron, Field(discriminator="kind")]
-
-
-class Calendar(_Frozen):
-    """Open hours per weekday in a time zone, less excluded dates: ``contains(t)``."""
-
-    tz: str = "UTC"
-    hours: dict[int, tuple[tuple[int, int], ...]]  # weekday (0 Monday) -> [(from, to)) minutes
-    exclude: tuple[date, ...] = ()
-
-    @model_validator(mode="after")
-    def _valid(self) -> Calendar:
-        zone(self.tz)
-        for day, spans in self.hours.items():
-            if not 0 <= day <= 6:
-                raise ValueError(f"weekday {day} is not 0 (Monday) to 6 (Sunday)")
-            for start, end in spans:
-                if not 0 <= start < end <= 24 * 60:
-                    raise ValueError(f"open hours {start}-{end} (minutes) are not a span of a day")
-        return self
-
-    def contains(self, t: int) -> bool:
-        local = instant(t, self.tz)
-        if local.date() in self.exclude:
-            return False
-        minute = local.hour * 60 + local.minute
-        return any(a <= minute < b for a, b in self.hours.get(local.weekday(), ()))
-
-    def describe(self) -> str:
-        days = ", ".join(
-            f"{DAYS[d]} " + ",".join(f"{_hhmm(a)}-{_hhmm(b)}" for a, b in spans)
-            for d, spans in sorted(self.hours.items())
-        )
-        out = f"{days} {self.tz}"
-        return out + (f" except {len(self.exclude)} dates" if self.exclude else "")
-
-
-def _hhmm(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 class Timing(_Frozen):
@@ -283,41 +232,6 @@ def cron(
     """On ``expr`` in zone ``tz`` (see the module docstring for daylight-saving changes)."""
     return Timing(spec=Cron(expr=expr, tz=tz), start=_bound(start), end=_bound(end),
                   max_count=max_count, only=only)  # fmt: skip
-
-
-_SPAN = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
-
-
-def business_hours(
-    tz: str,
-    hours: dict[str, str] | None = None,
-    *,
-    exclude: list[date | str] | tuple[date | str, ...] = (),
-) -> Calendar:
-    """Open hours per weekday: ``{"mon-fri": "09:00-17:00", "sat": "10:00-12:00,13:00-15:00"}``
-    (default Monday to Friday 09:00-17:00) in zone ``tz``, less the ``exclude`` dates."""
-    table: dict[int, list[tuple[int, int]]] = {}
-    for days, spans in (hours or {"mon-fri": "09:00-17:00"}).items():
-        for day in _days(days):
-            for span in spans.split(","):
-                found = _SPAN.match(span.strip())
-                if found is None:
-                    raise ValueError(f"open hours {span!r}: write them as HH:MM-HH:MM")
-                h1, m1, h2, m2 = (int(g) for g in found.groups())
-                table.setdefault(day, []).append((h1 * 60 + m1, h2 * 60 + m2))
-    dates = tuple(d if isinstance(d, date) else date.fromisoformat(d) for d in exclude)
-    return Calendar(tz=tz, hours={d: tuple(s) for d, s in table.items()}, exclude=dates)
-
-
-def _days(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.lower().split(","):
-        first, _, last = part.strip().partition("-")
-        if first not in DAYS or (last and last not in DAYS):
-            raise ValueError(f"weekdays {text!r}: use mon..sun, ranges like mon-fri")
-        a, b = DAYS.index(first), DAYS.index(last or first)
-        out.extend(range(a, b + 1) if a <= b else [*range(a, 7), *range(0, b + 1)])
-    return out
 
 
 def local(moment: datetime | str, tz: str) -> datetime:

@@ -12,6 +12,10 @@ def grant_covers(held: Capability, wanted: Capability, hierarchy: CapabilityHier
     """True when holding ``held`` implies everything ``wanted`` (a pattern itself) allows."""
     if wanted.operation not in hierarchy.operations_implied_by(held.operation):
         return False
+    if held.calendar is not None and (
+        wanted.calendar is None or not held.calendar.covers(wanted.calendar)
+    ):  # a window may only narrow
+        return False
     return pattern_covers(held.resource, wanted.resource)
 
 

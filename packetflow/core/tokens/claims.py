@@ -51,6 +51,7 @@ INSUFFICIENT = "insufficient"  # the token is fine but does not cover what the i
 PRINCIPAL_MISMATCH = "principal-mismatch"  # the context names someone else than the holder
 UNSIGNED_INTERNAL = "unsigned-internal"  # an internal intent without a worker's seal
 BAD_REPLY_TO = "bad-reply-to"  # reply_to names a topic that is not a reply topic
+OUTSIDE_WINDOW = "outside-window"  # granted, but only in a window that is not open now
 
 _B64_RE = re.compile(rb"^[A-Za-z0-9_-]+$")
 MAX_NAME = 256

@@ -42,6 +42,7 @@ from packetflow.core.tokens import (
     EXPIRED,
     INSUFFICIENT,
     NOT_YET_VALID,
+    OUTSIDE_WINDOW,
     PRINCIPAL_MISMATCH,
     REVOKED,
     UNSIGNED_INTERNAL,
@@ -186,11 +187,11 @@ class Guard:
             if principal is not None:
                 return self._impostor(entry, principal, intent_type)
             context.__dict__["principal"] = entry.holder  # the principal is the token's
-        missing = entry.matcher.missing(required)
+        missing = entry.matcher.missing(required, self.clock.time())
         if missing:
             claims = entry.token.claims if entry.token else None
             who = context.principal or (claims.holder if claims else "anonymous")
-            return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing, claims)
+            return self._refusal(entry.matcher, who, missing, intent_type, claims)
         context.__dict__["capabilities"] = entry.grants
         return None
 
@@ -276,11 +277,33 @@ class Guard:
         if grants is None:
             grants = self.hierarchy.compile(context.capabilities)
             self._unsigned.keep(caps_raw, grants)
-        missing = grants.missing(required)
+        missing = grants.missing(required, self.clock.time())
         if missing:
             who = context.principal or "anonymous"
-            return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing)
+            return self._refusal(grants, who, missing, intent_type, None)
         return None
+
+    def _refusal(
+        self,
+        grants: CompiledGrants,
+        who: str,
+        missing: tuple[str, ...],
+        intent_type: str,
+        claims: TokenClaims | None,
+    ) -> Denial:
+        """``insufficient``, or ``outside-window`` when grants bounded by a window would
+        allow it at another time."""
+        windowed = grants.outside(missing)
+        if windowed:
+            at = _iso(self.clock.time())
+            held = ", ".join(str(c) for c in windowed)
+            return Denial(
+                OUTSIDE_WINDOW,
+                f"{who} holds {held}: not open at {at} for {intent_type}",
+                missing,
+                claims,
+            )
+        return Denial(INSUFFICIENT, _lacks(who, missing, intent_type), missing, claims)
 
     def _authorize_unsigned(
         self,
