@@ -9,7 +9,10 @@ the schedule ``invoice-<customer>``, which publishes an ``Invoice`` at 09:00 on 
 every month in the customer's zone, with the billing service's authority. Each invoice
 schedules a ``Remind`` a week later and an ``Escalate`` two weeks later (ids derived from the
 invoice); ``Paid`` cancels both. An unsubscribe cancels the monthly schedule. Firing ids
-derive from (schedule id, instant): a consumer that sees one twice drops it.
+derive from (schedule id, instant): a consumer that sees one twice drops it. Support staff
+credit customers with a token bounded to office hours, e.g.
+``packetflow caps issue support-1 "credit:invoice/*@mon-fri 09:00-17:00 America/New_York"``:
+a ``Credit`` sent outside them is denied with ``outside-window``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,14 @@ class Paid(Intent, type_name="billing.Paid", key="customer",
     invoice: int  # the invoice's number
 
 
+class Credit(Intent, type_name="billing.Credit", key="customer",
+             requires=["credit:invoice/{customer}"]):  # fmt: skip
+    """A goodwill credit off the next invoice (support staff, in office hours)."""
+
+    customer: str
+    amount: int
+
+
 class Remind(Intent, type_name="billing.Remind", key="customer",
              requires=["remind:invoice/{customer}"]):  # fmt: skip
     customer: str
@@ -76,6 +87,7 @@ class Reminded(Intent, type_name="billing.Reminded", key="customer", internal=Tr
 class Account(BaseModel):
     invoices: int = 0  # issued so far
     unpaid: list[int] = []
+    credit: int = 0  # off the next invoice
 
 
 topology.route(Issued, "issued")
@@ -97,15 +109,18 @@ def subscriptions(message: Subscribe | Unsubscribe, ctx: Context):  # type: igno
     return schedules.schedule(invoice, cron("0 9 1 * *", tz=message.tz), id=schedule_id)
 
 
-@topology.reactor(Invoice | Paid | Remind, topic="invoices", state=Account,
+@topology.reactor(Invoice | Paid | Remind | Credit, topic="invoices", state=Account,
                   emits=[Issued, Reminded])  # fmt: skip
-def accounts(message: Invoice | Paid | Remind, ctx: Context, account: Account):  # type: ignore[no-untyped-def]
-    """Issues invoices, schedules their reminders, and stops them once paid."""
+def accounts(message: Invoice | Paid | Remind | Credit, ctx: Context, account: Account):  # type: ignore[no-untyped-def]
+    """Issues invoices (less credits), schedules their reminders, stops them once paid."""
     match message:
+        case Credit(amount=amount):
+            return account.model_copy(update={"credit": account.credit + amount}), None
         case Invoice(customer=customer, amount=amount):
             number = account.invoices + 1
             remind, escalate = _reminders(customer, number)
-            return Account(invoices=number, unpaid=[*account.unpaid, number]), [
+            amount, left = max(amount - account.credit, 0), max(account.credit - amount, 0)
+            return Account(invoices=number, unpaid=[*account.unpaid, number], credit=left), [
                 emit(Issued(customer=customer, invoice=number, amount=amount,
                             at=ctx.baggage.get("scheduled", ""))),
                 schedules.schedule(Remind(customer=customer, invoice=number),
