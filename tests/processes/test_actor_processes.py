@@ -4,7 +4,8 @@
 test's own ``$PACKETFLOW_NAMESPACE``. Orders ask stock actors for reservations while a
 second worker joins and the first is SIGKILLed: every order's answer arrives exactly once
 (none timed out), every stock count is what a run without crashes gives, and each order's
-last reminder fires once, after the move.
+last reminder fires once, after the move (one due while the partitions moved fires too,
+once, for the order that set it).
 """
 
 from __future__ import annotations
@@ -62,7 +63,16 @@ async def test_actors_mid_conversation_survive_a_join_and_a_sigkill(
             await asyncio.sleep(0.1)
 
         done = _intents(await wait_records(client, "done", count, workers, timeout=120))
-        reminded = _intents(await wait_records(client, "reminded", orders, workers, timeout=60))
+        last = {o.order: o.seq for o in sent}
+        # each order's last reminder fires after the move; one that came due while the
+        # dead worker's partitions waited out the session timeout fired then, for the seq
+        # it was set by (it was due), and was set again by the orders behind it
+        for _ in range(600):
+            reminded = _intents(await client.read("reminded"))
+            latest = {r.order: r.last_seq for r in reminded}  # type: ignore[attr-defined]
+            if latest == last:
+                break
+            await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)  # anything duplicated would have landed by now
         done = _intents(await client.read("done"))
         reminded = _intents(await client.read("reminded"))
@@ -80,10 +90,11 @@ async def test_actors_mid_conversation_survive_a_join_and_a_sigkill(
     assert {sku: sorted(c) for sku, c in counts.items()} == {
         sku: list(range(1, n + 1)) for sku, n in per_sku.items()
     }
-    # every order's reminder (set again by each of its orders) fired once, for its last
-    last = {o.order: o.seq for o in sent}
-    assert Counter(r.order for r in reminded) == Counter(last.keys())  # type: ignore[attr-defined]
-    assert {r.order: r.last_seq for r in reminded} == last  # type: ignore[attr-defined]
+    # every order's reminder (set again by each of its orders) fired for its last order,
+    # after the move, and no reminder fired twice
+    fired = Counter((r.order, r.last_seq) for r in reminded)  # type: ignore[attr-defined]
+    assert [k for k, n in fired.items() if n != 1] == [], logs(workers)
+    assert {order: max(s for o, s in fired if o == order) for order, _ in fired} == last
 
 
 async def test_the_cli_asks_an_actor_and_prints_its_answer(
