@@ -275,12 +275,9 @@ class EffectRunner(Protocol):
         topic: str | None = None,
         key: str | None = None,
         sealed: bool = True,
-        context: Context | None = None,
     ) -> Delivery:
         """Send one intent on the reactor's behalf, checked as an emit and sealed as the
-        engine's own (every intent the engine emits for an effect is internal by default);
-        ``context``: sent as it is (a schedule's firing, its id derived), instead of the
-        origin's inherited."""
+        engine's own (every intent the engine emits for an effect is internal by default)."""
         ...
 
 

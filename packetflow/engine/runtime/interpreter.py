@@ -47,6 +47,8 @@ from packetflow.engine.codec import (
     encode,
     encode_inherited,
     fixed_headers,
+    header,
+    sealed_authority,
 )
 from packetflow.engine.security.seal import Sealer
 from packetflow.engine.topology import Topology
@@ -152,7 +154,7 @@ class Interpreter:
             key = intent.partition_key()
         raw_key = None if key is None else key.encode()
         context = origin.context
-        vouched = self._vouches and context.token is None and bool(context.capabilities)
+        vouched = self._vouched(context)
         if fixed is None or vouched or context.reply_to in self._sealed_reply_targets:
             # sealed (internal, vouched capabilities, or answers go to an agent)
             return self._record(
@@ -171,6 +173,11 @@ class Interpreter:
             if exact > self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES):
                 self._refuse_size(cls, topic, exact)
         return Outgoing(topic, value, raw_key, headers)
+
+    def _vouched(self, context: Context) -> bool:
+        """Whether ``context`` holds capabilities a worker vouched for (no token, where
+        plain ones are refused): what it sends is sealed so its receivers take them."""
+        return self._vouches and context.token is None and bool(context.capabilities)
 
     def _route(self, cls: type[Intent]) -> tuple[str, tuple[tuple[str, bytes], ...] | None, int]:
         """Where ``cls`` goes by default, its fixed headers (None: internal), and the room
@@ -271,7 +278,6 @@ class Interpreter:
         topic: str | None = None,
         key: str | None = None,
         sealed: bool = True,
-        context: Context | None = None,
     ) -> Delivery:
         """Send ``intent`` for a registered effect's handler and wait for the broker: checked
         as an emit (declared topic, not the engine's, fits), sealed as the engine's own unless
@@ -281,7 +287,7 @@ class Interpreter:
         out = self._record(
             self._topic_for(intent, topic),
             intent,
-            context or origin.context.inherit(origin.reactor),
+            origin.context.inherit(origin.reactor),
             None if key is None else key.encode(),
             sealed,
         )
@@ -331,9 +337,7 @@ class Interpreter:
             requester = origin.context.requester
             raw_key = requester.encode() if requester else raw_key or origin.key
         # the engine's own intents are always sealed, and what vouched capabilities send
-        sealed = isinstance(effect, Reply) or (
-            self._vouches and context.token is None and bool(context.capabilities)
-        )
+        sealed = isinstance(effect, Reply) or self._vouched(context)
         return [self._record(topic, intent, context, raw_key, sealed) for topic in topics]
 
     def _record(
@@ -348,20 +352,13 @@ class Interpreter:
                     f"{cls.intent_type} is internal but this worker has no worker secret to "
                     "seal it (packetflow caps secret)"
                 )
-            context_raw = token_raw = caps_raw = None
-            for name, raw in headers:
-                if name == CONTEXT_HEADER:
-                    context_raw = raw
-                elif name == TOKEN_HEADER:
-                    token_raw = raw
-                elif name == CAPABILITIES_HEADER:
-                    caps_raw = raw
-            token_raw = token_raw or caps_raw  # the seal covers the authority it carries
+            context_raw = header(headers, CONTEXT_HEADER)
+            authority = sealed_authority(headers)  # the seal covers the authority it carries
             headers.append(
                 (
                     MAC_HEADER,
                     sealer.seal(
-                        topic, key, cls.intent_type.encode(), value, context_raw, token_raw
+                        topic, key, cls.intent_type.encode(), value, context_raw, authority
                     ),
                 )
             )

@@ -252,27 +252,17 @@ class Guard:
             entry.gen = self._gen
         return entry.revoked
 
-    def authorize_vouched(
+    def authorize_plain(
         self,
         required: tuple[tuple[str, str], ...],
         caps_raw: bytes,
         context: Context,
         intent_type: str,
     ) -> Denial | None:
-        """Plain capabilities on a record a worker sealed (it checked the authority they
-        stand for: a schedule's kept grants, in time and unrevoked when it fired): checked
-        against the requirements even where plain capabilities are otherwise refused.
-        ``context.capabilities`` holds them, decoded from ``caps_raw``."""
-        return self._plain(required, caps_raw, context, intent_type)
-
-    def _plain(
-        self,
-        required: tuple[tuple[str, str], ...],
-        caps_raw: bytes,
-        context: Context,
-        intent_type: str,
-    ) -> Denial | None:
-        """Plain capabilities (compiled once per distinct header) against the requirements."""
+        """Plain capabilities (``context.capabilities``, from ``caps_raw``; compiled once per
+        distinct header) against the requirements, on the worker's clock. The unsigned path
+        ends here where a topology takes them; the processor calls it for a record a worker
+        sealed (vouched for: a schedule's kept grants) even where it does not."""
         grants = self._unsigned.find(caps_raw)
         if grants is None:
             grants = self.hierarchy.compile(context.capabilities)
@@ -323,7 +313,7 @@ class Guard:
             return Denial(INSUFFICIENT, _lacks(who, everything, intent_type) + note, everything)
         if not caps_raw and context.capabilities:  # capabilities came inside pf-context
             caps_raw = orjson.dumps([str(c) for c in context.capabilities])
-        return self._plain(required, caps_raw, context, intent_type)
+        return self.authorize_plain(required, caps_raw, context, intent_type)
 
     def _verify(self, token_raw: bytes) -> _Entry:
         self.verifications += 1
