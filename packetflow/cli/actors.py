@@ -13,10 +13,9 @@ from rich.table import Table
 
 from packetflow.actors.operate import ActorControl, ActorView, actor_types, read_actors
 from packetflow.cli.errors import UserError, load, shared_broker_url
-from packetflow.cli.operate import Format, FormatOpt, ModuleArg, with_client
+from packetflow.cli.operate import Format, FormatOpt, ModuleArg, submit, with_client
 from packetflow.cli.options import BrokerOpt
 from packetflow.engine.client import Client
-from packetflow.engine.ingress import IngressError, submission
 from packetflow.engine.topology import Topology
 
 app = typer.Typer(help="Inspect and operate actors (packetflow.actors).", no_args_is_help=True)
@@ -125,14 +124,5 @@ def start(
         "topic": topology.agents[actor_type].topic,
         "key": actor_id,
     }
-    try:
-        sub = submission(topology, fields)
-    except IngressError as exc:
-        raise UserError(str(exc)) from None
-    url = shared_broker_url(broker, "no worker would see the command")
-
-    async def work(client: Client) -> None:
-        await client.send(sub.intent, context=sub.context, topic=sub.topic, key=sub.key)
-
-    with_client(url, topology, work)
+    submit(topology, broker, fields, unseen="no worker would see the command")
     err.print(f"sent start to {actor_type}/{actor_id}")

@@ -27,6 +27,7 @@ from packetflow.cli.errors import UserError, describe, load, safe_url, shared_br
 from packetflow.cli.options import BrokerOpt
 from packetflow.core.tokens import TokenError, decode_token
 from packetflow.engine.client import Client, Received
+from packetflow.engine.ingress import IngressError, submission
 from packetflow.engine.inspect import as_line, safe_text
 from packetflow.engine.inspect import describe as describe_record
 from packetflow.engine.replay import KINDS, SKIP_REASONS, ReplaySelection
@@ -121,6 +122,24 @@ def topic_name(topology: Topology, name: str) -> str:
     raise UserError(
         f"topology {topology.name} has no topic {name!r}; its topics: {', '.join(shown)}"
     )
+
+
+def submit(
+    topology: Topology, broker: str | None, fields: dict[str, Any], *, unseen: str
+) -> None:
+    """Send one intent an operating command built (``fields`` as ingress.submission takes
+    them: type, data, authority, topic, key); ``unseen``: why a broker of this process's
+    own would not do (``memory://``)."""
+    try:
+        sub = submission(topology, fields)
+    except IngressError as exc:
+        raise UserError(str(exc)) from None
+    url = shared_broker_url(broker, unseen)
+
+    async def work(client: Client) -> None:
+        await client.send(sub.intent, context=sub.context, topic=sub.topic, key=sub.key)
+
+    with_client(url, topology, work)
 
 
 def with_client(url: str, topology: Topology, work: Callable[[Client], Awaitable[T]]) -> T:

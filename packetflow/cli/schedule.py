@@ -14,10 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from packetflow.cli.errors import UserError, load, shared_broker_url
-from packetflow.cli.operate import Format, FormatOpt, ModuleArg, with_client
+from packetflow.cli.operate import Format, FormatOpt, ModuleArg, submit, with_client
 from packetflow.cli.options import BrokerOpt, CapabilityOpt, PrincipalOpt, TokenOpt
 from packetflow.engine.client import Client
-from packetflow.engine.ingress import IngressError, Submission, submission
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.temporal.commands import MISFIRES, Op
 from packetflow.temporal.declare import Scheduler, scheduler_of
@@ -70,16 +69,7 @@ def _send(
         "key": key,
         **authority,
     }
-    try:
-        sub: Submission = submission(topology, fields)
-    except IngressError as exc:
-        raise UserError(str(exc)) from None
-    url = shared_broker_url(broker, "no worker would see it")
-
-    async def work(client: Client) -> None:
-        await client.send(sub.intent, context=sub.context, topic=sub.topic, key=sub.key)
-
-    with_client(url, topology, work)
+    submit(topology, broker, fields, unseen="no worker would see it")
 
 
 def _authority(
