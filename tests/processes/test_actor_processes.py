@@ -11,7 +11,6 @@ once, for the order that set it).
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import subprocess
 from collections import Counter
@@ -19,20 +18,15 @@ from collections.abc import Callable
 
 import pytest
 from support import actorproc
-from support.workerproc import WorkerProcess, cli, logs, new_namespace, wait_records
+from support.workerproc import WorkerProcess, cli, logs, new_namespace, topology_in, wait_records
 
-from packetflow import Client, Context, Received, Topology
+from packetflow import Client, Context, Received
 
 pytestmark = pytest.mark.kafka
 
 MODULE = "tests/support/actorproc.py"
 SHOP = Context(principal="tests", capabilities=["shop:*"])
 
-
-def _topology(namespace: str) -> Topology:
-    topology = copy.copy(actorproc.topology)
-    topology.namespace = namespace
-    return topology
 
 
 def _intents(received: list[Received]) -> list[object]:
@@ -43,7 +37,7 @@ async def test_actors_mid_conversation_survive_a_join_and_a_sigkill(
     spawn: Callable[..., WorkerProcess], kafka_url: str
 ) -> None:
     namespace = new_namespace()
-    topology = _topology(namespace)
+    topology = topology_in(namespace, actorproc.topology)
     env = {"PF_TEST_REMIND_AFTER": "3"}
     first = spawn("actors-1", namespace, module=MODULE, args=["--instance-id", "w1"], env=env)
     await first.wait_log(r"assigned .*orders\[", timeout=60)
@@ -103,7 +97,7 @@ async def test_the_cli_asks_an_actor_and_prints_its_answer(
     namespace = new_namespace()
     worker = spawn("ask-1", namespace, module=MODULE)
     await worker.wait_log(r"assigned .*stock\[", timeout=60)
-    async with Client(kafka_url, _topology(namespace)) as client:
+    async with Client(kafka_url, topology_in(namespace, actorproc.topology)) as client:
         await client.send_many([(actorproc.Order(order="o1", seq=s, sku="tea"), SHOP)
                                 for s in range(3)])  # fmt: skip
         await wait_records(client, "done", 3, [worker], timeout=60)

@@ -4,25 +4,26 @@ the schedule's zone and UTC), pause, trigger, resume and cancel, with a signed t
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections.abc import Callable
 
 import pytest
-from support.workerproc import WORKER_KEY, WorkerProcess, cli, new_namespace, wait_records
+from support.workerproc import (
+    WORKER_KEY,
+    WorkerProcess,
+    cli,
+    new_namespace,
+    topology_in,
+    wait_records,
+)
 
-from packetflow import Client, Topology, issue_token
+from packetflow import Client, issue_token
 from topologies import billing
 
 pytestmark = pytest.mark.kafka
 
 SERVICE = issue_token("billing-svc", ["billing:**"], key=WORKER_KEY, ttl="1d")
 
-
-def _topology(namespace: str) -> Topology:
-    topology = copy.copy(billing.topology)
-    topology.namespace = namespace
-    return topology
 
 
 async def test_operate_a_schedule_from_the_command_line(
@@ -63,7 +64,7 @@ async def test_operate_a_schedule_from_the_command_line(
 
     await asyncio.to_thread(operate, "pause", "--note", "audit")
     await asyncio.to_thread(operate, "trigger")  # once now, paused or not
-    async with Client(kafka_url, _topology(ns)) as client:
+    async with Client(kafka_url, topology_in(ns, billing.topology)) as client:
         (issued,) = await wait_records(client, "issued", 1, [worker], timeout=60)
     assert issued.intent == billing.Issued(customer="c9", invoice=1, amount=5,
                                            at=issued.intent.at)  # type: ignore[union-attr]

@@ -6,7 +6,6 @@ is printed, p50 and p99."""
 from __future__ import annotations
 
 import asyncio
-import copy
 import random
 import statistics
 import time
@@ -16,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from support import schedproc
-from support.workerproc import WorkerProcess, logs, new_namespace, wait_records
+from support.workerproc import WorkerProcess, logs, new_namespace, topology_in, wait_records
 
-from packetflow import Client, Context, Topology
+from packetflow import Client, Context
 from packetflow.temporal import at
 
 pytestmark = pytest.mark.kafka
@@ -28,17 +27,12 @@ OPS = Context(principal="tests", capabilities=["tick:*", "schedule:*"])
 COUNT, SPREAD = 1_000, 30.0  # schedules, and the seconds they are due over
 
 
-def _topology(namespace: str) -> Topology:
-    topology = copy.copy(schedproc.topology)
-    topology.namespace = namespace
-    return topology
-
 
 async def test_every_schedule_fires_once_through_a_join_and_a_sigkill(
     spawn: Callable[..., WorkerProcess], kafka_url: str
 ) -> None:
     namespace = new_namespace()
-    topology = _topology(namespace)
+    topology = topology_in(namespace, schedproc.topology)
     first = spawn("sched-1", namespace, module=MODULE, args=["--instance-id", "s1"])
     await first.wait_log(r"assigned .*schedules\[", timeout=60)
     rng = random.Random(7)

@@ -15,7 +15,6 @@ each one's effects are in the output exactly once, whatever happened to the work
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,20 +22,22 @@ from collections.abc import Callable
 import orjson
 import pytest
 from support import streamproc
-from support.workerproc import WorkerProcess, logs, new_namespace, wait_records, wait_split
+from support.workerproc import (
+    WorkerProcess,
+    logs,
+    new_namespace,
+    topology_in,
+    wait_records,
+    wait_split,
+)
 
-from packetflow import Client, Context, Received, Topology
+from packetflow import Client, Context, Received
 
 pytestmark = pytest.mark.kafka
 
 MODULE = "tests/support/streamproc.py"
 CAPS = Context.new("tests")  # the topology takes unsigned capabilities; Add requires none
 
-
-def _topology(namespace: str) -> Topology:
-    topology = copy.copy(streamproc.topology)
-    topology.namespace = namespace
-    return topology
 
 
 async def _produce(
@@ -71,7 +72,7 @@ async def test_exactly_once_survives_sigkill(
     spawn: Callable[..., WorkerProcess], kafka_url: str
 ) -> None:
     namespace = new_namespace()
-    topology = _topology(namespace)
+    topology = topology_in(namespace, streamproc.topology)
     env = {"PF_TEST_GUARANTEE": "exactly_once", "PF_TEST_WINDOW": "count"}
     args = ["--instance-id", "w1"]
     first = spawn("eos-1", namespace, module=MODULE, args=args, env=env)
@@ -129,7 +130,7 @@ async def test_windows_continue_across_a_rebalance_and_a_graceful_stop(
     spawn: Callable[..., WorkerProcess], kafka_url: str
 ) -> None:
     namespace = new_namespace()
-    topology = _topology(namespace)
+    topology = topology_in(namespace, streamproc.topology)
     env = {"PF_TEST_WINDOW": "tumbling"}
     first = spawn("win-1", namespace, module=MODULE, env=env)
     await first.wait_log(r"assigned .*adds\[", timeout=60)
