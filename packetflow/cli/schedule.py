@@ -18,7 +18,7 @@ from packetflow.cli.operate import Format, FormatOpt, ModuleArg, submit, with_cl
 from packetflow.cli.options import BrokerOpt, CapabilityOpt, PrincipalOpt, TokenOpt
 from packetflow.engine.client import Client
 from packetflow.engine.topology import Topology, TopologyError
-from packetflow.temporal.commands import MISFIRES, Op
+from packetflow.temporal.commands import MISFIRES, OVERLAPS, Op
 from packetflow.temporal.declare import Scheduler, scheduler_of
 from packetflow.temporal.operate import ScheduleView, read_schedules
 from packetflow.temporal.timing import Timing, after, at, cron, every, local, ms
@@ -128,6 +128,9 @@ def add(
     tz: Annotated[str, typer.Option(help="IANA zone of --cron and --at")] = "UTC",
     max_count: Annotated[int | None, typer.Option(help="Fire at most this many times")] = None,
     misfire: Annotated[str, typer.Option(help="coalesce, fire_all or skip")] = "coalesce",
+    overlap: Annotated[
+        str, typer.Option(help="allow_all, skip or buffer_one: while a firing is unanswered")
+    ] = "allow_all",
     token: TokenOpt = None,
     capability: CapabilityOpt = None,
     principal: PrincipalOpt = None,
@@ -139,6 +142,8 @@ def add(
     timing = _timing(at_, after_, every_, cron_, tz, max_count)
     if misfire not in MISFIRES:
         raise UserError(f"--misfire must be one of {', '.join(MISFIRES)}")
+    if overlap not in OVERLAPS:
+        raise UserError(f"--overlap must be one of {', '.join(OVERLAPS)}")
     try:
         cls = topology.intent_type(intent_type)
         fields = orjson.loads(data)
@@ -149,7 +154,9 @@ def add(
         raise UserError(f"DATA: invalid JSON ({exc})") from None
     except ValidationError as exc:
         raise UserError(f"DATA: {exc.errors()[0]['msg']} ({intent_type})") from None
-    created = schedules.create(intent, timing, id=schedule_id, misfire=misfire)  # type: ignore[arg-type]
+    created = schedules.create(
+        intent, timing, id=schedule_id, misfire=misfire, overlap=overlap  # type: ignore[arg-type]
+    )
     _send(topology, broker, created, schedule_id, schedules.topic,
           _authority(token, capability, principal))  # fmt: skip
     err.print(f"sent schedule {schedule_id}: {timing.describe()}")

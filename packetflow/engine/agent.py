@@ -89,6 +89,10 @@ class AgentSpec(abc.ABC):
     # its source topic may be a request's reply_to: replies to what it asked come to it
     # (keyed by the requester it named), as ordinary records of its topic
     takes_replies: bool = False
+    # answers to its requests may be of any type the topology knows (``known_types``), not
+    # only those it declares: a record of an undeclared type reaches it only as an answer
+    # (its context names this topic as reply_to, so a worker sealed it)
+    any_answer: bool = False
     # records of its source topic are partitioned by their key's part before this separator
     # (a group: "g1/a" and "g1/b" share a partition), by every producer of the topology
     key_group: str | None = None

@@ -13,6 +13,12 @@ reactor), and sends the intent sealed, with its grants, a context whose intent i
 derived from (schedule id, scheduled instant) and ``baggage`` saying the schedule, the
 instant and how many firings were missed. Store changes, timers and sends are the worker's
 batch: exactly-once topologies commit a firing with the schedule's next time.
+
+Under an overlap policy (``skip``, ``buffer_one``) a firing is a request naming the
+scheduler's topic as ``reply_to`` and the schedule as requester: an answer from anything it
+caused (correlated by the firing's id), or the engine's Refused, ends its run; until then a
+time that comes is skipped or held (the latest only), and ``run_timeout`` ends a run nobody
+answers. The topic takes answers of any type the topology knows (``AgentSpec.any_answer``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from packetflow.core.context import Context
 from packetflow.core.effects import Emit
 from packetflow.core.intent import Intent
 from packetflow.core.reactor import StateSpec
+from packetflow.core.replies import Refused
 from packetflow.core.tokens import INSUFFICIENT
 from packetflow.engine.agent import (
     AgentRuntime,
@@ -51,7 +58,8 @@ log = logging.getLogger("packetflow.temporal")
 SCHEDULES = StoreDecl(
     "", StateSpec(initial=dict, encode=orjson.dumps, decode=orjson.loads, type_name="schedule")
 )
-FIRE = "fire"  # the one timer of each schedule
+FIRE = "fire"  # the timer of each schedule's next time
+RUN = "run"  # a firing under an overlap policy: when its run no longer holds the next back
 FIRE_ALL_LIMIT = 100  # missed firings a fire_all schedule sends at most, at once
 BACKFILL_LIMIT = 1_000  # firings one backfill sends at most
 ON_TIME = 60_000  # ms: a firing this late is not a misfire (Quartz's threshold)
@@ -72,6 +80,10 @@ class SchedulerSpec(AgentSpec):
 
     kind: ClassVar[str] = "scheduler"
     timers: ClassVar[bool] = True
+    # a firing under an overlap policy is a request: its answer, of whatever type the
+    # reactor replies with, comes back keyed by the schedule's id
+    takes_replies: bool = True
+    any_answer: bool = True
     # the topology it schedules for: the intent types and topics a schedule may name
     topology: Topology = field(repr=False, compare=False)
 
@@ -90,6 +102,7 @@ class SchedulerRuntime(AgentRuntime):
         self.topology = spec.topology
         self.services = services
         self.store = services.store
+        self.own_topic = services.source_topic  # physical: what its firings name as reply_to
         self.denied = services.names.physical(services.names.denied)
         self.dead = services.names.physical(services.names.dead_letters)
         self._internal = {self.topology.physical(t) for t in self.topology.internal_topics()}
@@ -102,6 +115,11 @@ class SchedulerRuntime(AgentRuntime):
             "packetflow_schedule_missed_total",
             "schedule firings not sent (after downtime: misfire policy, catch-up window)",
             "schedule_missed", **labels,
+        )  # fmt: skip
+        self._overlapped = metrics.counter(
+            "packetflow_schedule_overlaps_total",
+            "firings due while the previous one was unanswered (skipped or buffered)",
+            "schedule_overlaps", **labels,
         )  # fmt: skip
         self._lateness = metrics.histogram(
             "packetflow_schedule_lateness_seconds",
@@ -119,10 +137,13 @@ class SchedulerRuntime(AgentRuntime):
     # -- commands ----------------------------------------------------------------------
 
     async def handle(self, record: Record, intent: Intent, context: Context) -> None:
+        # commands first: what a firing's reactor schedules carries the firing's reply_to
         if isinstance(intent, CreateSchedule):
             await self._create(record, intent, context)
         elif isinstance(intent, ScheduleCommand):
             await self._command(record, intent, context)
+        elif context.reply_to == self.own_topic:  # sealed: a worker answering a firing
+            await self._answered(record, intent, context)
 
     async def _create(self, record: Record, msg: CreateSchedule, context: Context) -> None:
         p, key = record.partition, record.key or b""
@@ -171,6 +192,8 @@ class SchedulerRuntime(AgentRuntime):
             "timing": timing.model_dump(mode="json"),
             "misfire": msg.misfire,
             "catch_up": int(msg.catch_up * 1000),
+            "overlap": msg.overlap,
+            "run_timeout": int(msg.run_timeout * 1000),
             "authority": kept.as_json(),
             "created": now,
             "by": context.principal,
@@ -182,6 +205,9 @@ class SchedulerRuntime(AgentRuntime):
             log.info("schedule %s has no time to fire: not kept", msg.schedule_id)
             self._drop(p, key)
             return
+        previous = self.store.peek(p, key)
+        if previous is not None and "running" in previous:  # replaced mid-run: still running
+            schedule["running"] = previous["running"]
         self.store.put(p, key, schedule)
         self.services.timers.set(p, key, FIRE, first, clock=True)
         log.info("schedule %s: %s, next %s", msg.schedule_id, timing.describe(), first)
@@ -224,25 +250,30 @@ class SchedulerRuntime(AgentRuntime):
             self._drop(p, key)
         elif msg.op == "pause":
             schedule["paused"] = msg.note or f"paused by {context.principal}"
+            schedule.pop("buffered", None)  # what was held back does not go while paused
             timers.cancel(p, key, FIRE)
             self.store.put(p, key, schedule)
         elif msg.op == "resume":
             schedule.pop("paused", None)  # times that passed meanwhile are not made up
             self._next(p, key, schedule, self._timing(schedule).next_after(now, schedule["passed"]))
-        elif msg.op == "trigger":
-            await self._fire(p, key, schedule, now, 0)
+        elif msg.op == "trigger":  # as if due now: the overlap policy holds
+            await self._start(p, key, schedule, now, 0)
             self.store.put(p, key, schedule)
-        else:  # backfill: each time in the range, ids as on schedule (duplicates show)
+        else:  # backfill: each time in the range, ids as on schedule (duplicates show);
+            # asked for explicitly, so sent whatever runs (no overlap policy)
             start = msg.start if msg.start is not None else now
             end = msg.end if msg.end is not None else now
             timing = self._timing(schedule).model_copy(update={"max_count": None})
             for t in [t for t in timing.times(start - 1, BACKFILL_LIMIT) if t <= end]:
-                await self._fire(p, key, schedule, t, 0)
+                await self._fire(p, key, schedule, t, 0, track=False)
             self.store.put(p, key, schedule)
 
     # -- firing ------------------------------------------------------------------------
 
     async def on_timer(self, timer: Timer) -> None:
+        if timer.name == RUN:
+            await self._run_timed_out(timer)
+            return
         if timer.name != FIRE:
             return
         p, key = timer.partition, timer.key
@@ -259,7 +290,7 @@ class SchedulerRuntime(AgentRuntime):
         fire = self._misfire(schedule, due, now)
         missed = len(due) - len(fire)
         for t in fire:
-            await self._fire(p, key, schedule, t, missed)
+            await self._start(p, key, schedule, t, missed)
         if missed:
             self._missed.inc(missed)
             schedule["missed"] += missed
@@ -283,13 +314,81 @@ class SchedulerRuntime(AgentRuntime):
             return window[-1:]
         return on_time
 
-    async def _fire(
+    async def _start(
         self, p: int, key: bytes, schedule: dict[str, Any], at: int, missed: int
     ) -> None:
+        """Fire for time ``at``, unless the previous firing is unanswered and the overlap
+        policy says to skip this one or hold it (the latest only) until the answer."""
+        policy = schedule.get("overlap", "allow_all")
+        if policy == "allow_all":
+            await self._fire(p, key, schedule, at, missed, track=False)
+        elif "running" not in schedule:
+            await self._fire(p, key, schedule, at, missed, track=True)
+        else:
+            self._overlapped.inc()
+            running = schedule["running"]["at"]
+            if policy == "buffer_one":
+                schedule["buffered"] = [at, missed]
+                log.info("schedule %s: firing at %s waits for the one at %s to be answered",
+                         schedule["id"], at, running)  # fmt: skip
+            else:
+                schedule["skipped"] = schedule.get("skipped", 0) + 1
+                log.info("schedule %s: firing at %s skipped, the one at %s is unanswered",
+                         schedule["id"], at, running)  # fmt: skip
+
+    async def _answered(self, record: Record, intent: Intent, context: Context) -> None:
+        """An answer to a firing (a reply, or the engine's Refused): its run is over, and
+        a firing the overlap policy held back goes now."""
+        p, key = record.partition, record.key or b""
+        schedule = self.store.peek(p, key)
+        running = None if schedule is None else schedule.get("running")
+        # what the firing caused carries its id as correlation: an answer from anywhere in
+        # that chain (the reactor's reply, a later reactor's, the engine's Refused) ends it
+        if (
+            schedule is None
+            or running is None
+            or running["id"] != context.correlation_id
+            or context.requester != schedule["id"]
+        ):
+            log.info("schedule %s: a %s that no firing waits for (late, or cancelled)",
+                     key.decode(errors="replace"), type(intent).intent_type)  # fmt: skip
+            return
+        if isinstance(intent, Refused):
+            log.warning("schedule %s: firing at %s refused (%s): %s", schedule["id"],
+                        running["at"], intent.reason, intent.error)  # fmt: skip
+        await self._finish(p, key, schedule)
+
+    async def _run_timed_out(self, timer: Timer) -> None:
+        p, key = timer.partition, timer.key
+        schedule = self.store.peek(p, key)
+        running = None if schedule is None else schedule.get("running")
+        if schedule is None or running is None:
+            return
+        log.warning("schedule %s: firing at %s not answered within %ss; the next may go",
+                    schedule["id"], running["at"], schedule["run_timeout"] // 1000)  # fmt: skip
+        await self._finish(p, key, schedule)
+
+    async def _finish(self, p: int, key: bytes, schedule: dict[str, Any]) -> None:
+        schedule.pop("running", None)
+        self.services.timers.cancel(p, key, RUN)
+        buffered = schedule.pop("buffered", None)
+        if buffered is not None:
+            await self._fire(p, key, schedule, buffered[0], buffered[1], track=True)
+        if schedule["next"] is None and "buffered" not in schedule:
+            self._drop(p, key)  # its last time has gone
+        else:
+            self.store.put(p, key, schedule)
+
+    async def _fire(
+        self, p: int, key: bytes, schedule: dict[str, Any], at: int, missed: int, *, track: bool
+    ) -> None:
         """Send the schedule's intent for time ``at`` with its kept authority, or set it
-        aside in the denied topic when that authority no longer holds."""
+        aside in the denied topic when that authority no longer holds. ``track``: send it
+        as a request whose answer comes back here (an overlap policy's run)."""
         intent, _ = self._target(schedule["intent_type"], schedule["data"], schedule["topic"])
         kept = KeptAuthority.from_json(schedule["authority"])
+        fid = firing_id(schedule["id"], at)
+        answer = {"reply_to": self.own_topic, "requester": schedule["id"]} if track else {}
         context = Context.new(
             principal=kept.principal,
             capabilities=[Capability.parse(g) for g in kept.grants],
@@ -299,7 +398,7 @@ class SchedulerRuntime(AgentRuntime):
                 "missed": str(missed),
                 **kept.baggage(),  # what is scheduled while handling it keeps the token's
             },
-        ).model_copy(update={"intent_id": firing_id(schedule["id"], at)})
+        ).model_copy(update={"intent_id": fid, "correlation_id": fid, **answer})
         authority = self.services.authority
         lapsed = authority.lapsed(kept) if authority is not None else None
         schedule["last"] = at
@@ -319,21 +418,26 @@ class SchedulerRuntime(AgentRuntime):
         emit = Emit(intent, schedule["topic"], schedule["key"], context)
         await self.services.effects.run_effects([emit], Origin(self.spec.name, context, key))
         self._fired.inc()
-        self._lateness.observe(max(self._now() - at, 0) / 1000)
+        now = self._now()
+        self._lateness.observe(max(now - at, 0) / 1000)
+        if track:
+            schedule["running"] = {"id": fid, "at": at, "since": now}
+            self.services.timers.set(p, key, RUN, now + schedule["run_timeout"], clock=True)
 
     def _next(self, p: int, key: bytes, schedule: dict[str, Any], nxt: int | None) -> None:
-        if nxt is None:  # no more times: the schedule is done
+        if nxt is None and "buffered" not in schedule:  # no more times: the schedule is done
             log.info("schedule %s is done after %d time(s)", schedule["id"], schedule["passed"])
             self._drop(p, key)
             return
-        schedule["next"] = nxt
+        schedule["next"] = nxt  # None: done once its held-back firing has gone
         self.store.put(p, key, schedule)
-        if "paused" not in schedule:
+        if nxt is not None and "paused" not in schedule:
             self.services.timers.set(p, key, FIRE, nxt, clock=True)
 
     def _drop(self, p: int, key: bytes) -> None:
         self.store.delete(p, key)
         self.services.timers.cancel(p, key, FIRE)
+        self.services.timers.cancel(p, key, RUN)
 
     async def _refuse(
         self, record: Record, reason: str, message: str, *, denied: bool = False

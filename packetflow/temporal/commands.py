@@ -18,6 +18,11 @@ from packetflow.temporal.timing import Timing
 
 Misfire = Literal["coalesce", "fire_all", "skip"]
 MISFIRES = ("coalesce", "fire_all", "skip")
+# a firing due while the previous one has not been answered: sent anyway (allow_all), not
+# sent (skip), or kept, the latest one only, until the answer comes (buffer_one)
+Overlap = Literal["allow_all", "skip", "buffer_one"]
+OVERLAPS = ("allow_all", "skip", "buffer_one")
+RUN_TIMEOUT = 3600.0  # s: a firing not answered in this long no longer holds the next back
 Op = Literal["cancel", "pause", "resume", "trigger", "backfill"]
 CATCH_UP = 365 * 24 * 3600.0  # s: default catch-up window (Temporal's: a year)
 
@@ -39,6 +44,10 @@ class CreateSchedule(
     timing: Timing
     misfire: Misfire = "coalesce"
     catch_up: float = CATCH_UP  # s: firings missed longer ago than this are dropped
+    # skip and buffer_one send each firing as a request whose answer (a reply, or the
+    # engine's Refused) ends its run; allow_all sends it as it is
+    overlap: Overlap = "allow_all"
+    run_timeout: float = RUN_TIMEOUT
 
 
 class ScheduleCommand(

@@ -15,12 +15,19 @@ from packetflow.temporal.agent import SCHEDULES, SchedulerSpec
 from packetflow.temporal.commands import (
     CATCH_UP,
     MISFIRES,
+    OVERLAPS,
+    RUN_TIMEOUT,
     CreateSchedule,
     Misfire,
     Op,
+    Overlap,
     ScheduleCommand,
 )
 from packetflow.temporal.timing import Timing, after
+
+
+def _seconds(span: timedelta | float) -> float:
+    return span.total_seconds() if isinstance(span, timedelta) else span
 
 
 def resource_of(intent: Intent | type[Intent]) -> str:
@@ -51,14 +58,25 @@ class Scheduler:
         key: str | None = None,
         misfire: Misfire = "coalesce",
         catch_up: timedelta | float = CATCH_UP,
+        overlap: Overlap = "allow_all",
+        run_timeout: timedelta | float = RUN_TIMEOUT,
     ) -> CreateSchedule:
         """The :class:`CreateSchedule` for publishing ``intent`` at ``timing``'s times,
-        as schedule ``id`` (an existing one of that id is replaced)."""
+        as schedule ``id`` (an existing one of that id is replaced).
+
+        ``overlap`` (``skip``, ``buffer_one``): a firing is a request, and one due before
+        the previous one's answer came (its reactor's reply, or the engine's Refused; at
+        most ``run_timeout`` later) is not sent, or waits for it (the latest one only)."""
         if misfire not in MISFIRES:
             raise ValueError(f"misfire must be one of {', '.join(MISFIRES)}, not {misfire!r}")
-        window = catch_up.total_seconds() if isinstance(catch_up, timedelta) else catch_up
+        if overlap not in OVERLAPS:
+            raise ValueError(f"overlap must be one of {', '.join(OVERLAPS)}, not {overlap!r}")
+        window = _seconds(catch_up)
         if window < 0:
             raise ValueError("catch_up must not be negative")
+        run_for = _seconds(run_timeout)
+        if run_for <= 0:
+            raise ValueError("run_timeout must be positive")
         return CreateSchedule(
             schedule_id=id,
             resource=resource_of(intent),
@@ -69,6 +87,8 @@ class Scheduler:
             timing=timing,
             misfire=misfire,
             catch_up=window,
+            overlap=overlap,
+            run_timeout=run_for,
         )
 
     def schedule(self, intent: Intent, timing: Timing, *, id: str, **options: Any) -> Emit:

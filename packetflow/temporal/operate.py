@@ -49,14 +49,22 @@ class ScheduleView:
             "note": self.raw.get("paused"),
             "passed": self.raw["passed"],
             "missed": self.raw["missed"],
+            "overlap": self.raw.get("overlap", "allow_all"),
+            "skipped": self.raw.get("skipped", 0),
+            # the firing whose answer is awaited, and the one held back behind it
+            "running": _when(self.raw.get("running", {}).get("at"), tz),
+            "buffered": _when((self.raw.get("buffered") or [None])[0], tz),
             "by": self.raw.get("by"),
             "token_id": authority.get("token_id"),
             "token_expires": None if expires is None else instant(int(expires * 1000)).isoformat(),
-            "next": [
-                {"local": instant(t, tz).isoformat(), "utc": instant(t).isoformat()}
-                for t in self.next_times(count)
-            ],
+            "next": [_when(t, tz) for t in self.next_times(count)],
         }
+
+
+def _when(t: int | None, tz: str) -> dict[str, str] | None:
+    if t is None:
+        return None
+    return {"local": instant(t, tz).isoformat(), "utc": instant(t).isoformat()}
 
 
 async def read_schedules(transport: Transport, topology: Topology) -> list[ScheduleView]:

@@ -44,6 +44,7 @@ async def test_operate_a_schedule_from_the_command_line(
     await asyncio.to_thread(
         run, "add", "topologies.billing", "billing.Invoice", '{"customer": "c9", "amount": 5}',
         "--id", "inv-c9", "--cron", "0 9 * * *", "--tz", "Europe/Berlin", "--token", SERVICE,
+        "--overlap", "skip",
     )  # fmt: skip
     shown: dict[str, object] = {}
     for _ in range(100):  # the worker takes it, then its changelog says so
@@ -58,6 +59,7 @@ async def test_operate_a_schedule_from_the_command_line(
     assert all(n["local"][11:16] == "09:00" for n in nxt)  # in the schedule's zone...
     assert all(n["utc"][11:16] in ("07:00", "08:00") for n in nxt)  # ...and in UTC
     assert shown["by"] == "billing-svc" and shown["token_id"]
+    assert (shown["overlap"], shown["running"], shown["skipped"]) == ("skip", None, 0)
     assert "SERVICE" not in out and SERVICE not in out  # the token itself is never kept
     listed = await asyncio.to_thread(run, "list", "topologies.billing", "--format", "json")
     assert [json.loads(line)["id"] for line in listed.splitlines()] == ["inv-c9"]
@@ -74,6 +76,7 @@ async def test_operate_a_schedule_from_the_command_line(
             break
         await asyncio.sleep(0.2)
     assert (status["status"], status["note"]) == ("paused", "audit")
+    assert status["running"] is not None  # the triggered firing: no reactor answers it
     await asyncio.to_thread(operate, "cancel")
     for _ in range(100):
         listed = await asyncio.to_thread(run, "list", "topologies.billing", "--format", "json")
@@ -95,6 +98,8 @@ def test_schedule_user_errors_are_one_line() -> None:
         (("add", "topologies.billing", "billing.Invoice", '{"customer": "c", "amount": 1}',
           "--id", "x"), "give one of --at, --after, --every or --cron"),
         (("list", "topologies.orders"), "has no scheduler"),
+        (("add", "topologies.billing", "billing.Invoice", '{"customer": "c", "amount": 1}',
+          "--id", "x", "--every", "60", "--overlap", "queue"), "--overlap must be one of"),
     ]:  # fmt: skip
         result = cli("schedule", *args, "--broker", "kafka://127.0.0.1:1")
         assert result.returncode == 2, result.stderr

@@ -4,11 +4,12 @@ time, survive a worker's restart, and fire once each under exactly-once."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from support.running import WAIT, Running, new_topology, running, unique
 
-from packetflow import Context, Intent, Topology
+from packetflow import Context, Intent, Topology, reply
 from packetflow.temporal import Scheduler, after, every, scheduler
 
 OPS = Context(principal="ops", capabilities=["ping:*", "schedule:*"])
@@ -67,3 +68,29 @@ async def test_a_schedule_survives_its_workers_restart(broker: str) -> None:
     async with running(topo, broker) as run:
         await _until(run, "t2", 1)
         assert run.state("scheduler", "p2") is None
+
+
+class Pong(Intent, type_name="schedt.Pong", key="target", internal=True):
+    target: str
+
+
+async def test_a_firings_answer_comes_back_through_the_broker(broker: str) -> None:
+    """Under ``overlap="skip"`` a firing is a request: the reactor's reply travels back to
+    the scheduler's topic and lets the next one go; unanswered, the next ones are skipped."""
+    topo = new_topology("schedo", allow_unsigned=True)
+    schedules = scheduler(topo)
+
+    @topo.reactor(Ping, topic=unique("pings"), state=int, emits=[Pong])
+    def pings(ping: Ping, ctx: Context, count: int) -> tuple[int, Any]:
+        return count + 1, (reply(Pong(target=ping.target)) if ping.target == "answered" else None)
+
+    async with running(topo, broker) as run:
+        for target in ("answered", "silent"):
+            await schedules.add(run.client, Ping(target=target), every(0.4, max_count=4),
+                                id=target, context=OPS, overlap="skip", run_timeout=60)  # fmt: skip
+        await _until(run, "answered", 4)
+        await asyncio.sleep(0.5)  # the silent schedule's last time has passed too
+        await run.idle()
+        assert run.state("scheduler", "answered") is None  # all four went; done
+        assert run.state("scheduler", "silent") is None  # done as well, but:
+        assert run.state("pings", "silent") == 1  # its first run never ended: 3 skipped

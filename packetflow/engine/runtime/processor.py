@@ -192,8 +192,9 @@ class Processor:
             if spec.backpressure is not None
         }
         unsigned = self.guard.allow_unsigned
-        # physical topic -> (decoder, intent type name -> (reactors, agents))
-        self._routes: dict[str, tuple[Decoder, dict[str, _Handlers], list[str]]] = {}
+        # physical topic -> (decoder, intent type name -> (reactors, agents), inline reactors,
+        # the types its records may have only as answers: AgentSpec.any_answer)
+        self._routes: dict[str, _Route] = {}
         for topic in topology.source_topics():
             by_type: dict[str, _Handlers] = {}
             types: dict[str, type[Intent]] = {}
@@ -211,6 +212,22 @@ class Processor:
                             (agent.name, self.agents[agent.name])
                         )
                         types[t.intent_type] = t
+            answering = [
+                (a.name, self.agents[a.name])
+                for a in topology.agents.values()
+                if a.topic == topic and a.any_answer
+            ]
+            if answering:
+                known: dict[str, type[Intent]] = {
+                    **topology.known_types, Refused.intent_type: Refused
+                }
+                extra = {n: t for n, t in known.items() if n not in types}
+                for name in extra:
+                    by_type[name] = ([], list(answering))
+                types.update(extra)
+                answers_only = frozenset(extra)
+            else:
+                answers_only = frozenset()
             decoder = Decoder(
                 types,
                 max_record_bytes=topology.max_record_bytes,
@@ -222,7 +239,7 @@ class Processor:
                 for s in topology.reactors.values()
                 if s.topic == topic and s.backpressure is None
             ]
-            self._routes[physical(topic)] = (decoder, by_type, inline)
+            self._routes[physical(topic)] = (decoder, by_type, inline, answers_only)
         # partitions run concurrently only when a reactor can actually await something
         self.concurrent = any(s.is_async for s in topology.reactors.values())
 
@@ -231,10 +248,10 @@ class Processor:
         if not records:
             return
         began = time.perf_counter()
-        decoder, by_type, inline = self._routes[records[0].topic]
+        decoder, by_type, inline, answers_only = self._routes[records[0].topic]
         for record in records:
             try:
-                await self._one(record, decoder, by_type)
+                await self._one(record, decoder, by_type, answers_only)
             except (BrokerError, AgentStopped):
                 raise  # not about this record: the worker retries the batch, or stops
             except Exception as exc:  # a fault in the engine's own path: still not fatal
@@ -246,7 +263,11 @@ class Processor:
             self.metrics.observe_latency(name, ms, len(records))
 
     async def _one(
-        self, record: Record, decoder: Decoder, by_type: dict[str, _Handlers]
+        self,
+        record: Record,
+        decoder: Decoder,
+        by_type: dict[str, _Handlers],
+        answers_only: frozenset[str],
     ) -> None:
         try:
             envelope = decoder.decode_record(record)
@@ -264,6 +285,13 @@ class Processor:
             return
         cls = type(intent)
         intent_type = cls.intent_type
+        if answers_only and intent_type in answers_only and context.reply_to != record.topic:
+            await self.dead_letter(
+                record, "unknown-type",
+                f"{intent_type} comes to {record.topic} only as an answer to its requests",
+                context=context,
+            )  # fmt: skip
+            return
         denial = self._authorize(record, envelope, intent, context)
         if denial is not None:
             await self.deny(record, intent, context, denial)
@@ -664,6 +692,7 @@ def _why(exc: Exception) -> tuple[str, str]:
 _Handlers = tuple[
     list[tuple[ReactorSpec, BufferedReactor | None]], list[tuple[str, AgentRuntime]]
 ]
+_Route = tuple[Decoder, dict[str, _Handlers], list[str], frozenset[str]]
 
 
 def _ignore(topic: str) -> None:
