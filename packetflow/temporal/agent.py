@@ -80,6 +80,9 @@ class SchedulerSpec(AgentSpec):
 
     kind: ClassVar[str] = "scheduler"
     timers: ClassVar[bool] = True
+    # a schedule's timers follow from the schedule (its next time, its run in flight): set
+    # again from the store when assigned, they cannot disagree with it after a crash
+    durable_timers: ClassVar[bool] = False
     # a firing under an overlap policy is a request: its answer, of whatever type the
     # reactor replies with, comes back keyed by the schedule's id
     takes_replies: bool = True
@@ -133,6 +136,18 @@ class SchedulerRuntime(AgentRuntime):
                 f"scheduler {self.spec.name} needs a worker secret to seal its firings "
                 "(packetflow caps secret, in the keys directory)"
             )
+
+    async def assigned(self, partitions: set[int]) -> None:
+        """Set each schedule's timers again from the restored store."""
+        timers = self.services.timers
+        for p in partitions:
+            for key, schedule in self.store.items(p):
+                if schedule.get("next") is not None and "paused" not in schedule:
+                    timers.set(p, key, FIRE, schedule["next"], clock=True)
+                running = schedule.get("running")
+                if running is not None:
+                    due = running["since"] + schedule["run_timeout"]
+                    timers.set(p, key, RUN, due, clock=True)
 
     # -- commands ----------------------------------------------------------------------
 

@@ -242,6 +242,7 @@ class Processor:
             self._routes[physical(topic)] = (decoder, by_type, inline, answers_only)
         # partitions run concurrently only when a reactor can actually await something
         self.concurrent = any(s.is_async for s in topology.reactors.values())
+        self._timers_fired = False  # in this batch: its changelogs wait for what they sent
 
     async def process(self, records: Sequence[Record]) -> None:
         """Process one partition's records in order."""
@@ -426,6 +427,7 @@ class Processor:
                 await self._fire(name, agent, timer)
 
     async def _fire(self, name: str, agent: AgentRuntime, timer: Timer) -> None:
+        self._timers_fired = True
         try:
             await agent.on_timer(timer)
         except BrokerError:
@@ -647,6 +649,12 @@ class Processor:
     async def write_changelogs(self) -> None:
         """Queue this batch's state changes on the changelog topics (every store: the
         main ones, an agent's others, its timers)."""
+        if self._timers_fired:
+            self._timers_fired = False
+            if not self.topology.exactly_once:
+                # a timer has no input offset to read again: what it sent is acknowledged
+                # before the state that says it fired (else a crash between could lose it)
+                await self.producer.flush()
         send = self.producer.send
         for store in self.all_stores.values():
             topic = store.changelog_topic

@@ -363,6 +363,19 @@ class MemoryConsumer(Consumer):
         group.members.remove(self)
         await self._release(set(self._owned))
 
+    def vanish(self) -> None:
+        """Drop out of the group as a killed process does: no revocation callback, nothing
+        committed; its partitions go to the others at their next poll (crash tests)."""
+        if not self._started:
+            return
+        self._started = False
+        group = self._group
+        group.members.remove(self)
+        for tp in self._owned:
+            if group.owner.get(tp) is self:
+                del group.owner[tp]
+        self._owned.clear()
+
     async def _release(self, partitions: set[TopicPartition]) -> None:
         if not partitions:
             return
