@@ -172,6 +172,26 @@ def test_a_revoked_token_fires_into_the_denied_topic() -> None:
         assert "left the company" in (denied.header("pf-error") or "")
 
 
+@pytest.mark.parametrize("lapse", ["revoked", "expired"])
+def test_a_firing_in_flight_is_checked_again_when_it_arrives(lapse: str) -> None:
+    """A firing sent while its token held, arriving after it was revoked or expired (a
+    backlog, a replay of the same record), is denied at the reactor's door."""
+    topo, schedules, seen = _billing()
+    with _driver(topo) as driver:
+        token = _add(driver, schedules, every(3600), ttl="90m")
+        driver.advance(3600)
+        (fired,) = driver.records("invoices")
+        if lapse == "revoked":
+            driver.revoke(token=token, reason="left the company")
+        else:
+            driver.advance(3600)  # past the token's expiry (its firing there is denied too)
+        denied_before = len(driver.denied())
+        headers = list(fired.record.headers)
+        driver.send_raw("invoices", fired.record.value, key=fired.record.key, headers=headers)
+        assert len(seen) == 1
+        assert [d.header("pf-reason") for d in driver.denied()[denied_before:]] == [lapse]
+
+
 @pytest.mark.parametrize(
     ("grants", "reason"),
     [

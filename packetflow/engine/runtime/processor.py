@@ -349,7 +349,8 @@ class Processor:
                 and self._seal(record, envelope, intent_type) is None
             ):  # capabilities a worker vouches for (a schedule's kept grants): sealed
                 context.__dict__["capabilities"] = decode_capabilities(envelope.caps_raw)
-                return guard.authorize_plain(required, envelope.caps_raw, context, intent_type)
+                denial = guard.authorize_plain(required, envelope.caps_raw, context, intent_type)
+                return denial or guard.authorize_vouched(context)
             denial = guard.authorize(
                 required, envelope.token_raw, envelope.caps_raw, context, intent_type
             )

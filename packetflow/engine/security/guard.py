@@ -152,6 +152,7 @@ class Guard:
         self._last_raw: bytes | None = None
         self._last_entry: _Entry | None = None
         self._unsigned: _LRU[CompiledGrants] = _LRU(size)  # by pf-capabilities
+        self._behind: _LRU[KeptAuthority] = _LRU(size)  # by the pf.authority baggage
         self.revoked_tokens: dict[str, Revocation] = {}
         self.revoked_holders: dict[str, Revocation] = {}
         self._gen = 0  # bumped by every revocation change
@@ -272,6 +273,24 @@ class Guard:
             who = context.principal or "anonymous"
             return self._refusal(grants, who, missing, intent_type, None)
         return None
+
+    def authorize_vouched(self, context: Context) -> Denial | None:
+        """For a record a worker vouched for (sealed plain capabilities): the token behind
+        them (``pf.authority`` baggage: a schedule's, an actor's) still holds now, neither
+        expired nor revoked since the worker sent it. None: no token behind, or it holds."""
+        behind = context.baggage.get(KEPT_BAGGAGE)
+        if behind is None:
+            return None
+        raw = behind.encode()
+        kept = self._behind.find(raw)
+        if kept is None:
+            try:
+                kept = KeptAuthority.from_json(orjson.loads(raw))
+            except (ValueError, TypeError, KeyError):
+                return Denial(INSUFFICIENT, "the authority behind these capabilities is unreadable")
+            self._behind.keep(raw, kept)
+        lapsed = self.lapsed(kept)
+        return None if lapsed is None else Denial(*lapsed)
 
     def _refusal(
         self,
