@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
+from packetflow.core.context import Context
 from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.runtime.members import Member, Roster
 from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.processor import Processor
+from packetflow.engine.security.guard import Denial, Guard
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import Consumer, TopicPartition
 
@@ -32,6 +36,7 @@ class WorkerView:
         clock: Clock = WALL_CLOCK,
         roster: Roster | None = None,
         advertised: dict[str, Any] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.topology = topology
         self.instance_id = instance_id
@@ -42,6 +47,44 @@ class WorkerView:
         self._assigned = assigned  # the worker's own set: kept current by it
         self._roster = roster
         self._advertised = advertised if advertised is not None else {}
+        self._guard = guard
+
+    async def authorize(
+        self,
+        required: tuple[tuple[str, str], ...],
+        context: Context,
+        what: str,
+        *,
+        source: str,
+    ) -> Denial | None:
+        """Check a way in (an HTTP request, an MCP call) with this worker's guard, as it
+        checks records: ``context``'s token (or plain capabilities where the topology takes
+        them) against ``required``, its keys and revocations, on its clock. None: allowed
+        (the context then names the token's holder and its grants). A refusal is audited
+        (``source`` says where it came from: ``http:POST /intents/x``)."""
+        guard = self._guard
+        if guard is None:
+            raise RuntimeError("this worker view has no guard")
+        token = context.token.encode() if context.token else None
+        caps = orjson.dumps([str(c) for c in context.capabilities]) if context.capabilities else b""
+        if not required and token is None:
+            return None  # nothing asked for, nothing presented
+        denial = guard.authorize(required, token, caps, context, what)
+        if denial is not None:
+            claims = denial.claims
+            await self._processor.auditor.record(
+                "denied",
+                self.clock.time(),
+                reason=denial.reason,
+                error=denial.message[:1000],
+                intent_type=what,
+                principal=context.principal,
+                holder=claims.holder if claims else None,
+                token_id=claims.token_id if claims else None,
+                missing=list(denial.missing) or None,
+                source=source,
+            )
+        return denial
 
     def members(self) -> list[Member]:
         """The topology's workers as they last announced themselves (runtime.members),

@@ -239,6 +239,7 @@ class Worker(Lifecycle, RebalanceListener):
             clock=self.clock,
             roster=roster,
             advertised=self.advertised,
+            guard=guard,
         )
         log.info("worker for %s started on %s", topology.name, transport.url)
         self._warn_about_security(guard)
