@@ -5,9 +5,9 @@ worker process (``packetflow worker benchmarks/sched_topology.py``) takes N one-
 schedules due over the next hour; its RSS is read once it holds them all (the changelog
 says so). It is stopped and started again: the restore of the schedules from the changelog
 (their timers are set again from them) is timed, from process start to partitions held and
-to the worker's own restore log lines. Then M schedules all due at one instant: firings per second from
-that instant to the last firing's record. Printed, not asserted: see the README's Temporal
-section.
+to the worker's own restore log lines. Then M schedules all due at one instant: firings per
+second from that instant to the last firing's record. Printed, not asserted: see the
+README's Temporal section.
 """
 
 from __future__ import annotations

@@ -113,6 +113,13 @@ def worker(
             "tail",
         ),
     ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve HTTP on host:port too (intents, state, live feeds, the dashboard): "
+            "e.g. 127.0.0.1:8080",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker: consume the topology's topics, run its reactors, until SIGINT/SIGTERM."""
     logging.basicConfig(
@@ -131,9 +138,15 @@ def worker(
             soft_wrap=True,
         )
     try:
+        services = []
+        if http:
+            from packetflow.web import HttpService  # only a worker that serves HTTP loads it
+
+            services.append(HttpService(http))
         w = Worker(
-            topology, url, max_batch=max_batch, instance_id=instance_id, state_dir=state_dir
-        )
+            topology, url, max_batch=max_batch, instance_id=instance_id, state_dir=state_dir,
+            services=services,
+        )  # fmt: skip
     except ValueError as exc:  # a topology that cannot run (TopologyError is a ValueError)
         raise UserError(str(exc)) from exc
     asyncio.run(_run_worker(w, hang_limit))

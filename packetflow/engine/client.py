@@ -272,7 +272,7 @@ class Client(Lifecycle):
 
     def decode(self, record: Record) -> Received:
         """``record`` decoded where its type is one of the topology's (never raises)."""
-        return _decode_loosely(record, self.topology.known_types)
+        return decode_loosely(record, self.topology.known_types)
 
     async def read(self, topic: str) -> list[Received]:
         """Every record on ``topic`` (logical name) so far, decoded where possible."""
@@ -281,7 +281,7 @@ class Client(Lifecycle):
         types = self.topology.known_types
         out = []
         for record in records:
-            out.append(_decode_loosely(record, types))
+            out.append(decode_loosely(record, types))
         return out
 
     async def wait_for(self, topic: str, count: int, timeout: float = 30.0) -> list[Received]:
@@ -339,7 +339,7 @@ class Client(Lifecycle):
             while True:
                 for record in records:
                     if chosen(record):
-                        yield _decode_loosely(record, types)
+                        yield decode_loosely(record, types)
                 if not follow:
                     return
                 records = await follower.poll(poll)
@@ -408,7 +408,8 @@ class ReplayReport:
     published: list[Delivery] = field(default_factory=list)
 
 
-def _decode_loosely(record: Record, types: dict[str, type[Intent]]) -> Received:
+def decode_loosely(record: Record, types: dict[str, type[Intent]]) -> Received:
+    """``record`` decoded where its type is one of ``types`` and it parses (else as it is)."""
     raw_type = header(record.headers, TYPE_HEADER)
     raw_ctx = header(record.headers, CONTEXT_HEADER)
     intent = context = None

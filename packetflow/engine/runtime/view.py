@@ -7,6 +7,7 @@ the worker's moving parts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -37,6 +38,8 @@ class WorkerView:
         roster: Roster | None = None,
         advertised: dict[str, Any] | None = None,
         guard: Guard | None = None,
+        restoring: set[TopicPartition] | None = None,
+        processed: Callable[[], dict[TopicPartition, int]] | None = None,
     ) -> None:
         self.topology = topology
         self.instance_id = instance_id
@@ -48,43 +51,37 @@ class WorkerView:
         self._roster = roster
         self._advertised = advertised if advertised is not None else {}
         self._guard = guard
+        self._restoring = restoring if restoring is not None else set()
+        self._processed = processed
 
-    async def authorize(
-        self,
-        required: tuple[tuple[str, str], ...],
-        context: Context,
-        what: str,
-        *,
-        source: str,
+    @property
+    def restoring(self) -> set[TopicPartition]:
+        """Partitions assigned to this worker whose state is still being restored."""
+        return set(self._restoring)
+
+    def processed(self, topic: str, partition: int) -> int | None:
+        """The offset after the last record of ``partition`` of ``topic`` (logical) this
+        worker processed: what its state there reflects (None: nothing processed here)."""
+        if self._processed is None:
+            return None
+        return self._processed().get(TopicPartition(self.topology.physical(topic), partition))
+
+    def authorize(
+        self, required: tuple[tuple[str, str], ...], context: Context, what: str
     ) -> Denial | None:
         """Check a way in (an HTTP request, an MCP call) with this worker's guard, as it
         checks records: ``context``'s token (or plain capabilities where the topology takes
-        them) against ``required``, its keys and revocations, on its clock. None: allowed
-        (the context then names the token's holder and its grants). A refusal is audited
-        (``source`` says where it came from: ``http:POST /intents/x``)."""
+        them) against ``required``, with its keys and revocations, on its clock. None:
+        allowed (the context then names the token's holder and holds its grants). The
+        interface records a refusal in the audit (``engine.security.audit``)."""
         guard = self._guard
         if guard is None:
             raise RuntimeError("this worker view has no guard")
         token = context.token.encode() if context.token else None
-        caps = orjson.dumps([str(c) for c in context.capabilities]) if context.capabilities else b""
         if not required and token is None:
             return None  # nothing asked for, nothing presented
-        denial = guard.authorize(required, token, caps, context, what)
-        if denial is not None:
-            claims = denial.claims
-            await self._processor.auditor.record(
-                "denied",
-                self.clock.time(),
-                reason=denial.reason,
-                error=denial.message[:1000],
-                intent_type=what,
-                principal=context.principal,
-                holder=claims.holder if claims else None,
-                token_id=claims.token_id if claims else None,
-                missing=list(denial.missing) or None,
-                source=source,
-            )
-        return denial
+        caps = orjson.dumps([str(c) for c in context.capabilities]) if context.capabilities else b""
+        return guard.authorize(required, token, caps, context, what)
 
     def members(self) -> list[Member]:
         """The topology's workers as they last announced themselves (runtime.members),

@@ -152,6 +152,7 @@ class Worker(Lifecycle, RebalanceListener):
         self._stopping = False
         self._retrying = False
         self._failure: BaseException | None = None  # from a rebalance callback, raised by step
+        self._restoring: set[TopicPartition] = set()  # assigned, state not yet restored
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -240,6 +241,8 @@ class Worker(Lifecycle, RebalanceListener):
             roster=roster,
             advertised=self.advertised,
             guard=guard,
+            restoring=self._restoring,
+            processed=lambda: self.committer.consumed,
         )
         log.info("worker for %s started on %s", topology.name, transport.url)
         self._warn_about_security(guard)
@@ -550,6 +553,7 @@ class Worker(Lifecycle, RebalanceListener):
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         processor, consumer = self._processor, self._consumer
+        self._restoring |= partitions
         try:
             if processor is not None:
                 await self._restore(processor, partitions)
@@ -561,6 +565,8 @@ class Worker(Lifecycle, RebalanceListener):
             self._failure = exc
             log.error("cannot take %s: %s", _fmt(partitions), exc)
             return
+        finally:
+            self._restoring -= partitions
         self._assigned |= partitions
         if self._consumer is not None and self._paused_topics:
             self._consumer.pause(tp for tp in partitions if tp.topic in self._paused_topics)

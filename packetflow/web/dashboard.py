@@ -1,0 +1,220 @@
+"""The dashboard at ``/``: server-rendered pages (jinja2, no build step), live over SSE.
+
+It shows the topology as an SVG graph, per reactor and agent its throughput, latency, lag,
+dead letters and denials (``/dashboard/events``, every second), and a form per intent type
+made from its JSON schema that sends through the same bearer-token path as any client;
+its fields adapt to the token (a field that names the resource a requirement is about
+offers the resources the token holds). Reading it needs ``observe:topology/<name>``; a
+browser logs in with a token once (``/login``), kept in an HttpOnly cookie, never shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any, Protocol
+
+import orjson
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from sse_starlette.sse import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from packetflow.core.capability import Capability
+from packetflow.core.context import Context
+from packetflow.core.intent import Intent
+from packetflow.engine.runtime.view import WorkerView
+from packetflow.engine.topology import Topology
+from packetflow.web.auth import CSRF_COOKIE, SESSION_COOKIE, Caller, caller, csrf_ok, new_csrf
+from packetflow.web.openapi import accepted
+
+
+class Site(Protocol):
+    """What the dashboard needs of the application (``WebApp``)."""
+
+    view: WorkerView
+    topology: Topology
+
+    async def observer(
+        self, who: Caller, source: str
+    ) -> tuple[Context, None] | tuple[None, Response]: ...
+
+    async def metrics(self) -> dict[str, Any]: ...
+
+_env = Environment(loader=PackageLoader("packetflow.web", "templates"),
+                   autoescape=select_autoescape(["html"]))  # fmt: skip
+_SLOT = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)}")
+
+
+@dataclass
+class FormField:
+    name: str
+    kind: str  # text | number | integer | checkbox | json
+    required: bool
+    choices: list[str] = field(default_factory=list)  # what the token holds, when it is narrow
+
+
+@dataclass
+class Form:
+    type: str
+    title: str
+    needs: list[str]
+    fields: list[FormField]
+    refused: str | None  # why this token cannot send it at all (None: it may try)
+
+
+def forms(topology: Topology, grants: tuple[Capability, ...]) -> list[Form]:
+    """A form per intent type accepted from outside, adapted to ``grants``."""
+    return [_form(cls, grants) for cls in accepted(topology)]
+
+
+def _form(cls: type[Intent], grants: tuple[Capability, ...]) -> Form:
+    schema = cls.model_json_schema()
+    required = set(schema.get("required", []))
+    props: dict[str, Any] = schema.get("properties", {})
+    needs = [f"{c.operation}:{c.resource}" for c in cls.required_capabilities]
+    refused = None
+    choices: dict[str, list[str]] = {}
+    for cap in cls.required_capabilities:
+        held = [g for g in grants if g.operation in (cap.operation, "*")]
+        if not held:
+            refused = f"this token holds no {cap.operation}: grant"
+            continue
+        slot = _SLOT.search(cap.resource)
+        if slot is None:
+            continue
+        prefix, suffix = cap.resource[: slot.start()], cap.resource[slot.end() :]
+        values: list[str] = []
+        for g in held:
+            r = g.resource
+            if "*" in r or not (r.startswith(prefix) and r.endswith(suffix)):
+                values = []  # a pattern: any value may do
+                break
+            values.append(r[len(prefix) : len(r) - len(suffix)] if suffix else r[len(prefix) :])
+        if values:
+            choices[slot.group(1)] = sorted(set(values))
+    fields = []
+    for name, prop in props.items():
+        kind = {"integer": "integer", "number": "number", "boolean": "checkbox",
+                "string": "text"}.get(prop.get("type", ""), "json")  # fmt: skip
+        fields.append(FormField(name, kind, name in required, choices.get(name, [])))
+    title = (cls.__doc__ or cls.__name__).strip().split("\n")[0]
+    return Form(cls.intent_type, title, needs, fields, refused)
+
+
+def graph_svg(topology: Topology) -> Markup:
+    """Topics on the left, reactors and agents on the right: consumes (solid) and emits
+    (dashed) edges. Plain SVG, made here."""
+    internal = topology.internal_topics()
+    topics = [i.name for i in topology.topic_infos() if i.name not in internal]
+    consumers = [(s.name, s.kind if hasattr(s, "kind") else "reactor", s.topic)
+                 for s in topology.consumers()]  # fmt: skip
+    row, width = 46, 720
+    height = max(len(topics), len(consumers), 1) * row + 20
+    tx, cx, bw, bh = 20, 430, 250, 30
+    ty = {t: 10 + i * row for i, t in enumerate(topics)}
+    cy = {c[0]: 10 + i * row for i, c in enumerate(consumers)}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="graph" viewBox="0 0 {width} '
+             f'{height}" width="{width}" height="{height}" role="img" aria-label="topology '
+             f'graph">']  # fmt: skip
+    for name, _, topic in consumers:
+        if topic in ty:
+            parts.append(f'<line class="consumes" x1="{tx + bw}" y1="{ty[topic] + bh / 2}" '
+                         f'x2="{cx}" y2="{cy[name] + bh / 2}"/>')  # fmt: skip
+        for out in topology.emits(name):
+            if out in ty:
+                parts.append(f'<line class="emits" x1="{cx}" y1="{cy[name] + bh / 2 + 6}" '
+                             f'x2="{tx + bw}" y2="{ty[out] + bh / 2 + 6}"/>')  # fmt: skip
+    for t, y in ty.items():
+        parts.append(f'<g class="topic" data-topic="{escape(t)}"><rect x="{tx}" y="{y}" '
+                     f'width="{bw}" height="{bh}" rx="4"/><text x="{tx + 8}" y="{y + 20}">'
+                     f"{escape(t)}</text></g>")  # fmt: skip
+    for name, kind, _ in consumers:
+        y = cy[name]
+        parts.append(f'<g class="node {escape(kind)}" data-node="{escape(name)}"><rect x="{cx}" '
+                     f'y="{y}" width="{bw}" height="{bh}" rx="12"/><text x="{cx + 10}" '
+                     f'y="{y + 20}">{escape(name)} · {escape(kind)}</text></g>')  # fmt: skip
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def routes(web: Site) -> list[BaseRoute]:
+    async def index(request: Request) -> Response:
+        context, refused = await web.observer(caller(request), "http:GET /")
+        if context is None:
+            if "text/html" in request.headers.get("accept", ""):
+                return RedirectResponse("/login", status_code=303)
+            assert refused is not None
+            return refused
+        topology = web.topology
+        page = _env.get_template("index.html").render(
+            topology=topology,
+            worker=web.view.instance_id,
+            principal=context.principal,
+            graph=graph_svg(topology),
+            consumers=[(s.name, getattr(s, "kind", "reactor")) for s in topology.consumers()],
+            forms=forms(topology, context.capabilities),
+        )
+        return HTMLResponse(page)
+
+    async def login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
+        csrf = request.cookies.get(CSRF_COOKIE) or new_csrf()
+        page = _env.get_template("login.html").render(
+            topology=web.topology, csrf=csrf, error=error
+        )
+        response = HTMLResponse(page, status_code=status)
+        response.set_cookie(CSRF_COOKIE, csrf, httponly=False, samesite="strict")
+        return response
+
+    async def login(request: Request) -> Response:
+        if request.method == "GET":
+            return await login_page(request)
+        form = await request.form()
+        token = str(form.get("token") or "").strip()
+        csrf = form.get("csrf")
+        if not csrf_ok(request, csrf if isinstance(csrf, str) else None):
+            return await login_page(request, "the form expired: try again", 403)
+        if not token:
+            return await login_page(request, "give a token", 401)
+        context, refused = await web.observer(Caller(token), "http:POST /login")
+        if context is None:
+            assert refused is not None
+            why = orjson.loads(bytes(refused.body))
+            return await login_page(request, f"{why['reason']}: {why['error']}",
+                                    refused.status_code)  # fmt: skip
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
+        response.set_cookie(CSRF_COOKIE, new_csrf(), httponly=False, samesite="strict")
+        return response
+
+    async def logout(request: Request) -> Response:
+        if not csrf_ok(request, (await request.form()).get("csrf")):  # type: ignore[arg-type]
+            return HTMLResponse("the form expired", status_code=403)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    async def events(request: Request) -> Response:
+        context, refused = await web.observer(caller(request), "http:GET /dashboard/events")
+        if context is None:
+            assert refused is not None
+            return refused
+
+        async def stream() -> AsyncIterator[dict[str, str]]:
+            while True:
+                yield {"event": "metrics", "data": orjson.dumps(await web.metrics()).decode()}
+                await asyncio.sleep(1.0)
+
+        return EventSourceResponse(stream(), ping=15)
+
+    return [
+        Route("/", index, methods=["GET"]),
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/dashboard/events", events, methods=["GET"]),
+    ]
