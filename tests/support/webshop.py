@@ -4,12 +4,16 @@ keyed count as state."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
-from support.running import new_topology, unique
+import httpx
 
-from packetflow import Context, Intent, KeyPair, Security, Topology, reply
-from packetflow import web
+from packetflow import Context, Intent, KeyPair, Security, Topology, reply, web
+from packetflow.web import HttpService
+from support.running import Running, new_topology, running, unique
 
 KEY = KeyPair.generate("web-tests")
 SECRET = bytes(range(7, 39))
@@ -52,3 +56,24 @@ def shop(**options: Any) -> Topology:
 
     web.post(topo, "/customers/{customer}/orders", Order)
     return topo
+
+
+@dataclass
+class Served:
+    run: Running
+    http: httpx.AsyncClient
+    service: HttpService
+
+
+@asynccontextmanager
+async def served(broker: str, **options: Any) -> AsyncIterator[Served]:
+    """The shop on ``broker`` with its HTTP server on a free port, and a client of it."""
+    service = HttpService("127.0.0.1:0")
+    async with running(shop(**options), broker, services=[service]) as run:  # noqa: SIM117
+        # (its port is known once the worker runs)
+        async with httpx.AsyncClient(base_url=service.url, timeout=20.0) as http:
+            yield Served(run, http, service)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

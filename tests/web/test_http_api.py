@@ -4,42 +4,16 @@ checked by the worker's guard (each refusal a status and a reason, audited), rep
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-
-import httpx
 from openapi_spec_validator import validate
-from support.running import Running, running
-from support.webshop import KEY, Order, shop
+from support.webshop import KEY, Order, Served, bearer, served
 
 from packetflow import issue_token
-from packetflow.web import HttpService
 
 ALICE = issue_token("alice", ["order:customer/alice"], key=KEY, ttl=3600)
 
 
-@dataclass
-class Served:
-    run: Running
-    http: httpx.AsyncClient
-    service: HttpService
-
-
-@asynccontextmanager
-async def served(broker: str) -> AsyncIterator[Served]:
-    service = HttpService("127.0.0.1:0")
-    async with running(shop(), broker, services=[service]) as run:
-        async with httpx.AsyncClient(base_url=service.url, timeout=20.0) as http:
-            yield Served(run, http, service)
-
-
 def orders(s: Served) -> str:
     return s.run.topology.reactors["orders"].topic
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_an_intent_posted_with_a_token_reaches_its_reactor(broker: str) -> None:
