@@ -19,7 +19,7 @@ KAFKA_TEST_PORT ?= 19092
 PYTEST_FLAGS    ?= -ra --strict-markers --durations=10
 PYTEST_ARGS     ?=
 
-.PHONY: help venv demo test lint kafka-start kafka-stop kafka-status bench bench-quick clean distclean
+.PHONY: help venv demo test lint browser kafka-start kafka-stop kafka-status bench bench-quick clean distclean
 
 help:
 	@echo "make venv         create/update .venv (pip install -e '.[test]')"
@@ -58,7 +58,7 @@ demo: venv
 
 # Unless PACKETFLOW_TEST_BOOTSTRAP points at a broker, start the local one and
 # always stop it again (also on failure / Ctrl-C), keeping pytest's exit code.
-test: venv lint
+test: venv lint browser
 	@if [ -n "$${PACKETFLOW_TEST_BOOTSTRAP:-}" ]; then \
 	  echo "using Kafka at $$PACKETFLOW_TEST_BOOTSTRAP"; \
 	  $(BIN)/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS); \
@@ -67,6 +67,16 @@ test: venv lint
 	  $(KAFKA_CLI) start --port $(KAFKA_TEST_PORT) --fresh || exit $$?; \
 	  PACKETFLOW_TEST_BOOTSTRAP=127.0.0.1:$(KAFKA_TEST_PORT) \
 	    $(BIN)/python -m pytest $(PYTEST_FLAGS) $(PYTEST_ARGS); \
+	fi
+
+# The browser tests drive Debian's Chromium (no browser download): install it when missing.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 	fi
 
 # ruff, mypy, and the import contracts in pyproject.toml (layers, engine wings, no circles)

@@ -1,6 +1,6 @@
 """The public API, pinned (like httpx's tests/test_exported_members.py): what users import
-from ``packetflow``, ``packetflow.streams``, ``packetflow.actors`` and
-``packetflow.temporal``. A name added or
+from ``packetflow``, ``packetflow.streams``, ``packetflow.actors``,
+``packetflow.temporal`` and ``packetflow.web``. A name added or
 removed here is a decision, made in this file and the README together; everything else is
 internal."""
 
@@ -15,6 +15,7 @@ import packetflow
 import packetflow.actors
 import packetflow.streams
 import packetflow.temporal
+import packetflow.web
 
 PUBLIC = {
     packetflow: [
@@ -43,6 +44,7 @@ PUBLIC = {
         "Timing", "UNKNOWN_SCHEDULE", "after", "at", "business_hours", "cron", "every",
         "firing_id", "relation", "resource_of", "scheduler", "within",
     ],
+    packetflow.web: ["HttpService", "Route", "WebApp", "post", "routes_of"],
 }  # fmt: skip
 
 

@@ -23,11 +23,11 @@ def test_readme_examples_and_their_tests_pass(tmp_path: Path) -> None:
         (tmp_path / name).write_text(code)
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shop.py",
-         "test_carts.py"],
+         "test_carts.py", "test_plant.py", "test_reminders.py"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "2 passed" in run.stdout
+    assert "4 passed" in run.stdout
 
 
 def test_readme_topology_is_described_by_the_cli(tmp_path: Path) -> None:

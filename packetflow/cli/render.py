@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 from packetflow.engine.describe import as_dict
 from packetflow.engine.topology import Topology
@@ -60,6 +61,10 @@ def as_text(topology: Topology) -> str:
         lines.append(
             f"  {i['type']} v{i['version']}  -> {i['topic'] or '-'}{key}; requires {requires}"
         )
+    routes = _web_routes(topology)
+    if routes:
+        lines += ["", "HTTP routes (packetflow worker --http):"]
+        lines += [f"  POST {r['path']}  -> {r['intent']}" for r in routes]
     lines += [
         "",
         "capabilities: signed tokens"
@@ -70,6 +75,13 @@ def as_text(topology: Topology) -> str:
         for op, implied in d["capability_hierarchy"].items():
             lines.append(f"  {op} => {', '.join(implied)}")
     return "\n".join(lines)
+
+
+def _web_routes(topology: Topology) -> list[dict[str, str]]:
+    """The routes the topology's module declared with packetflow.web (none when it never
+    imported it: the web stack is not loaded for a description)."""
+    routes = sys.modules.get("packetflow.web.routes")
+    return [r.describe() for r in routes.routes_of(topology)] if routes is not None else []
 
 
 def _node(prefix: str, name: str) -> str:

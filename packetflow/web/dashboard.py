@@ -112,8 +112,11 @@ def graph_svg(topology: Topology) -> Markup:
     (dashed) edges. Plain SVG, made here."""
     internal = topology.internal_topics()
     topics = [i.name for i in topology.topic_infos() if i.name not in internal]
-    consumers = [(s.name, s.kind if hasattr(s, "kind") else "reactor", s.topic)
-                 for s in topology.consumers()]  # fmt: skip
+    order = {t: i for i, t in enumerate(topics)}
+    consumers = sorted(
+        ((s.name, getattr(s, "kind", "reactor"), s.topic) for s in topology.consumers()),
+        key=lambda c: order.get(c[2], len(order)),
+    )  # beside the topic each consumes: fewer crossing edges
     row, width = 46, 720
     height = max(len(topics), len(consumers), 1) * row + 20
     tx, cx, bw, bh = 20, 430, 250, 30
