@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from packetflow.cli import actors, caps, kafka, operate, schedule
+from packetflow.cli import actors, caps, kafka, operate, schedule, top
 from packetflow.cli.demo import print_summary, run_demo
 from packetflow.cli.errors import (
     UserError,
@@ -42,9 +42,11 @@ from packetflow.cli.watchdog import watch_the_loop
 from packetflow.engine.client import AskTimeout, Client, RequestRefused
 from packetflow.engine.describe import as_json
 from packetflow.engine.ingress import IngressError, Submission, hopeless, submission
+from packetflow.engine.runtime.services import WorkerService
 from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import BrokerError
+from packetflow.observability.logs import configure_logging
 
 app = typer.Typer(
     name="packetflow",
@@ -59,6 +61,8 @@ app.add_typer(kafka.app, name="kafka")
 app.add_typer(caps.app, name="caps")
 app.add_typer(actors.app, name="actors")
 app.add_typer(schedule.app, name="schedule")
+app.command()(top.top)
+app.command()(top.inspect)
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -116,19 +120,24 @@ def worker(
     http: Annotated[
         str | None,
         typer.Option(
-            help="Serve HTTP on host:port too (intents, state, live feeds, the dashboard): "
-            "e.g. 127.0.0.1:8080",
+            help="Serve HTTP on host:port too (intents, state, live feeds, the dashboard, "
+            "/metrics, /health): e.g. 127.0.0.1:8080",
         ),
     ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve /metrics (Prometheus) and /health on host:port, without --http: "
+            "e.g. 127.0.0.1:9464",
+        ),
+    ] = None,
+    log_format: Annotated[str, typer.Option(help="text, or json (one object a line)")] = "text",
 ) -> None:
     """Run a worker: consume the topology's topics, run its reactors, until SIGINT/SIGTERM."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if log_level.lower() != "debug":  # aiokafka narrates every group join at INFO
-        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    try:
+        configure_logging(log_level, log_format)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     topology = load(module)
     url = broker_url(broker)
     if url.startswith("memory://"):
@@ -138,11 +147,15 @@ def worker(
             soft_wrap=True,
         )
     try:
-        services = []
+        services: list[WorkerService] = []
         if http:
             from packetflow.web import HttpService  # only a worker that serves HTTP loads it
 
             services.append(HttpService(http))
+        if metrics:
+            from packetflow.observability import MetricsService
+
+            services.append(MetricsService(metrics))
         w = Worker(
             topology, url, max_batch=max_batch, instance_id=instance_id, state_dir=state_dir,
             services=services,

@@ -18,9 +18,11 @@ from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from packetflow.core.context import Context
@@ -33,11 +35,13 @@ from packetflow.core.tokens import (
     UNSIGNED_INTERNAL,
 )
 from packetflow.engine.client import AskTimeout, Client, RequestRefused
+from packetflow.engine.runtime.metrics import MetricsRegistry
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.security.audit import Auditor
 from packetflow.engine.security.guard import Denial
 from packetflow.engine.topology import TopologyError
 from packetflow.engine.transport import Transport
+from packetflow.observability import endpoints
 from packetflow.web import dashboard
 from packetflow.web.auth import (
     UNAUTHENTICATED,
@@ -85,12 +89,13 @@ class WebApp:
             lambda value, key: self.client.send_raw(audit_topic, value, key=key),
         )
         self.http = httpx.AsyncClient(timeout=5.0)
-        self.hubs = Hubs(transport, self.topology)
+        self.hubs = Hubs(transport, self.topology, view.metrics.registry)
         self.max_body = self.topology.max_record_bytes
         self.openapi = document(self.topology)
         self.app = Starlette(
             routes=self._routes(),
             exception_handlers={HTTPException: self._http_error},  # type: ignore[dict-item]
+            middleware=[Middleware(Counted, registry=view.metrics.registry)],
         )
 
     async def start(self) -> None:
@@ -107,8 +112,7 @@ class WebApp:
             Route("/state/{name}/{key:path}", self.state, methods=["GET"]),
             Route("/live/{topic}", self.live, methods=["GET"]),
             WebSocketRoute("/live/{topic}", self.live_ws),
-            Route("/health/live", self.health_live, methods=["GET"]),
-            Route("/health/ready", self.health_ready, methods=["GET"]),
+            *endpoints.routes(self.view),  # /metrics and /health/*
             Route("/openapi.json", self.openapi_json, methods=["GET"]),
             *dashboard.routes(self),
         ]
@@ -323,18 +327,6 @@ class WebApp:
         finally:
             hub.leave(sub)
 
-    async def health_live(self, request: Request) -> Response:
-        return JSONResponse({"live": True, "worker": self.view.instance_id})
-
-    async def health_ready(self, request: Request) -> Response:
-        restoring = self.view.restoring
-        if restoring:
-            parts = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(restoring))
-            return JSONResponse({"ready": False, "reason": f"restoring {parts}"},
-                                status_code=503, headers={"Retry-After": "1"})  # fmt: skip
-        return JSONResponse({"ready": True, "worker": self.view.instance_id,
-                             "partitions": len(self.view.assignment)})  # fmt: skip
-
     async def openapi_json(self, request: Request) -> Response:
         return JSONResponse(self.openapi)
 
@@ -361,9 +353,41 @@ class WebApp:
                 k: v for k, v in view.metrics.snapshot().items()
                 if k in ("consumed", "batches", "dead_lettered", "denied_reasons", "commits")
             },
+            # what substrates register (windows open, actors active, schedule firings, ...)
+            "substrates": view.metrics.registry.snapshot(),
             "subscribers": self.hubs.subscribers,
             "members": len(view.members()),
         }  # fmt: skip
+
+
+class Counted:
+    """ASGI middleware: each HTTP request counted by its route's path and its status, in
+    the worker's metrics registry (``packetflow_http_requests_total``)."""
+
+    def __init__(self, app: ASGIApp, registry: MetricsRegistry) -> None:
+        self.app = app
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.registry.counter(
+                "packetflow_http_requests_total", "HTTP requests, by route and status",
+                "http_requests", route=route, status=str(status),
+            ).inc()  # fmt: skip
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -22,6 +22,7 @@ import orjson
 
 from packetflow.core.capability import CompiledGrants
 from packetflow.engine.client import decode_loosely
+from packetflow.engine.runtime.metrics import MetricsRegistry
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import END, Follower, Record, Transport
 
@@ -65,10 +66,25 @@ class Subscriber:
 class TopicHub:
     """The follower of one topic and its subscribers."""
 
-    def __init__(self, transport: Transport, topology: Topology, topic: str) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        topology: Topology,
+        topic: str,
+        registry: MetricsRegistry | None = None,
+    ) -> None:
         self.transport = transport
         self.topology = topology
         self.topic = topic
+        registry = registry or MetricsRegistry()
+        self._gauge = registry.gauge(
+            "packetflow_live_subscribers", "subscribers of a live feed now, by topic",
+            "live_subscribers", topic=topic,
+        )  # fmt: skip
+        self._dropped = registry.counter(
+            "packetflow_live_dropped_total", "live subscribers dropped, by topic and reason",
+            "live_dropped", topic=topic,
+        )  # fmt: skip
         self.history: deque[Event] = deque(maxlen=HISTORY)
         self.subscribers: set[Subscriber] = set()
         self._follower: Follower | None = None
@@ -105,14 +121,19 @@ class TopicHub:
                         self.drop(sub, SLOW)
                         return sub
         self.subscribers.add(sub)
+        self._gauge.set(len(self.subscribers))
         return sub
 
     def leave(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        self._gauge.set(len(self.subscribers))
 
     def drop(self, sub: Subscriber, reason: str) -> None:
         sub.dropped = reason
         self.subscribers.discard(sub)
+        self._gauge.set(len(self.subscribers))
+        if reason == SLOW:
+            self._dropped.inc()
         with contextlib.suppress(asyncio.QueueEmpty):
             while True:  # what it had not read goes: it is told why instead
                 sub.queue.get_nowait()
@@ -163,9 +184,12 @@ class TopicHub:
 class Hubs:
     """A worker's hubs, one per topic, started with their first subscriber."""
 
-    def __init__(self, transport: Transport, topology: Topology) -> None:
+    def __init__(
+        self, transport: Transport, topology: Topology, registry: MetricsRegistry | None = None
+    ) -> None:
         self.transport = transport
         self.topology = topology
+        self.registry = registry
         self._hubs: dict[str, TopicHub] = {}
         self._lock = asyncio.Lock()
 
@@ -173,7 +197,7 @@ class Hubs:
         async with self._lock:
             hub = self._hubs.get(topic)
             if hub is None:
-                hub = TopicHub(self.transport, self.topology, topic)
+                hub = TopicHub(self.transport, self.topology, topic, self.registry)
                 await hub.start()
                 self._hubs[topic] = hub
             return hub

@@ -4,6 +4,7 @@ checked by the worker's guard (each refusal a status and a reason, audited), rep
 
 from __future__ import annotations
 
+import orjson
 from openapi_spec_validator import validate
 from support.webshop import KEY, Order, Served, bearer, served
 
@@ -116,3 +117,23 @@ async def test_state_health_and_openapi(broker: str) -> None:
         assert "/intents/shop.Order" in doc["paths"]
         assert "/customers/{customer}/orders" in doc["paths"]
         assert "/intents/shop.Placed" not in doc["paths"]  # internal: not accepted from outside
+
+
+async def test_the_dashboards_feed_says_what_each_reactor_did(broker: str) -> None:
+    """``/dashboard/events`` (the live part of the dashboard) needs observe:, and reports
+    per reactor what it processed, with what the substrates registered."""
+    async with served(broker) as s:
+        name = s.run.topology.name
+        observer = issue_token("olga", [f"observe:topology/{name}"], key=KEY, ttl=3600)
+        refused = await s.http.get("/dashboard/events", headers=bearer(ALICE))
+        assert (refused.status_code, refused.json()["reason"]) == (403, "insufficient")
+        await s.http.post("/intents/shop.Order?wait=10", headers=bearer(ALICE),
+                          json={"customer": "alice", "item": "tea"})  # fmt: skip
+        async with s.http.stream("GET", "/dashboard/events", headers=bearer(observer)) as feed:
+            async for line in feed.aiter_lines():
+                if line.startswith("data:"):
+                    metrics = orjson.loads(line[5:])
+                    break
+        assert metrics["reactors"]["orders"]["processed"] == 1
+        assert metrics["reactors"]["jobs"]["processed"] == 0
+        assert isinstance(metrics["substrates"], dict)

@@ -93,6 +93,7 @@ class Announcer:
             buffered=sum(view.metrics.buffered.values()),
             lag=0,
             advertised=dict(self._advertised),
+            counters=_counters(view),
         )
 
     async def announce(self) -> None:
@@ -139,3 +140,15 @@ class Announcer:
                 log.debug("announcing %s: %s", view.instance_id, exc)
                 continue
             announced, last = current, loop.time()
+
+
+def _counters(view: WorkerView) -> dict[str, Any]:
+    m = view.metrics
+    return {
+        "consumed": m.consumed,
+        "processed": dict(m.processed),
+        "errors": dict(m.errors),
+        "dead_lettered": dict(m.dead_lettered),
+        "denied": dict(m.denied_reasons),
+        "dropped": dict(m.dropped),
+    }

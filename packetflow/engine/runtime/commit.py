@@ -116,6 +116,7 @@ class Committer:
 
     async def abort(self, processor: Processor) -> None:
         """Abort the batch's transaction (exactly-once) after a failure that stops the worker."""
+        self.metrics.aborted += 1
         with contextlib.suppress(Exception):
             await processor.producer.abort()
         log.error(

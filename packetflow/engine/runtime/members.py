@@ -44,6 +44,9 @@ class Member:
     buffered: int = 0  # intents waiting in its backpressure buffers
     lag: int = 0  # records not yet consumed in its partitions
     advertised: dict[str, Any] = field(default_factory=dict)  # e.g. {"http": "host:port"}
+    # what it has done since it started: records consumed, per reactor processed and errors,
+    # set aside by reason (what ``packetflow top`` shows for the whole group)
+    counters: dict[str, Any] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -62,6 +65,7 @@ class Member:
             buffered=int(data.get("buffered", 0)),
             lag=int(data.get("lag", 0)),
             advertised=dict(data.get("advertised") or {}),
+            counters=dict(data.get("counters") or {}),
         )
 
 

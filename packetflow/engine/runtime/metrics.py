@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2500, 5000, 10000)
 # Histogram bucket bounds in milliseconds (Prometheus style: each counts values <= bound).
 LATENCY_BUCKETS_MS = (
     0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
@@ -166,6 +167,12 @@ class WorkerMetrics:
     truncated: int = 0  # set-aside copies too large for their topic, kept truncated
     crash_loops: int = 0  # records set aside after workers died on them
     broker_retries: int = 0  # batches retried after the broker failed them
+    rebalances: int = 0  # times partitions were assigned to or revoked from this worker
+    aborted: int = 0  # exactly-once transactions aborted (a failed batch, a rewind)
+    # records per batch fetched (bounds: counts, not ms)
+    batch_sizes: Histogram = field(
+        default_factory=lambda: Histogram(BATCH_BUCKETS, [0] * (len(BATCH_BUCKETS) + 1))
+    )
     # per reactor or agent: ms from the worker fetching a record to its handling finished
     latency: dict[str, Histogram] = field(default_factory=dict)
     # what substrates count themselves (a window's late records, ...)
@@ -198,5 +205,7 @@ class WorkerMetrics:
             "truncated": self.truncated,
             "crash_loops": self.crash_loops,
             "broker_retries": self.broker_retries,
+            "rebalances": self.rebalances,
+            "aborted": self.aborted,
             **self.registry.snapshot(),
         }

@@ -256,7 +256,8 @@ class Processor:
             except (BrokerError, AgentStopped):
                 raise  # not about this record: the worker retries the batch, or stops
             except Exception as exc:  # a fault in the engine's own path: still not fatal
-                log.exception("record %s: unexpected failure", _source(record))
+                log.exception("record %s: unexpected failure", _source(record),
+                              extra=record_fields(record, None))  # fmt: skip
                 await self.dead_letter(record, "internal-error", one_line(exc))
         # one latency observation per partition chunk: the whole chunk waited this long
         ms = (time.perf_counter() - began) * 1000
@@ -522,6 +523,8 @@ class Processor:
             extra.append((REACTOR_HEADER, reactor))
         await self.divert(self._dead_letter_topic, record, extra)
         self.metrics.dead_lettered[reason] += 1
+        log.info("dead-lettered %s (%s): %s", _source(record), reason, message,
+                 extra=record_fields(record, context, reason=reason, reactor=reactor))  # fmt: skip
         if context is not None and context.requester:
             await self._refuse(record, context, reason, message)
 
@@ -615,6 +618,8 @@ class Processor:
         if denial.missing:
             extra.append((MISSING_HEADER, ", ".join(denial.missing)))
         await self.divert(self._denied_topic, record, extra)
+        log.info("denied %s (%s): %s", _source(record), denial.reason, denial.message,
+                 extra=record_fields(record, context, reason=denial.reason))  # fmt: skip
         if context is not None and context.requester:
             await self._refuse(record, context, denial.reason, denial.message)
         intent_type = type(intent).intent_type
@@ -696,6 +701,19 @@ def _why(exc: Exception) -> tuple[str, str]:
     if isinstance(exc, (EffectError, StateError, _Timeout)):
         return exc.reason, str(exc).splitlines()[0]
     return "reactor-error", one_line(exc)
+
+
+def record_fields(record: Record, context: Context | None, **more: Any) -> dict[str, Any]:
+    """What a log line about ``record`` carries besides its message (``extra=``): where it
+    is, and its intent and trace ids, so a JSON log line finds the record and its trace."""
+    fields: dict[str, Any] = {
+        "topic": record.topic, "partition": record.partition, "offset": record.offset,
+    }  # fmt: skip
+    if context is not None:
+        fields.update(intent_id=context.intent_id, trace_id=context.trace_id,
+                      span_id=context.span_id)  # fmt: skip
+    fields.update((k, v) for k, v in more.items() if v is not None)
+    return fields
 
 
 _Handlers = tuple[

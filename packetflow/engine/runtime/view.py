@@ -40,6 +40,7 @@ class WorkerView:
         guard: Guard | None = None,
         restoring: set[TopicPartition] | None = None,
         processed: Callable[[], dict[TopicPartition, int]] | None = None,
+        committed: Callable[[], dict[TopicPartition, int]] | None = None,
     ) -> None:
         self.topology = topology
         self.instance_id = instance_id
@@ -53,6 +54,7 @@ class WorkerView:
         self._guard = guard
         self._restoring = restoring if restoring is not None else set()
         self._processed = processed
+        self._committed = committed
 
     @property
     def restoring(self) -> set[TopicPartition]:
@@ -127,6 +129,14 @@ class WorkerView:
             for p in store.partitions
             for k, v in store.items(p)
         }
+
+    def committed(self) -> dict[TopicPartition, int]:
+        """The offsets this worker committed last, by partition (physical names)."""
+        return dict(self._committed()) if self._committed is not None else {}
+
+    async def partition_lag(self) -> dict[TopicPartition, int]:
+        """Records not yet consumed, by partition of this worker's (physical names)."""
+        return await self._consumer.lag()
 
     async def lag(self) -> int:
         """Records not yet consumed in this worker's partitions."""

@@ -243,6 +243,7 @@ class Worker(Lifecycle, RebalanceListener):
             guard=guard,
             restoring=self._restoring,
             processed=lambda: self.committer.consumed,
+            committed=lambda: self.committer.committed,
         )
         log.info("worker for %s started on %s", topology.name, transport.url)
         self._warn_about_security(guard)
@@ -374,6 +375,7 @@ class Worker(Lifecycle, RebalanceListener):
         consumer, processor = self._require()
         async with self._lock:
             if self.topology.exactly_once:
+                self.metrics.aborted += 1
                 with contextlib.suppress(BrokerError):
                     await processor.producer.abort()
             processor.producer.discard()
@@ -463,6 +465,7 @@ class Worker(Lifecycle, RebalanceListener):
             if batch:
                 self.metrics.consumed += count
                 self.metrics.batches += 1
+                self.metrics.batch_sizes.observe(count)
                 self.outage.ok(processed=True)
             return count
 
@@ -533,6 +536,7 @@ class Worker(Lifecycle, RebalanceListener):
 
     async def on_revoked(self, partitions: set[TopicPartition]) -> None:
         committer = self.committer
+        self.metrics.rebalances += 1
         async with self._lock:  # the batch in flight has finished by now
             processor = self._processor
             consumer = self._consumer
@@ -553,6 +557,7 @@ class Worker(Lifecycle, RebalanceListener):
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         processor, consumer = self._processor, self._consumer
+        self.metrics.rebalances += 1
         self._restoring |= partitions
         try:
             if processor is not None:
