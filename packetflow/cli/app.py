@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import sys
 import time
 import traceback
@@ -43,6 +44,7 @@ from packetflow.engine.client import AskTimeout, Client, RequestRefused
 from packetflow.engine.describe import as_json
 from packetflow.engine.ingress import IngressError, Submission, hopeless, submission
 from packetflow.engine.runtime.services import WorkerService
+from packetflow.engine.runtime.tracing import Tracing
 from packetflow.engine.runtime.worker import Worker
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import BrokerError
@@ -132,6 +134,14 @@ def worker(
         ),
     ] = None,
     log_format: Annotated[str, typer.Option(help="text, or json (one object a line)")] = "text",
+    otel: Annotated[
+        bool,
+        typer.Option(
+            "--otel",
+            help="Trace with OpenTelemetry, exported over OTLP (also on when "
+            "$OTEL_EXPORTER_OTLP_ENDPOINT is set; needs pip install 'packetflow[otel]')",
+        ),
+    ] = False,
 ) -> None:
     """Run a worker: consume the topology's topics, run its reactors, until SIGINT/SIGTERM."""
     try:
@@ -158,11 +168,25 @@ def worker(
             services.append(MetricsService(metrics))
         w = Worker(
             topology, url, max_batch=max_batch, instance_id=instance_id, state_dir=state_dir,
-            services=services,
+            services=services, tracing=_tracing(otel),
         )  # fmt: skip
     except ValueError as exc:  # a topology that cannot run (TopologyError is a ValueError)
         raise UserError(str(exc)) from exc
     asyncio.run(_run_worker(w, hang_limit))
+
+
+def _tracing(flag: bool) -> Tracing | None:
+    """OpenTelemetry tracing, when asked for (``--otel`` or an OTLP endpoint set)."""
+    if not flag and not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return None
+    try:
+        from packetflow.observability.tracing import OtelTracing
+    except ImportError:
+        raise UserError("--otel needs OpenTelemetry: pip install 'packetflow[otel]'") from None
+    try:
+        return OtelTracing.from_environment()
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
 
 
 async def _run_worker(w: Worker, hang_limit: float) -> None:

@@ -36,6 +36,7 @@ from packetflow.core.tokens import (
 )
 from packetflow.engine.client import AskTimeout, Client, RequestRefused
 from packetflow.engine.runtime.metrics import MetricsRegistry
+from packetflow.engine.runtime.tracing import descend
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.security.audit import Auditor
 from packetflow.engine.security.guard import Denial
@@ -230,6 +231,17 @@ class WebApp:
             return refusal(denial, who)
         # what goes on is the token alone: the worker checks it again, as for any record
         sent = Context.new(context.principal if who.token else None, token=who.token)
+        tracing = self.view.tracing
+        if tracing is None:
+            return await self._publish(intent, sent, wait)
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        attributes = {"http.request.method": request.method, "http.route": route,
+                      "packetflow.intent_type": cls.intent_type}  # fmt: skip
+        with tracing.entry(f"{request.method} {route}", attributes) as ids:
+            return await self._publish(intent, descend(sent, ids), wait)
+
+    async def _publish(self, intent: Intent, sent: Context, wait: float | None) -> Response:
+        cls = type(intent)
         if wait is None:
             delivery = await self.client.send(intent, context=sent)
             return JSONResponse(

@@ -50,6 +50,7 @@ from packetflow.engine.codec import (
     header,
     sealed_authority,
 )
+from packetflow.engine.runtime.tracing import TRACEPARENT, Tracing, traceparent
 from packetflow.engine.security.seal import Sealer
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import BROKER_MAX_MESSAGE_BYTES, Producer, record_bytes
@@ -88,8 +89,10 @@ class Interpreter:
         *,
         sealer: Sealer | None = None,
         limits: Mapping[str, int] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.topology = topology
+        self.tracing = tracing  # on: each record produced carries a W3C traceparent
         self.producer = producer
         self.clock = clock
         self.sealer = sealer
@@ -168,6 +171,11 @@ class Interpreter:
         if authority is not None:
             headers.append(authority)
             size += len(authority[1])
+        if self.tracing is not None:  # the span that sends it: the origin's handling
+            parent = origin.context
+            header = f"00-{parent.trace_id}-{parent.span_id}-01".encode()
+            headers.append((TRACEPARENT, header))
+            size += len(TRACEPARENT) + len(header)
         if size > room:  # maybe too large: the exact size decides, as for every record
             exact = record_bytes(raw_key, value, headers)
             if exact > self.limits.get(topic, BROKER_MAX_MESSAGE_BYTES):
@@ -344,6 +352,8 @@ class Interpreter:
         self, topic: str, intent: Intent, context: Context, key: bytes | None, sealed: bool
     ) -> Outgoing:
         value, headers = encode(intent, context)
+        if self.tracing is not None:
+            headers.append((TRACEPARENT, traceparent(context)))
         cls = type(intent)
         if sealed or cls.internal or context.reply_to in self._sealed_reply_targets:
             sealer = self.sealer

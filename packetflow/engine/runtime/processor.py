@@ -72,6 +72,7 @@ from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.state import StateError, StateStore
 from packetflow.engine.runtime.state_disk import DiskStateStore
 from packetflow.engine.runtime.timers import NO_TIMERS, TimerStore
+from packetflow.engine.runtime.tracing import Tracing
 from packetflow.engine.security import Auditor, Denial, Guard
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import (
@@ -102,6 +103,7 @@ class Processor:
         resume: Callable[[str], None] | None = None,
         limits: Mapping[str, int] | None = None,
         state_dir: str | Path | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``state_dir``: keep keyed state on disk there (RocksDB, one database per store
         and partition; see runtime.state_disk) instead of in memory."""
@@ -112,8 +114,9 @@ class Processor:
         self.guard = guard
         # physical topic -> the largest record it takes (max.message.bytes)
         self.limits = dict(limits or {})
+        self.tracing = tracing
         self.interpreter = Interpreter(
-            topology, producer, clock, sealer=guard.sealer, limits=self.limits
+            topology, producer, clock, sealer=guard.sealer, limits=self.limits, tracing=tracing
         )
         physical = topology.physical
         # every changelog-backed store, by (owner, store name); "" is an owner's main store
@@ -300,7 +303,21 @@ class Processor:
             return
         if self.guard.audit_allowed and cls.required_capabilities:
             await self._audit_allowed(record, intent_type, context)
-        reactors, agents = by_type[intent_type]
+        if self.tracing is not None:
+            with self.tracing.handling(record, context):
+                await self._dispatch(by_type[intent_type], record, envelope, intent, context)
+            return
+        await self._dispatch(by_type[intent_type], record, envelope, intent, context)
+
+    async def _dispatch(
+        self,
+        handlers: _Handlers,
+        record: Record,
+        envelope: Envelope,
+        intent: Intent,
+        context: Context,
+    ) -> None:
+        reactors, agents = handlers
         for spec, buffered in reactors:
             if buffered is None:
                 await self._react(spec, record, intent, context)

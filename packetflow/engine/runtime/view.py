@@ -17,6 +17,7 @@ from packetflow.engine.clock import WALL_CLOCK, Clock
 from packetflow.engine.runtime.members import Member, Roster
 from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.processor import Processor
+from packetflow.engine.runtime.tracing import Tracing
 from packetflow.engine.security.guard import Denial, Guard
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import Consumer, TopicPartition
@@ -41,6 +42,7 @@ class WorkerView:
         restoring: set[TopicPartition] | None = None,
         processed: Callable[[], dict[TopicPartition, int]] | None = None,
         committed: Callable[[], dict[TopicPartition, int]] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.topology = topology
         self.instance_id = instance_id
@@ -55,6 +57,7 @@ class WorkerView:
         self._restoring = restoring if restoring is not None else set()
         self._processed = processed
         self._committed = committed
+        self.tracing = tracing  # the worker's (None: off): ways in open their spans with it
 
     @property
     def restoring(self) -> set[TopicPartition]:

@@ -52,6 +52,7 @@ from packetflow.engine.runtime.outage import Outage, quiet_aiokafka
 from packetflow.engine.runtime.processor import Processor
 from packetflow.engine.runtime.services import WorkerService
 from packetflow.engine.runtime.state import StateStore
+from packetflow.engine.runtime.tracing import Tracing
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.security import Guard, RevocationFollower, Security
 from packetflow.engine.topology import Topology, TopologyError, default_broker_url
@@ -91,6 +92,7 @@ class Worker(Lifecycle, RebalanceListener):
         services: Sequence[WorkerService] = (),
         announce_every: float = ANNOUNCE_EVERY,
         state_dir: str | Path | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         """``security`` replaces the topology's own settings for this worker (TestDriver).
 
@@ -107,8 +109,11 @@ class Worker(Lifecycle, RebalanceListener):
         ``state_dir`` (default ``$PACKETFLOW_STATE_DIR``; none: in memory): keep keyed state
         on disk there (RocksDB), so a partition taken again replays only its changelog's
         tail (runtime.state_disk); for state larger than memory or restores too slow.
+        ``tracing``: a span around each record handled and a ``traceparent`` on each record
+        produced (runtime.tracing; off by default, at no cost).
         """
         super().__init__()
+        self.tracing = tracing
         if not topology.consumers():
             raise ValueError(f"topology {topology.name!r} has no reactors or agents to run")
         self.topology = topology
@@ -205,6 +210,7 @@ class Worker(Lifecycle, RebalanceListener):
             resume=self._resume_topic,
             limits=limits,
             state_dir=self.state_dir,
+            tracing=self.tracing,
         )
         resources.callback(processor.close_stores)
         for agent in processor.agents.values():
@@ -244,6 +250,7 @@ class Worker(Lifecycle, RebalanceListener):
             restoring=self._restoring,
             processed=lambda: self.committer.consumed,
             committed=lambda: self.committer.committed,
+            tracing=self.tracing,
         )
         log.info("worker for %s started on %s", topology.name, transport.url)
         self._warn_about_security(guard)
