@@ -20,7 +20,8 @@ from benchmarks.contestants.common import ContestantEnv
 from packetflow.engine.transport import KAFKA_CLIENTS
 
 CONTESTANTS = ("raw", "raw-lean", "quix", "faust", "packetflow", "packetflow-aiokafka",
-               "packetflow-librdkafka", "packetflow-disk", "packetflow-disk-eos")  # fmt: skip
+               "packetflow-librdkafka", "packetflow-disk", "packetflow-disk-eos",
+               "packetflow-otel")  # fmt: skip
 # W2 on the disk store (at-least-once, exactly-once): run with the state run, beside the
 # memory store's "packetflow", whenever "packetflow" is a contestant
 DISK_CONTESTANTS = ("packetflow-disk", "packetflow-disk-eos")
@@ -53,9 +54,10 @@ def command(name: str, env: ContestantEnv) -> list[str]:
         ]
     if name.startswith("packetflow"):  # packetflow[-client][-disk][-eos] (see ContestantProcess)
         client = next((p for p in name.split("-") if p in KAFKA_CLIENTS), None)
+        traced = ["--otel"] if "otel" in name.split("-") else []
         return [
             py, "-m", "packetflow", "worker", "benchmarks.pf_topology",
-            "--broker", packetflow_url(env.bootstrap, client),
+            "--broker", packetflow_url(env.bootstrap, client), *traced,
         ]  # fmt: skip
     raise ValueError(f"unknown contestant {name!r}: pick from {', '.join(CONTESTANTS)}")
 
@@ -94,6 +96,9 @@ class ContestantProcess:
             environ["PACKETFLOW_STATE_DIR"] = str(self.state_dir)
         if self.name.startswith("packetflow") and "eos" in variant:
             environ["BENCH_GUARANTEE"] = "exactly_once"
+        if self.name.startswith("packetflow") and "otel" in variant:
+            # spans made for every record and dropped: tracing's cost in the worker itself
+            environ["OTEL_TRACES_EXPORTER"] = "none"
         return environ
 
     def start(self) -> None:
