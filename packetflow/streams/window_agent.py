@@ -189,6 +189,10 @@ class WindowRuntime(AgentRuntime):
         self._closed_count = metrics.counter(
             "packetflow_window_closed_total", "windows closed", "windows_closed", **window
         )
+        self._open_count = metrics.gauge(
+            "packetflow_windows_open", "windows open now (each closes at its end + grace)",
+            "windows_open", **window,
+        )  # fmt: skip
 
 
     # -- records -------------------------------------------------------------------------
@@ -277,6 +281,7 @@ class WindowRuntime(AgentRuntime):
             if p in self.watermarks:
                 self.store.put(p, _WATERMARK, self.watermarks[p])
         self._unsaved.clear()
+        self._open_count.set(self.timers.live())  # one close timer per open window
 
     async def _close_due(self, p: int, watermark: int) -> int:
         """Close the windows of partition ``p`` due at ``watermark``; returns how many."""

@@ -572,9 +572,11 @@ def test_windows_close_as_virtual_time_passes_without_a_new_record() -> None:
         driver.advance_time(1.5)  # 11.5: past the end, not past the grace
         assert driver.emitted("closed") == []
         assert [row(r, T0) for r in driver.state("sum10", "k")] == [("sum10", "k", 0, 10, 7, 1)]
+        assert driver.metrics["windows_open"] == {"sum10": 1}
         driver.advance_time(0.5)  # 12 = end + grace
         assert rows(driver.emitted("closed")) == [("sum10", "k", 0, 10, 7, 1)]
         assert driver.state("sum10", "k") is None
+        assert driver.metrics.get("windows_open", {}) == {}  # (zero series are left out)
         driver.advance_time(100)
         assert len(driver.emitted("closed")) == 1  # once
 

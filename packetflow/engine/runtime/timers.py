@@ -43,6 +43,10 @@ class TimerStore:
         # per partition: (key, name) -> (due, clock) of the live timer
         self._live: dict[int, dict[tuple[bytes, str], tuple[int, bool]]] = {}
 
+    def live(self) -> int:
+        """Live timers, across the partitions held here."""
+        return sum(len(live) for live in self._live.values())
+
     def set(self, partition: int, key: bytes, name: str, due: int, *, clock: bool = False) -> None:
         live = self._live.get(partition)
         if live is None:
@@ -142,6 +146,9 @@ class _NoTimers:
         raise RuntimeError("this agent keeps no timers: declare timers = True on its spec")
 
     set = cancel = pop_due = next_due = items = _refuse
+
+    def live(self) -> int:
+        return 0
 
 
 NO_TIMERS = _NoTimers()
