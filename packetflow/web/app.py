@@ -243,7 +243,11 @@ class WebApp:
     async def _publish(self, intent: Intent, sent: Context, wait: float | None) -> Response:
         cls = type(intent)
         if wait is None:
-            delivery = await self.client.send(intent, context=sent)
+            ack = await self.client.enqueue(intent, context=sent)
+            # one turn of the loop first: requests handled in the same turn share a batch
+            # (one produce request for all of them, not one each)
+            await asyncio.sleep(0)
+            delivery = await ack
             return JSONResponse(
                 {"intent_id": sent.intent_id, "topic": self.topology.topic_for(cls),
                  "partition": delivery.partition, "offset": delivery.offset},

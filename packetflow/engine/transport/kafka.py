@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
@@ -326,9 +327,19 @@ class KafkaProducer(Producer):
         if self._open.get((batch.topic, batch.partition)) is batch:
             del self._open[(batch.topic, batch.partition)]
         batch.builder.close()  # closed: the sender takes it without lingering
-        batch.future = await self._producer.send_batch(
-            batch.builder, batch.topic, partition=batch.partition
-        )
+        # the batch's future exists before handing it over: another record's ack awaited
+        # meanwhile waits for it instead of shipping the same batch a second time
+        shipped = batch.future = asyncio.get_running_loop().create_future()
+        try:
+            delivery = await self._producer.send_batch(
+                batch.builder, batch.topic, partition=batch.partition
+            )
+        except BaseException as exc:
+            if not shipped.done():
+                shipped.set_exception(exc)
+                shipped.exception()  # retrieved here: the caller raises it
+            raise
+        delivery.add_done_callback(functools.partial(_settle, shipped))
         self._shipped.append(batch)
 
     async def _partition(self, topic: str, key: bytes | None) -> int:
@@ -396,6 +407,18 @@ class _Ack:
         # not cancel it for the flush and the others
         md = yield from asyncio.shield(batch.future).__await__()
         return Delivery(batch.topic, batch.partition, md.offset + self._offset)
+
+
+def _settle(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    """Give ``target`` the outcome of ``source`` (a batch's delivery)."""
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
 
 
 def _acks(value: str) -> int | str:
