@@ -11,6 +11,7 @@ over OTLP. Off, nothing here is imported and nothing costs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from packetflow.core.context import Context
+from packetflow.engine.runtime.tracing import LINK_BAGGAGE
 from packetflow.engine.transport import Record
 
 _PRESET: ContextVar[tuple[int, int] | None] = ContextVar("packetflow_span_ids", default=None)
@@ -85,10 +87,17 @@ class OtelTracing:
             remote = SpanContext(int(context.trace_id, 16), int(parent_id, 16), is_remote=True,
                                  trace_flags=TraceFlags(TraceFlags.SAMPLED))  # fmt: skip
             parent = trace.set_span_in_context(NonRecordingSpan(remote))
+        links = []
+        linked = context.baggage.get(LINK_BAGGAGE) if not parent_id else None
+        if linked:  # a new trace that another one caused: a schedule's firing
+            trace_hex, _, span_hex = linked.partition("-")
+            with contextlib.suppress(ValueError):
+                links.append(Link(SpanContext(int(trace_hex, 16), int(span_hex, 16),
+                                              is_remote=True)))  # fmt: skip
         token = _PRESET.set((int(context.trace_id, 16), int(context.span_id, 16)))
         try:
             span = self.tracer.start_span(
-                f"{record.topic} process", context=parent, kind=SpanKind.CONSUMER,
+                f"{record.topic} process", context=parent, kind=SpanKind.CONSUMER, links=links,
                 attributes={
                     "messaging.system": "kafka",
                     "messaging.operation.type": "process",
@@ -102,6 +111,11 @@ class OtelTracing:
         finally:
             _PRESET.reset(token)
         with trace.use_span(span, end_on_exit=True):
+            yield span
+
+    @contextmanager
+    def effect(self, name: str) -> Iterator[object]:
+        with self.tracer.start_as_current_span(name, kind=SpanKind.INTERNAL) as span:
             yield span
 
     @contextmanager

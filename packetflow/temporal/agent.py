@@ -48,6 +48,7 @@ from packetflow.engine.agent import (
     Timer,
 )
 from packetflow.engine.codec import ERROR_HEADER, REASON_HEADER, TYPE_HEADER
+from packetflow.engine.runtime.tracing import LINK_BAGGAGE
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import Record
 from packetflow.temporal.commands import CreateSchedule, ScheduleCommand
@@ -212,6 +213,8 @@ class SchedulerRuntime(AgentRuntime):
             "authority": kept.as_json(),
             "created": now,
             "by": context.principal,
+            # the span that made it: each firing's own trace links to it (traces: pf.link)
+            "trace": f"{context.trace_id}-{context.span_id}",
             "passed": 0,  # its times that came: fired, or missed
             "missed": 0,
             "next": first,
@@ -411,6 +414,7 @@ class SchedulerRuntime(AgentRuntime):
                 "schedule": schedule["id"],
                 "scheduled": str(at),
                 "missed": str(missed),
+                **({LINK_BAGGAGE: schedule["trace"]} if "trace" in schedule else {}),
                 **kept.baggage(),  # what is scheduled while handling it keeps the token's
             },
         ).model_copy(update={"intent_id": fid, "correlation_id": fid, **answer})

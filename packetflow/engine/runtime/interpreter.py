@@ -244,10 +244,11 @@ class Interpreter:
         if isinstance(effect, FanOut):
             return list(await asyncio.gather(*await self._send_now(effect, origin)))
         if isinstance(effect, Call):
-            result = effect.fn(*effect.args)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
+            if self.tracing is not None:
+                name = getattr(effect.fn, "__qualname__", type(effect.fn).__name__)
+                with self.tracing.effect(f"call {name}"):
+                    return await _call(effect)
+            return await _call(effect)
         if isinstance(effect, Sequential):
             return [await self.run(e, origin) for e in effect.effects]
         if isinstance(effect, Parallel):
@@ -266,7 +267,11 @@ class Interpreter:
             return result
         if isinstance(effect, Retry):
             return await self._retry(effect, origin)
-        return await self._handler(effect)(effect, origin, self)
+        handler = self._handler(effect)
+        if self.tracing is not None:  # a substrate's effect (an MCP call, ...)
+            with self.tracing.effect(type(effect).__name__):
+                return await handler(effect, origin, self)
+        return await handler(effect, origin, self)
 
     def _handler(self, effect: Effect) -> EffectHandler:
         for cls in type(effect).__mro__:
@@ -422,3 +427,10 @@ class Interpreter:
             )
         self._topics[(cls, topic)] = physical
         return physical
+
+
+async def _call(effect: Call) -> Any:
+    result = effect.fn(*effect.args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result

@@ -17,6 +17,9 @@ from packetflow.core.context import Context
 from packetflow.engine.transport import Record
 
 TRACEPARENT = "traceparent"
+# context baggage "trace_id-span_id": a root intent's trace is linked to that span (a
+# schedule's firing, to the span that created the schedule)
+LINK_BAGGAGE = "pf.link"
 
 
 def traceparent(context: Context) -> bytes:
@@ -28,6 +31,11 @@ def traceparent(context: Context) -> bytes:
 class Tracing(Protocol):
     def handling(self, record: Record, context: Context) -> AbstractContextManager[object]:
         """A span around the handling of ``record`` (all its reactors and agents)."""
+        ...
+
+    def effect(self, name: str) -> AbstractContextManager[object]:
+        """A span around one effect a reactor returned that does more than send (a call, a
+        substrate's effect), inside the span of the record's handling."""
         ...
 
     def entry(
