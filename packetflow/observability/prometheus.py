@@ -101,6 +101,9 @@ class EngineCollector(Collector):
             for key, value in sorted(counts.items()):
                 family.add_metric([key], value)
             yield family
+        yield GaugeMetricFamily("packetflow_producer_queue",
+                                "records sent, not yet acknowledged by the broker",
+                                value=self.view.producer_queue())  # fmt: skip
         buffered = GaugeMetricFamily("packetflow_backpressure_buffered",
                                      "intents waiting in a backpressure buffer now",
                                      labels=["reactor"])  # fmt: skip

@@ -56,6 +56,7 @@ async def test_a_scrape_counts_the_workload_exactly(broker: str) -> None:
     latency = ("packetflow_processing_latency_seconds_count", (("reactor", "orders"),))
     assert got[latency] >= 4  # every record the reactor took, failed one included
     assert any(name == "packetflow_consumer_lag" for name, _ in got)
+    assert got[("packetflow_producer_queue", ())] == 0  # all acknowledged once idle
     http = ("packetflow_http_requests_total", (("route", "/intents/{type}"), ("status", "202")))
     assert got[http] == 3
 

@@ -137,6 +137,10 @@ class WorkerView:
         """The offsets this worker committed last, by partition (physical names)."""
         return dict(self._committed()) if self._committed is not None else {}
 
+    def producer_queue(self) -> int:
+        """Records this worker sent that the broker has not acknowledged yet."""
+        return self._processor.producer.queued()
+
     async def partition_lag(self) -> dict[TopicPartition, int]:
         """Records not yet consumed, by partition of this worker's (physical names)."""
         return await self._consumer.lag()

@@ -120,6 +120,10 @@ class Producer(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None: ...
 
+    def queued(self) -> int:
+        """Records sent and not yet acknowledged by the broker (for the metrics)."""
+        return 0
+
     @abc.abstractmethod
     async def send(
         self,

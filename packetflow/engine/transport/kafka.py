@@ -203,6 +203,12 @@ class KafkaProducer(Producer):
                 await self._producer.stop()
             raise _broker_error(exc, "starting the producer") from exc
 
+    def queued(self) -> int:
+        batches = [*self._open.values(), *self._shipped]
+        return sum(
+            b.builder.record_count() for b in batches if b.future is None or not b.future.done()
+        )
+
     async def stop(self) -> None:
         try:
             await self.flush()

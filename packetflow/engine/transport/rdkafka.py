@@ -210,6 +210,9 @@ class RdKafkaProducer(Producer):
         finally:
             self._producer = None
 
+    def queued(self) -> int:
+        return 0 if self._producer is None else len(self._producer)  # librdkafka's queue
+
     async def send(
         self,
         topic: str,
