@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
-from collections.abc import Callable, Iterable
+import subprocess
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -64,6 +67,26 @@ def find_or_start(bootstrap: str | None, say: Callable[[str], None]) -> Broker:
     return Broker(
         status.bootstrap, localkafka.KAFKA_VERSION, started_by_us=not status.already_running
     )
+
+
+def run_on_kafka(bootstrap: str | None, run: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    """What a side benchmark's ``main`` does: find (or start) the broker, ``run`` against its
+    ``kafka://`` URL, stop the broker again if this run started it."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    found = find_or_start(bootstrap, print)
+    try:
+        asyncio.run(run(f"kafka://{found.bootstrap}"))
+    finally:
+        found.stop_if_ours()
+
+
+def end_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 class Admin:

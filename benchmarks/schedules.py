@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import logging
 import os
 import random
 import re
@@ -121,11 +120,7 @@ async def run(url: str, count: int, burst: int) -> None:
             print(f"firings: {burst:,} schedules due at one instant fired in {span:.1f} s "
                   f"({burst / span:,.0f}/s), beside the {count:,} held")  # fmt: skip
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        brokers.end_process(proc)
 
 
 def main() -> None:
@@ -134,12 +129,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=20_000)
     parser.add_argument("--bootstrap", help="host:port (default $PACKETFLOW_TEST_BOOTSTRAP)")
     args = parser.parse_args()
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    found = brokers.find_or_start(args.bootstrap, print)
-    try:
-        asyncio.run(run(f"kafka://{found.bootstrap}", args.schedules, args.burst))
-    finally:
-        found.stop_if_ours()
+    brokers.run_on_kafka(args.bootstrap, lambda url: run(url, args.schedules, args.burst))
 
 
 if __name__ == "__main__":

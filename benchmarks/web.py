@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
-import logging
 import os
 import re
 import statistics
@@ -207,11 +206,7 @@ async def run(url: str, subscribers: int, rate: int, seconds: float) -> None:
             await subscribers_phase(base, reader, client, poster, subscribers, seconds, proc.pid)
         await posts_phase(base, orderer, rate, seconds, proc.pid, counter)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        brokers.end_process(proc)
 
 
 def main() -> None:
@@ -221,12 +216,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--bootstrap", help="host:port (default $PACKETFLOW_TEST_BOOTSTRAP)")
     args = parser.parse_args()
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    found = brokers.find_or_start(args.bootstrap, print)
-    try:
-        asyncio.run(run(f"kafka://{found.bootstrap}", args.subscribers, args.rate, args.seconds))
-    finally:
-        found.stop_if_ours()
+    brokers.run_on_kafka(
+        args.bootstrap, lambda url: run(url, args.subscribers, args.rate, args.seconds)
+    )
 
 
 if __name__ == "__main__":
