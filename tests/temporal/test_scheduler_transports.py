@@ -86,11 +86,17 @@ async def test_a_firings_answer_comes_back_through_the_broker(broker: str) -> No
 
     async with running(topo, broker) as run:
         for target in ("answered", "silent"):
-            await schedules.add(run.client, Ping(target=target), every(0.4, max_count=4),
+            await schedules.add(run.client, Ping(target=target), every(1.0, max_count=4),
                                 id=target, context=OPS, overlap="skip", run_timeout=60)  # fmt: skip
-        await _until(run, "answered", 4)
-        await asyncio.sleep(0.5)  # the silent schedule's last time has passed too
-        await run.idle()
-        assert run.state("scheduler", "answered") is None  # all four went; done
-        assert run.state("scheduler", "silent") is None  # done as well, but:
+        await _until(run, "answered", 2)  # the first answer came back and let the next go
+        for _ in range(int(WAIT / 0.1)):  # both schedules done: their four times passed
+            await run.idle()
+            if all(run.state("scheduler", t) is None for t in ("answered", "silent")):
+                break
+            await asyncio.sleep(0.1)
+        assert run.state("scheduler", "answered") is None
+        assert run.state("scheduler", "silent") is None
         assert run.state("pings", "silent") == 1  # its first run never ended: 3 skipped
+        # (answered: each time whose previous answer was back in the second between them,
+        # all four unless the broker was slower than that; at least the two seen above)
+        assert run.state("pings", "answered") >= 2
