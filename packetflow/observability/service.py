@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.transport import Transport
-from packetflow.observability import endpoints
+from packetflow.observability.endpoints import routes as observability_routes
 from packetflow.observability.server import AsgiServer, parse_address
 
 log = logging.getLogger("packetflow.observability")
@@ -28,7 +28,7 @@ class MetricsService:
 
     async def start(self, view: WorkerView, transport: Transport) -> None:
         server = self._server = AsgiServer(
-            Starlette(routes=endpoints.routes(view)), self.host, self.port
+            Starlette(routes=observability_routes(view)), self.host, self.port
         )
         await server.start()
         self.port = server.port

@@ -42,8 +42,7 @@ from packetflow.engine.security.audit import Auditor
 from packetflow.engine.security.guard import Denial
 from packetflow.engine.topology import TopologyError
 from packetflow.engine.transport import Transport
-from packetflow.observability import endpoints
-from packetflow.web import dashboard
+from packetflow.observability.endpoints import routes as observability_routes
 from packetflow.web.auth import (
     UNAUTHENTICATED,
     Caller,
@@ -52,6 +51,7 @@ from packetflow.web.auth import (
     problem,
     refusal,
 )
+from packetflow.web.dashboard import routes as dashboard_routes
 from packetflow.web.live import SLOW, Hubs, Subscriber
 from packetflow.web.openapi import document
 from packetflow.web.routes import routes_of
@@ -113,9 +113,9 @@ class WebApp:
             Route("/state/{name}/{key:path}", self.state, methods=["GET"]),
             Route("/live/{topic}", self.live, methods=["GET"]),
             WebSocketRoute("/live/{topic}", self.live_ws),
-            *endpoints.routes(self.view),  # /metrics and /health/*
+            *observability_routes(self.view),  # /metrics and /health/*
             Route("/openapi.json", self.openapi_json, methods=["GET"]),
-            *dashboard.routes(self),
+            *dashboard_routes(self),
         ]
         for declared in routes_of(self.topology):
             endpoint = partial(self._declared, declared.intent_type, tuple(declared.params))
