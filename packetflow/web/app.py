@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -80,7 +80,9 @@ def parse_wait(raw: str | None) -> float | None:
 class WebApp:
     """The application of one worker (``app``: the ASGI app)."""
 
-    def __init__(self, view: WorkerView, transport: Transport) -> None:
+    def __init__(
+        self, view: WorkerView, transport: Transport, *, extra_routes: Sequence[BaseRoute] = ()
+    ) -> None:
         self.view = view
         self.topology = view.topology
         self.client = Client(transport, self.topology)
@@ -94,7 +96,7 @@ class WebApp:
         self.max_body = self.topology.max_record_bytes
         self.openapi = document(self.topology)
         self.app = Starlette(
-            routes=self._routes(),
+            routes=[*self._routes(), *extra_routes],
             exception_handlers={HTTPException: self._http_error},  # type: ignore[dict-item]
             middleware=[Middleware(Counted, registry=view.metrics.registry)],
         )

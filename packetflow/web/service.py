@@ -5,7 +5,12 @@ it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from starlette.routing import BaseRoute
 
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.transport import Transport
@@ -15,13 +20,27 @@ from packetflow.web.app import WebApp
 log = logging.getLogger("packetflow.web")
 
 
-class HttpService:
-    """``Worker(..., services=[HttpService("127.0.0.1:8080")])``: what ``--http`` adds."""
+class Mounted(Protocol):
+    """Routes another interface serves from this server (MCP's ``/mcp``): started with the
+    worker, before the server listens; stopped after it has closed."""
 
-    def __init__(self, address: str) -> None:
+    async def start(self, view: WorkerView, transport: Transport, host: str) -> list[BaseRoute]:
+        """The routes to serve (``host``: the interface the server binds)."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+class HttpService:
+    """``Worker(..., services=[HttpService("127.0.0.1:8080")])``: what ``--http`` adds;
+    ``mounts``: other interfaces' routes on the same server."""
+
+    def __init__(self, address: str, *, mounts: Sequence[Mounted] = ()) -> None:
         self.host, self.port = parse_address(address)
+        self.mounts = list(mounts)
         self.web: WebApp | None = None
         self._server: AsgiServer | None = None
+        self._mounted = contextlib.AsyncExitStack()
 
     @property
     def address(self) -> str:
@@ -33,7 +52,11 @@ class HttpService:
         return f"http://{self.address}"
 
     async def start(self, view: WorkerView, transport: Transport) -> None:
-        web = self.web = WebApp(view, transport)
+        extra: list[BaseRoute] = []
+        for mount in self.mounts:
+            extra += await mount.start(view, transport, self.host)
+            self._mounted.push_async_callback(mount.stop)
+        web = self.web = WebApp(view, transport, extra_routes=extra)
         await web.start()
         server = self._server = AsgiServer(web.app, self.host, self.port)
         await server.start()
@@ -48,3 +71,4 @@ class HttpService:
             await self._server.stop()
         if self.web is not None:
             await self.web.stop()
+        await self._mounted.aclose()

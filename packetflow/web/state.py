@@ -20,57 +20,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from packetflow.core.context import Context
-from packetflow.core.intent import Intent
+from packetflow.engine.runtime.lookup import owner_of, partition_of, read_requirement, stateful
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.security.guard import Denial
-from packetflow.engine.topology import Topology
-from packetflow.engine.transport.partitioner import group_of, partition_for_key
 from packetflow.web.auth import caller, problem, refusal
 
 HOP_HEADER = "x-packetflow-hops"
 RETRY_AFTER = "1"
 
 
-def read_resource(topology: Topology, types: tuple[type[Intent], ...], key: str) -> str:
-    """The resource ``read:`` is checked on for ``key`` of a consumer of ``types``."""
-    for cls in types:
-        field = cls.key_field
-        for cap in cls.required_capabilities:
-            if field is not None and "{" + field + "}" in cap.resource:
-                return cap.resource.replace("{" + field + "}", key)
-    return f"topology/{topology.name}"
-
-
-def read_requirement(topology: Topology, name: str, key: str) -> tuple[str, str]:
-    spec = topology.reactors.get(name) or topology.agents.get(name)
-    assert spec is not None
-    resource = read_resource(topology, spec.intent_types, key)
-    return ("observe" if resource.startswith("topology/") else "read", resource)
-
-
-def partition_of(topology: Topology, name: str, key: str) -> tuple[str, int]:
-    """The logical source topic of ``name`` and the partition ``key`` lands on."""
-    spec = topology.reactors.get(name) or topology.agents.get(name)
-    assert spec is not None
-    raw = key.encode()
-    separator = getattr(spec, "key_group", None)
-    if separator:
-        raw = group_of(raw, separator.encode())
-    count = topology.topics.get(spec.topic, topology.default_partitions)
-    return spec.topic, partition_for_key(raw, count)
-
-
-def _stateful(view: WorkerView, name: str) -> bool:
-    topology = view.topology
-    if name in topology.agents:
-        return True
-    spec = topology.reactors.get(name)
-    return spec is not None and spec.state is not None
-
-
-Authorize = Callable[
-    [tuple[tuple[str, str], ...], Context, str, str], Awaitable[Denial | None]
-]
+Authorize = Callable[[tuple[tuple[str, str], ...], Context, str, str], Awaitable[Denial | None]]
 
 
 async def state(
@@ -78,7 +37,7 @@ async def state(
 ) -> Response:
     name, key = request.path_params["name"], request.path_params["key"]
     topology = view.topology
-    if not _stateful(view, name):
+    if not stateful(topology, name):
         return problem(404, "unknown-state", f"{name!r} is not a stateful reactor or agent")
     who = caller(request)
     context = who.context()
@@ -102,15 +61,7 @@ async def state(
         })  # fmt: skip
     if request.headers.get(HOP_HEADER):
         return _unavailable(f"forwarded here, but {topic}[{partition}] is not this worker's")
-    owner = next(
-        (
-            m for m in view.members()
-            if m.instance_id != view.instance_id
-            and partition in m.partitions.get(topic, [])
-            and m.advertised.get("http")
-        ),
-        None,
-    )  # fmt: skip
+    owner = owner_of(view.members(), topic, partition, besides=view.instance_id)
     if owner is None:
         return _unavailable(f"no worker is known to own {topic}[{partition}] (a rebalance?)")
     url = f"http://{owner.advertised['http']}{request.url.path}"

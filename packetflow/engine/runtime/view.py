@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from packetflow.core.context import Context
 from packetflow.engine.clock import WALL_CLOCK, Clock
+from packetflow.engine.runtime.gate import authorize_way_in
 from packetflow.engine.runtime.members import Member, Roster
 from packetflow.engine.runtime.metrics import WorkerMetrics
 from packetflow.engine.runtime.processor import Processor
@@ -82,11 +81,7 @@ class WorkerView:
         guard = self._guard
         if guard is None:
             raise RuntimeError("this worker view has no guard")
-        token = context.token.encode() if context.token else None
-        if not required and token is None:
-            return None  # nothing asked for, nothing presented
-        caps = orjson.dumps([str(c) for c in context.capabilities]) if context.capabilities else b""
-        return guard.authorize(required, token, caps, context, what)
+        return authorize_way_in(guard, required, context, what)
 
     def members(self) -> list[Member]:
         """The topology's workers as they last announced themselves (runtime.members),

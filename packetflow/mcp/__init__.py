@@ -1,0 +1,15 @@
+"""The MCP interface (Model Context Protocol, the official ``mcp`` 2.x SDK): a topology's
+intents as tools for AI agents (every call checked against the caller's capability token),
+its state, description and set-aside records as resources, prompts; MCP tools called from
+reactors as a durable effect (``client/``); text turned into proposed intents through a
+pluggable provider (``proposals/``).
+
+Lives in the interfaces layer: imports the engine and observability, never ``web`` (the
+CLI mounts the MCP app into a worker's HTTP server) nor anything above it.
+"""
+
+from packetflow.mcp.hints import ToolHints, hints_of, tool_hints
+from packetflow.mcp.server import McpApp
+from packetflow.mcp.service import McpMount, serve
+
+__all__ = ["McpApp", "McpMount", "ToolHints", "hints_of", "serve", "tool_hints"]
