@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from packetflow.cli import actors, caps, kafka, operate, schedule, top
+from packetflow.cli import actors, caps, kafka, mcp, operate, schedule, top
 from packetflow.cli.demo import print_summary, run_demo
 from packetflow.cli.errors import (
     UserError,
@@ -63,6 +63,7 @@ app.add_typer(kafka.app, name="kafka")
 app.add_typer(caps.app, name="caps")
 app.add_typer(actors.app, name="actors")
 app.add_typer(schedule.app, name="schedule")
+app.add_typer(mcp.app, name="mcp")
 app.command()(top.top)
 app.command()(top.inspect)
 
@@ -123,7 +124,7 @@ def worker(
         str | None,
         typer.Option(
             help="Serve HTTP on host:port too (intents, state, live feeds, the dashboard, "
-            "/metrics, /health): e.g. 127.0.0.1:8080",
+            "/metrics, /health, MCP at /mcp): e.g. 127.0.0.1:8080",
         ),
     ] = None,
     metrics: Annotated[
@@ -159,9 +160,11 @@ def worker(
     try:
         services: list[WorkerService] = []
         if http:
-            from packetflow.web import HttpService  # only a worker that serves HTTP loads it
+            # only a worker that serves HTTP loads the web and MCP interfaces
+            from packetflow.mcp import McpMount
+            from packetflow.web import HttpService
 
-            services.append(HttpService(http))
+            services.append(HttpService(http, mounts=[McpMount()]))
         if metrics:
             from packetflow.observability import MetricsService
 

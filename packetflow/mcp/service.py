@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute
 
 from packetflow.core.context import Context
 from packetflow.engine.client import Client
-from packetflow.engine.runtime.gate import Gate
+from packetflow.engine.runtime.gate import Gate, authorize_way_in
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import Transport, open_transport
@@ -70,16 +70,17 @@ async def serve(
     whoever holds ``token``) or Streamable HTTP on ``http`` (``host:port``; each caller
     sends its own bearer token). ``ready`` gets the URL once HTTP listens."""
     transport = broker if isinstance(broker, Transport) else open_transport(broker)
+    gate = Gate(transport, topology)
+    if token is not None:  # a token that cannot hold is refused before connecting
+        denial = authorize_way_in(gate.guard, (), Context.new(token=token), "mcp")
+        if denial is not None:
+            raise ValueError(f"the token does not hold: {denial.reason}: {denial.message}")
     async with contextlib.AsyncExitStack() as stack:
-        gate = await stack.enter_async_context(Gate(transport, topology))
+        await stack.enter_async_context(gate)
         client = await stack.enter_async_context(Client(transport, topology))
         served = standalone(topology, client, gate)
         stack.push_async_callback(served.close)
         app = McpApp(served, token=token, extras=extras(served) if extras else ())
-        if token is not None:
-            denial = app.host.check((), Context.new(token=token), "mcp")
-            if denial is not None:
-                raise ValueError(f"the token does not hold: {denial.reason}: {denial.message}")
         if http is None:
             async with stdio_server() as (read, write):
                 await app.server.run(read, write, app.server.create_initialization_options())

@@ -56,6 +56,8 @@ class Gate(Lifecycle):
 
     async def _open(self, resources: contextlib.AsyncExitStack) -> None:
         topology = self.topology
+        await self.transport.start()
+        resources.push_async_callback(self.transport.stop)
         await self.transport.ensure_topics(topology.topic_specs())
         follower = self._revocations = RevocationFollower(
             self.transport,
