@@ -49,7 +49,9 @@ async def test_a_tool_call_starts_the_trace_its_intent_continues() -> None:
 
 def test_tool_annotations_come_from_the_intent_class() -> None:
     @tool_hints(title="Close an account", destructive=True, idempotent=True)
-    class Close(Intent, type_name="hints.Close", key="account", requires=["close:account/{account}"]):
+    class Close(
+        Intent, type_name="hints.Close", key="account", requires=["close:account/{account}"]
+    ):
         """Close an account for good."""
 
         account: str

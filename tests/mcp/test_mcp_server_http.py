@@ -89,7 +89,9 @@ async def test_a_denied_call_is_a_tool_error_audited_and_nothing_is_published(br
         ), audit
         calls = run.worker.metrics.registry
         assert calls.value("packetflow_mcp_calls_total", tool="shop.Order", outcome="denied") == 1
-        assert calls.value("packetflow_mcp_calls_total", tool="shop.Order", outcome="published") == 1
+        assert (
+            calls.value("packetflow_mcp_calls_total", tool="shop.Order", outcome="published") == 1
+        )
 
 
 async def test_malformed_arguments_and_unknown_tools_are_tool_errors(broker: str) -> None:

@@ -28,9 +28,7 @@ pytestmark = pytest.mark.kafka
 
 TELLER = issue_token("teller", ["teller:account/*"], key=WORKER_KEY, ttl=3600)
 CASHIER = issue_token("cashier", ["deposit:account/*"], key=WORKER_KEY, ttl=3600)
-AUDITOR = issue_token(
-    "auditor", ["read:account/*", "observe:topology/*"], key=WORKER_KEY, ttl=3600
-)
+AUDITOR = issue_token("auditor", ["read:account/*", "observe:topology/*"], key=WORKER_KEY, ttl=3600)
 ACCOUNTS = [f"acct-{i}" for i in range(8)]
 
 

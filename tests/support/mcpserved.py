@@ -10,11 +10,11 @@ from typing import Any
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from support.running import Running, running
-from support.webshop import shop
 
 from packetflow.mcp import McpMount
 from packetflow.web import HttpService
+from support.running import Running, running
+from support.webshop import shop
 
 
 @asynccontextmanager
