@@ -1,6 +1,6 @@
 """The public API, pinned (like httpx's tests/test_exported_members.py): what users import
 from ``packetflow``, ``packetflow.streams``, ``packetflow.actors``,
-``packetflow.temporal`` and ``packetflow.web``. A name added or
+``packetflow.temporal``, ``packetflow.web`` and ``packetflow.mcp``. A name added or
 removed here is a decision, made in this file and the README together; everything else is
 internal."""
 
@@ -13,6 +13,7 @@ import pytest
 
 import packetflow
 import packetflow.actors
+import packetflow.mcp
 import packetflow.streams
 import packetflow.temporal
 import packetflow.web
@@ -45,6 +46,11 @@ PUBLIC = {
         "firing_id", "relation", "resource_of", "scheduler", "within",
     ],
     packetflow.web: ["HttpService", "Route", "WebApp", "post", "routes_of"],
+    packetflow.mcp: [
+        "McpApp", "McpMount", "ModelProvider", "OfflineProvider", "Proposal", "ProposalError",
+        "Provider", "ToolHints", "hints_of", "proposable_types", "provider_from", "serve",
+        "tool_hints",
+    ],
 }  # fmt: skip
 
 

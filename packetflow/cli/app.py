@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from packetflow.cli import actors, caps, kafka, mcp, operate, schedule, top
+from packetflow.cli import actors, caps, intent, kafka, mcp, operate, schedule, top
 from packetflow.cli.demo import print_summary, run_demo
 from packetflow.cli.errors import (
     UserError,
@@ -66,6 +66,7 @@ app.add_typer(schedule.app, name="schedule")
 app.add_typer(mcp.app, name="mcp")
 app.command()(top.top)
 app.command()(top.inspect)
+app.command("intent")(intent.intent)
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)

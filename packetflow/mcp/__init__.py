@@ -9,7 +9,20 @@ CLI mounts the MCP app into a worker's HTTP server) nor anything above it.
 """
 
 from packetflow.mcp.hints import ToolHints, hints_of, tool_hints
+from packetflow.mcp.proposals import (
+    ModelProvider,
+    OfflineProvider,
+    Proposal,
+    ProposalError,
+    Provider,
+    proposable_types,
+    provider_from,
+)
 from packetflow.mcp.server import McpApp
 from packetflow.mcp.service import McpMount, serve
 
-__all__ = ["McpApp", "McpMount", "ToolHints", "hints_of", "serve", "tool_hints"]
+__all__ = [
+    "McpApp", "McpMount", "ModelProvider", "OfflineProvider", "Proposal", "ProposalError",
+    "Provider", "ToolHints", "hints_of", "proposable_types", "provider_from", "serve",
+    "tool_hints",
+]  # fmt: skip

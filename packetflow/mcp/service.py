@@ -24,19 +24,24 @@ from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import Transport, open_transport
 from packetflow.mcp.host import Host, in_worker, standalone
+from packetflow.mcp.propose import propose_tool
 from packetflow.mcp.server import Extra, McpApp
 from packetflow.observability.server import AsgiServer, parse_address
 
 log = logging.getLogger("packetflow.mcp")
 
-# What the caller of :func:`serve` or :class:`McpMount` adds as tools (``propose_intent``).
+# Tools besides the intents' (default: ``propose_intent`` with the configured provider).
 Extras = Callable[[Host], Sequence[Extra]]
+
+
+def default_extras(host: Host) -> list[Extra]:
+    return [propose_tool(host)]
 
 
 class McpMount:
     """``HttpService(address, mounts=[McpMount()])``: the MCP app at ``/mcp``."""
 
-    def __init__(self, extras: Extras | None = None) -> None:
+    def __init__(self, extras: Extras = default_extras) -> None:
         self.extras = extras
         self.app: McpApp | None = None
         self._resources = contextlib.AsyncExitStack()
@@ -48,7 +53,7 @@ class McpMount:
         resources.push_async_callback(client.stop)
         served = in_worker(view, client)
         resources.push_async_callback(served.close)
-        app = self.app = McpApp(served, extras=self.extras(served) if self.extras else ())
+        app = self.app = McpApp(served, extras=self.extras(served))
         manager = app.session_manager(host)
         await resources.enter_async_context(manager.run())
         return list(app.http_routes(manager))
@@ -63,7 +68,7 @@ async def serve(
     *,
     token: str | None = None,
     http: str | None = None,
-    extras: Extras | None = None,
+    extras: Extras = default_extras,
     ready: Callable[[str], Any] | None = None,
 ) -> None:
     """Serve ``topology``'s MCP app until stopped: over stdio (``http`` None: the caller is
@@ -80,7 +85,7 @@ async def serve(
         client = await stack.enter_async_context(Client(transport, topology))
         served = standalone(topology, client, gate)
         stack.push_async_callback(served.close)
-        app = McpApp(served, token=token, extras=extras(served) if extras else ())
+        app = McpApp(served, token=token, extras=extras(served))
         if http is None:
             async with stdio_server() as (read, write):
                 await app.server.run(read, write, app.server.create_initialization_options())

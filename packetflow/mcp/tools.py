@@ -18,21 +18,11 @@ import mcp_types as types
 
 from packetflow.core.capability import Capability, CapabilityHierarchy
 from packetflow.core.intent import Intent
-from packetflow.engine.topology import Topology
 from packetflow.mcp.hints import hints_of
+from packetflow.mcp.proposals import proposable_types as tool_types  # the same types
 
 MAX_WAIT = 60.0
-
-
-def tool_types(topology: Topology) -> list[type[Intent]]:
-    """The intent types the topology takes from outside, by name."""
-    consumed: dict[str, type[Intent]] = {}
-    specs = [s.intent_types for s in topology.reactors.values()]
-    specs += [s.intent_types for s in topology.agents.values()]
-    for intent_types in specs:
-        for cls in intent_types:
-            consumed[cls.intent_type] = cls
-    return [consumed[n] for n in sorted(consumed) if not consumed[n].internal]
+__all__ = ["MAX_WAIT", "could_match", "may_use", "tool_of", "tool_types", "wait_argument"]
 
 
 def wait_argument(cls: type[Intent]) -> str:

@@ -31,14 +31,15 @@ async def test_tools_are_the_intents_a_token_may_send(broker: str) -> None:
     async with shop_with_mcp(broker) as (_, url):
         async with mcp_client(url, ALICE) as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
-        assert set(tools) == {"shop.Order", "shop.Job"}  # shop.Placed is internal
+        # shop.Placed is internal; propose_intent turns text into one of these
+        assert set(tools) == {"shop.Order", "shop.Job", "propose_intent"}
         order = tools["shop.Order"]
         assert order.description is not None and "Order an item" in order.description
         assert "order:customer/{customer}" in order.description
         assert set(order.input_schema["properties"]) == {"customer", "item", "qty", "wait"}
         assert order.input_schema["required"] == ["customer", "item"]
         async with mcp_client(url, READER) as client:
-            assert [t.name for t in (await client.list_tools()).tools] == []
+            assert [t.name for t in (await client.list_tools()).tools] == ["propose_intent"]
 
 
 async def test_a_call_publishes_the_intent_with_the_callers_token(broker: str) -> None:
@@ -156,3 +157,23 @@ async def read_json(client: object, uri: str) -> dict:
     result = await client.read_resource(uri)  # type: ignore[attr-defined]
     (content,) = result.contents
     return json.loads(content.text)
+
+
+async def test_propose_intent_proposes_and_checks_but_publishes_nothing(broker: str) -> None:
+    async with shop_with_mcp(broker) as (run, url), mcp_client(url, ALICE) as client:
+        mine = body(await client.call_tool("propose_intent", {"text": "order 2 tea for alice"}))
+        assert mine["complete"] and mine["allowed"]
+        assert mine["tool"] == "shop.Order"
+        assert mine["arguments"] == {"customer": "alice", "item": "tea", "qty": 2}
+        # a proposal the token does not cover: said so, with what is missing
+        other = body(await client.call_tool("propose_intent", {"text": "order tea for bob"}))
+        assert other["complete"] and not other["allowed"]
+        assert other["refusal"]["missing"] == ["order:customer/bob"]
+        partial = body(await client.call_tool("propose_intent", {"text": "order for alice"}))
+        assert not partial["complete"] and partial["proposal"]["missing"] == ["item"]
+        assert "could not fill item" in partial["error"]
+        # confirmed: the agent calls the intent's own tool, checked again
+        sent = await client.call_tool(mine["tool"], mine["arguments"])
+        assert not sent.is_error
+        (record,) = await run.wait_for(run.topology.reactors["orders"].topic, 1)
+        assert record.intent == Order(customer="alice", item="tea", qty=2)

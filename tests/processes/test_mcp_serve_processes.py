@@ -83,7 +83,7 @@ async def test_mcp_serve_over_stdio_publishes_checks_and_reads_state(
     )
     async with Client(params, read_timeout_seconds=60) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
-        assert tools == {"orders.Deposit"}  # what the cashier's token may send
+        assert tools == {"orders.Deposit", "propose_intent"}  # what the cashier may send
         sent = await client.call_tool("orders.Deposit", {"account": "acct-1", "amount": 30})
         assert not sent.is_error, sent
         assert body(sent)["offset"] >= 0
