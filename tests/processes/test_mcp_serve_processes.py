@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Callable
 
@@ -121,6 +122,33 @@ async def test_state_resources_come_from_the_owning_worker(
         states = await _balances(auditor, {acct: 10 + i for i, acct in enumerate(ACCOUNTS)})
     # both workers own some accounts: what a does not own, b answered
     assert len({s["worker"] for s in states.values()}) == 2, states
+
+
+async def test_mcp_serve_over_http_takes_each_callers_token(kafka_url: str) -> None:
+    ns = new_namespace()
+    args = ["mcp", "serve", "topologies.orders", "--broker", kafka_url, "--http", "127.0.0.1:0"]
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "packetflow", *args, env=worker_env(ns),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert server.stderr is not None
+        async with asyncio.timeout(60):
+            line = (await server.stderr.readline()).decode()
+        found = re.search(r"serving MCP for orders on (http://\S+/mcp)", line)
+        assert found, line
+        async with mcp_client(found.group(1), CASHIER) as cashier:
+            assert {t.name for t in (await cashier.list_tools()).tools} == {
+                "orders.Deposit", "propose_intent"
+            }  # fmt: skip
+            sent = await cashier.call_tool("orders.Deposit", {"account": "acct-3", "amount": 4})
+            assert not sent.is_error, sent
+        async with mcp_client(found.group(1), TELLER) as teller:
+            tools = {t.name for t in (await teller.list_tools()).tools}
+            assert {"orders.Withdraw", "orders.Transfer", "orders.AuditBalance"} <= tools
+    finally:
+        server.terminate()
+        assert await asyncio.wait_for(server.wait(), 30) == 0  # a clean stop on SIGTERM
 
 
 def test_mcp_serve_user_errors_are_one_line(kafka_url: str) -> None:
