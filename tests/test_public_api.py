@@ -47,8 +47,9 @@ PUBLIC = {
     ],
     packetflow.web: ["HttpService", "Route", "WebApp", "post", "routes_of"],
     packetflow.mcp: [
-        "McpApp", "McpMount", "ModelProvider", "OfflineProvider", "Proposal", "ProposalError",
-        "Provider", "ToolHints", "hints_of", "proposable_types", "provider_from", "serve",
+        "HttpServer", "McpApp", "McpCall", "McpMount", "McpResult", "ModelProvider",
+        "OfflineProvider", "Proposal", "ProposalError", "Provider", "StdioServer", "ToolHints",
+        "hints_of", "mcp_call", "mcp_servers", "proposable_types", "provider_from", "serve",
         "tool_hints",
     ],
 }  # fmt: skip

@@ -8,6 +8,8 @@ Lives in the interfaces layer: imports the engine and observability, never ``web
 CLI mounts the MCP app into a worker's HTTP server) nor anything above it.
 """
 
+from packetflow.engine.mcpcall import McpCall, McpResult, mcp_call
+from packetflow.mcp.client import HttpServer, StdioServer, mcp_servers
 from packetflow.mcp.hints import ToolHints, hints_of, tool_hints
 from packetflow.mcp.proposals import (
     ModelProvider,
@@ -22,7 +24,8 @@ from packetflow.mcp.server import McpApp
 from packetflow.mcp.service import McpMount, serve
 
 __all__ = [
-    "McpApp", "McpMount", "ModelProvider", "OfflineProvider", "Proposal", "ProposalError",
-    "Provider", "ToolHints", "hints_of", "proposable_types", "provider_from", "serve",
+    "HttpServer", "McpApp", "McpCall", "McpMount", "McpResult", "ModelProvider",
+    "OfflineProvider", "Proposal", "ProposalError", "Provider", "StdioServer", "ToolHints",
+    "hints_of", "mcp_call", "mcp_servers", "proposable_types", "provider_from", "serve",
     "tool_hints",
 ]  # fmt: skip
