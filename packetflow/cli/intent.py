@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from packetflow.cli.errors import UserError, broker_url, describe, load, safe_url
-from packetflow.cli.options import BrokerOpt, PrincipalOpt, TopologyOpt
+from packetflow.cli.options import BrokerOpt, EnvTokenOpt, PrincipalOpt, TopologyOpt
 from packetflow.engine.client import Client
 from packetflow.engine.ingress import IngressError, Submission, hopeless, submission
 from packetflow.engine.topology import Topology, TopologyError
@@ -43,23 +43,13 @@ ProviderOpt = Annotated[
         "pydantic-ai:openai:gpt-4o ($OPENAI_API_KEY, $OPENAI_BASE_URL)",
     ),
 ]
-IntentTokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        "-T",
-        envvar="PACKETFLOW_TOKEN",
-        show_envvar=True,
-        help="Signed capability token (packetflow caps issue); '-' reads stdin",
-    ),
-]
 
 
 def intent(
     text: Annotated[str, typer.Argument(help="What you want done, e.g. 'deposit 30 into acct-7'")],
     topology_spec: TopologyOpt = None,
     provider: ProviderOpt = None,
-    token: IntentTokenOpt = None,
+    token: EnvTokenOpt = None,
     principal: PrincipalOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Publish without asking")] = False,
     dry_run: Annotated[

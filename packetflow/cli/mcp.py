@@ -12,7 +12,7 @@ from rich.console import Console
 
 from packetflow.cli.errors import UserError, describe, load, shared_broker_url
 from packetflow.cli.operate import ModuleArg
-from packetflow.cli.options import BrokerOpt
+from packetflow.cli.options import BrokerOpt, EnvTokenOpt
 from packetflow.observability.logs import configure_logging
 
 app = typer.Typer(help="Serve a topology to AI agents over MCP.", no_args_is_help=True)
@@ -30,20 +30,13 @@ def serve(
         str | None,
         typer.Option(help="Serve Streamable HTTP at http://HOST:PORT/mcp instead of stdio"),
     ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            "-T",
-            envvar="PACKETFLOW_TOKEN",
-            show_envvar=True,
-            help="stdio: the capability token every call is checked with (HTTP callers "
-            "send their own as a bearer token)",
-        ),
-    ] = None,
+    token: EnvTokenOpt = None,
     log_level: Annotated[str, typer.Option(help="Log level (logs go to stderr)")] = "WARNING",
 ) -> None:
-    """Serve MODULE's intents as MCP tools, its state and set-aside records as resources."""
+    """Serve MODULE's intents as MCP tools, its state and set-aside records as resources.
+    Over stdio every call is checked with --token; over HTTP each caller sends its own."""
+    if token == "-":
+        raise UserError("--token -: stdin carries MCP here; pass the token in $PACKETFLOW_TOKEN")
     if stdio and http:
         raise UserError("give --stdio or --http, not both")
     try:

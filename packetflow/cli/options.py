@@ -36,6 +36,16 @@ TokenOpt = Annotated[
         "--token", "-T", help="Signed capability token (packetflow caps issue); '-' reads stdin"
     ),
 ]
+EnvTokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        "-T",
+        envvar="PACKETFLOW_TOKEN",
+        show_envvar=True,
+        help="Signed capability token (packetflow caps issue); '-' reads stdin",
+    ),
+]
 CapabilityOpt = Annotated[
     list[str] | None,
     typer.Option(

@@ -35,7 +35,7 @@ from packetflow.core.context import Context
 from packetflow.core.intent import Intent
 from packetflow.engine.client import AskTimeout, RequestRefused
 from packetflow.engine.describe import as_dict
-from packetflow.engine.runtime.lookup import read_requirement
+from packetflow.engine.runtime.lookup import jsonable, read_requirement
 from packetflow.engine.runtime.tracing import descend
 from packetflow.mcp import prompts
 from packetflow.mcp.host import Host, StateUnavailable
@@ -275,7 +275,7 @@ class McpApp:
             raise MCPError(RESOURCE_NOT_FOUND, str(exc)) from None
         except StateUnavailable as exc:
             raise MCPError(RESOURCE_NOT_FOUND, f"unavailable, retry: {exc}") from None
-        text = orjson.dumps(body, default=_plain).decode()
+        text = orjson.dumps(body, default=jsonable).decode()
         return types.ReadResourceResult(
             contents=[types.TextResourceContents(uri=uri, mime_type="application/json", text=text)]
         )
@@ -371,12 +371,3 @@ class _Verifier:
 
     async def verify_token(self, token: str) -> AccessToken | None:
         return await self.app.verify(token)
-
-
-def _plain(value: object) -> object:
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)

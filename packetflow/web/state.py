@@ -20,7 +20,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from packetflow.core.context import Context
-from packetflow.engine.runtime.lookup import owner_of, partition_of, read_requirement, stateful
+from packetflow.engine.runtime.lookup import (
+    jsonable,
+    owner_of,
+    partition_of,
+    read_requirement,
+    stateful,
+)
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.security.guard import Denial
 from packetflow.web.auth import caller, problem, refusal
@@ -90,14 +96,5 @@ def _unavailable(message: str) -> JSONResponse:
 def json_response(body: object, status: int = 200) -> Response:
     """JSON of what state holds (pydantic models, sets and dates included)."""
     return Response(
-        orjson.dumps(body, default=_plain), status_code=status, media_type="application/json"
+        orjson.dumps(body, default=jsonable), status_code=status, media_type="application/json"
     )
-
-
-def _plain(value: object) -> object:
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)

@@ -55,6 +55,17 @@ def partition_of(topology: Topology, name: str, key: str) -> tuple[str, int]:
     return spec.topic, partition_for_key(raw, count)
 
 
+def jsonable(value: object) -> object:
+    """``orjson``'s ``default`` for what state holds: pydantic models, sets and tuples as
+    JSON, anything else as its string."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
 def owner_of(
     members: Iterable[Member], topic: str, partition: int, *, besides: str | None = None
 ) -> Member | None:
