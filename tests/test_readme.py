@@ -17,7 +17,7 @@ def test_readme_examples_and_their_tests_pass(tmp_path: Path) -> None:
     names = [name for name, _ in blocks]
     assert names == [
         "shop.py", "test_shop.py", "carts.py", "test_carts.py", "plant.py", "test_plant.py",
-        "reminders.py", "test_reminders.py", "mcp_client.py",
+        "reminders.py", "test_reminders.py", "mcp_client.py", "legacy_shop.py",
     ]
     for name, code in blocks:
         (tmp_path / name).write_text(code)
