@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
-from packetflow.cli import actors, caps, intent, kafka, mcp, operate, schedule, top
+from packetflow.cli import actors, caps, intent, kafka, mcp, operate, process, schedule, top
 from packetflow.cli.demo import print_summary, run_demo
 from packetflow.cli.errors import (
     UserError,
@@ -63,6 +63,7 @@ app.add_typer(kafka.app, name="kafka")
 app.add_typer(caps.app, name="caps")
 app.add_typer(actors.app, name="actors")
 app.add_typer(schedule.app, name="schedule")
+app.add_typer(process.app, name="process")
 app.add_typer(mcp.app, name="mcp")
 app.command()(top.top)
 app.command()(top.inspect)

@@ -1,0 +1,311 @@
+"""Sagas under virtual time (TestDriver): the happy path with its transitions and kept
+authority, each kind of step failure with the compensations in reverse order (each once),
+timeouts, parallel branches, waiting for an intent, a denied step, a revoked or expired
+token mid-saga, a cron sleep, and what the declaration refuses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from support.sagas import GRANTS, OUTCOMES, Book, Confirm, Reserve, travel
+
+from packetflow import Context, Intent, TestDriver, Topology
+from packetflow.engine.mcpcall import McpCall
+from packetflow.engine.topology import TopologyError
+from packetflow.orchestration import (
+    SagaOutcome,
+    SagaTransition,
+    parallel,
+    saga,
+    send,
+    sleep,
+    wait_for,
+)
+from packetflow.orchestration.agent import request_id
+
+START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def driver() -> Iterator[TestDriver]:
+    topology, _ = travel()
+    with TestDriver(topology, start_time=START) as driver:
+        yield driver
+
+
+def _outcome(driver: TestDriver, trip: str) -> SagaOutcome:
+    found = [o for o in driver.emitted(OUTCOMES) if isinstance(o, SagaOutcome)
+             and o.saga_id == trip]  # fmt: skip
+    assert len(found) == 1, found  # it ends once
+    return found[0]
+
+
+def _undone(driver: TestDriver, trip: str) -> list[str]:
+    """The compensations the ``undo`` reactor saw for ``trip``, in order."""
+    return list(driver.state("undo", trip) or [])
+
+
+def _book(driver: TestDriver, trip: str, token: str, **modes: str) -> None:
+    driver.send(Book(trip=trip, modes=modes), token=token)
+
+
+def test_the_happy_path_runs_every_step_with_the_starters_kept_authority(
+    driver: TestDriver,
+) -> None:
+    ann = driver.issue("ann", GRANTS, ttl="1d")
+    _book(driver, "t1", ann)
+    state = driver.inspect("trip", "t1")
+    assert state["status"] == "running"
+    assert driver.metrics["sagas_running"] == {"trip": 1}
+    assert list(state["pending"]) == ["step:confirm"]  # the parallel stage joined
+    assert state["timers"] == {"step:confirm": "2026-03-02T08:10:00+00:00"}
+    driver.send(Confirm(trip="t1", ok=False), token=ann)  # does not match: still waiting
+    assert list(driver.state("trip", "t1")["pending"]) == ["step:confirm"]
+    assert [i["data"]["ok"] for i in driver.state("trip", "t1")["inbox"]] == [False]
+    driver.send(Confirm(trip="t1"), token=ann)
+    assert list(driver.state("trip", "t1")["pending"]) == ["step:hold"]
+    driver.advance(59)
+    assert driver.emitted(OUTCOMES) == []
+    driver.advance(1)
+    outcome = _outcome(driver, "t1")
+    assert outcome.status == "completed" and outcome.reason is None
+    assert set(outcome.results) == {"flight", "hotel", "car", "insurance", "confirm", "seat"}
+    assert outcome.results["flight"]["data"] == {"trip": "t1", "what": "flight"}
+    assert _undone(driver, "t1") == []
+    assert not driver.dead_letters() and not driver.denied()
+    # every request went with ann's kept grants, no token, an id derived from the start
+    requests = [r for r in driver.records("reservations") if isinstance(r.intent, Reserve)]
+    assert len(requests) == 4 and all(r.context is not None for r in requests)
+    contexts = [r.context for r in requests if r.context is not None]
+    assert {c.principal for c in contexts} == {"ann"}
+    assert all(c.token is None and c.capabilities for c in contexts)
+    start_id = driver.state("trip", "t1")["start"]["intent_id"]
+    assert contexts[0].intent_id == request_id(start_id, "step:flight")
+    assert len({c.trace_id for c in contexts}) == 1  # one trace: the start intent's
+    # the transitions topic holds the history, as the state does
+    events = [(t.event, t.step) for t in driver.emitted("travel.trip.transitions")
+              if isinstance(t, SagaTransition)]  # fmt: skip
+    assert events == [(e[1], e[2]) for e in driver.state("trip", "t1")["history"]]
+    assert events[0] == ("started", None) and events[-1] == ("completed", None)
+    assert ("step-completed", "confirm") in events
+    metrics = driver.metrics
+    assert metrics["saga_started"] == {"trip": 1}
+    assert metrics["saga_completed"] == {"trip": 1}
+    assert driver.worker.metrics.registry.value("packetflow_sagas_running", saga="trip") == 0
+
+
+@pytest.mark.parametrize(
+    ("modes", "reason", "failed", "undone"),
+    [
+        ({"flight": "raise"}, "reactor-error", "flight", []),
+        ({"hotel": "raise"}, "reactor-error", "hotel", ["flight"]),
+        ({"hotel": "wrong"}, "unexpected-reply", "hotel", ["flight"]),
+        ({"insurance": "raise"}, "reactor-error", "insurance", ["car", "hotel", "flight"]),
+        ({"car": "wrong"}, "unexpected-reply", "car", ["insurance", "hotel", "flight"]),
+    ],
+)
+def test_a_failed_step_undoes_the_completed_ones_in_reverse_order_once(
+    driver: TestDriver, modes: dict[str, str], reason: str, failed: str, undone: list[str]
+) -> None:
+    ann = driver.issue("ann", GRANTS)
+    _book(driver, "t2", ann, **modes)
+    outcome = _outcome(driver, "t2")
+    assert (outcome.status, outcome.step, outcome.reason) == ("compensated", failed, reason)
+    assert _undone(driver, "t2") == undone  # the hotel's undo is a request: "hotel" too
+    assert outcome.compensated == [u for u in undone]
+    driver.advance(3600)  # nothing more happens: no timer left, nothing compensated twice
+    assert _undone(driver, "t2") == undone
+    assert len(driver.emitted(OUTCOMES)) == 1
+    history = [e[1] for e in driver.state("trip", "t2")["history"]]
+    assert history.count("compensating") == 1 and history[-1] == "compensated"
+
+
+def test_a_step_without_an_answer_times_out_and_is_compensated_too(driver: TestDriver) -> None:
+    """No answer in time: the step may have happened, so it is undone with the others."""
+    ann = driver.issue("ann", GRANTS)
+    _book(driver, "t3", ann, hotel="silent")
+    assert driver.emitted(OUTCOMES) == []
+    driver.advance(4.9)
+    assert driver.emitted(OUTCOMES) == []
+    driver.advance(0.2)
+    outcome = _outcome(driver, "t3")
+    assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "hotel", "timeout")
+    assert _undone(driver, "t3") == ["hotel", "flight"]
+
+
+def test_parallel_branches_wait_for_each_other_before_compensating(driver: TestDriver) -> None:
+    """The car fails at once; the insurance is still in flight: the saga waits for it (here
+    its timeout) and then undoes it, the hotel and the flight."""
+    ann = driver.issue("ann", GRANTS)
+    _book(driver, "t4", ann, car="raise", insurance="silent")
+    state = driver.state("trip", "t4")
+    assert state["failure"]["step"] == "car" and list(state["pending"]) == ["step:insurance"]
+    assert _undone(driver, "t4") == []
+    driver.advance(5)
+    outcome = _outcome(driver, "t4")
+    assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "car", "reactor-error")
+    assert _undone(driver, "t4") == ["insurance", "hotel", "flight"]
+
+
+def test_a_step_its_authority_does_not_cover_is_denied_and_compensated(
+    driver: TestDriver,
+) -> None:
+    no_car = driver.issue("bob", [g for g in GRANTS if not g.startswith("rent:")])
+    _book(driver, "t5", no_car)
+    outcome = _outcome(driver, "t5")
+    assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "car", "insufficient")
+    assert "rent:car/t5" in (outcome.error or "")
+    assert sorted(_undone(driver, "t5")[:1]) == ["insurance"]
+    assert _undone(driver, "t5") == ["insurance", "hotel", "flight"]
+    (denied,) = driver.denied()
+    assert denied.header("pf-reason") == "insufficient"
+
+
+@pytest.mark.parametrize("how", ["revoked", "expired"])
+def test_a_token_that_lapses_mid_saga_stops_its_next_step(driver: TestDriver, how: str) -> None:
+    """The next step is set aside as denied and the saga compensates; the undo that needs
+    the token's authority (releasing the hotel) is denied too, the saga's own (internal
+    ``Cancel``) go: the saga ends ``failed``, naming the compensation it could not run."""
+    ann = driver.issue("ann", GRANTS, ttl=300)
+    bob = driver.issue("bob", ["confirm:trip/*"], ttl="1d")
+    _book(driver, "t6", ann)
+    if how == "revoked":
+        driver.revoke(token=ann)
+    else:
+        driver.advance(301)
+    driver.send(Confirm(trip="t6"), token=bob)  # confirmed by someone else: the seat is next
+    outcome = _outcome(driver, "t6")
+    assert (outcome.status, outcome.step, outcome.reason) == ("failed", "seat", how)
+    assert outcome.compensations_failed == ["hotel"]
+    assert sorted(_undone(driver, "t6")) == ["car", "flight", "insurance"]
+    reasons = sorted(r.header("pf-reason") or "" for r in driver.denied())
+    assert reasons == [how, how]  # the seat's request and the hotel's release
+    assert driver.metrics["saga_failed"] == {"trip": 1}
+
+
+def test_an_intent_sent_before_its_wait_begins_waits_in_the_inbox(driver: TestDriver) -> None:
+    ann = driver.issue("ann", GRANTS, ttl="1d")
+    token = Context.new("ann", token=ann)
+    driver.send_many([(Book(trip="e1"), token), (Confirm(trip="e1"), token)])  # one batch
+    assert list(driver.state("trip", "e1")["pending"]) == ["step:hold"]
+    assert driver.state("trip", "e1")["inbox"] == []
+    for _ in range(20):  # an instance keeps 16 such intents, then they are set aside
+        driver.send(Confirm(trip="e1", ok=False), token=ann)
+    assert len(driver.state("trip", "e1")["inbox"]) == 16
+    assert len(driver.dead_letters()) == 4
+    driver.advance(60)
+    assert _outcome(driver, "e1").status == "completed"
+
+
+def test_waiting_for_an_intent_times_out_and_others_are_dead_lettered(
+    driver: TestDriver,
+) -> None:
+    ann = driver.issue("ann", GRANTS, ttl="1d")
+    driver.send(Confirm(trip="nobody"), token=ann)  # no instance waits for it: kept aside
+    (dead,) = driver.dead_letters()
+    assert dead.header("pf-reason") == "saga-not-waiting"
+    _book(driver, "t7", ann)
+    driver.advance(timedelta(minutes=10))
+    outcome = _outcome(driver, "t7")
+    assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "confirm", "timeout")
+    assert sorted(_undone(driver, "t7")[:2]) == ["car", "insurance"]
+    assert _undone(driver, "t7")[2:] == ["hotel", "flight"]
+
+
+def test_a_duplicate_start_is_ignored_and_a_finished_instance_is_kept_a_day(
+    driver: TestDriver,
+) -> None:
+    ann = driver.issue("ann", GRANTS, ttl="3d")
+    _book(driver, "t8", ann, flight="raise")
+    _book(driver, "t8", ann, flight="raise")
+    assert len(driver.emitted(OUTCOMES)) == 1
+    assert driver.state("trip", "t8")["status"] == "compensated"
+    driver.advance(timedelta(days=1, seconds=1))
+    assert driver.state("trip", "t8") is None  # forgotten: the transitions topic remains
+
+
+class Nightly(Intent, type_name="nightly.Run", key="id", requires=["run:job/{id}"]):
+    id: str
+
+
+class Done(Intent, type_name="nightly.Done", key="id", internal=True):
+    id: str
+
+
+def test_a_sleep_until_a_cron_instant_in_a_zone_and_a_failing_step_function() -> None:
+    topology = Topology("nightly")
+    jobs = saga(topology, "job", start=Nightly)
+    jobs.steps(
+        sleep("night", cron="0 2 * * *", tz="Europe/Berlin"),
+        send("broken", lambda s: 1 / 0),  # type: ignore[arg-type,return-value]
+    )
+    with TestDriver(topology, start_time=START) as driver:
+        driver.send(Nightly(id="j1"), token=driver.issue("ops", ["run:job/*"], ttl="2d"))
+        due = driver.inspect("job", "j1")["timers"]["step:night"]
+        berlin = datetime.fromisoformat(due).astimezone(ZoneInfo("Europe/Berlin"))
+        assert (berlin.day, berlin.hour, berlin.minute) == (3, 2, 0)
+        driver.advance(timedelta(hours=16, minutes=59))  # 02:00 in Berlin is 17 h away
+        assert driver.state("job", "j1")["status"] == "running"
+        driver.advance(timedelta(minutes=1))
+        (outcome,) = driver.emitted("nightly.job.outcomes")
+        assert isinstance(outcome, SagaOutcome)
+        assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "broken",
+                                                                   "step-error")  # fmt: skip
+        assert "ZeroDivisionError" in (outcome.error or "")
+
+
+class Open(Intent, type_name="nightly.Open", key="id"):
+    id: str
+
+
+class Unkeyed(Intent, type_name="nightly.Unkeyed", requires=["run:job/x"]):
+    id: str
+
+
+def _declare(*steps: Any, **options: Any) -> None:
+    saga(Topology("bad"), "s", start=Nightly, **options).steps(*steps)
+
+
+def _one() -> Any:
+    return send("a", lambda s: Done(id=s.id))
+
+
+@pytest.mark.parametrize(
+    ("declare", "message"),
+    [
+        (lambda: _declare(), "at least one step"),
+        (lambda: _declare(_one(), _one()), "unique"),
+        (lambda: _declare(_one(), "nope"), "not a step"),
+        (lambda: _declare(wait_for("w", Nightly)), "cannot wait for its start"),
+        (lambda: parallel(_one()), "at least two"),
+        (lambda: sleep("z"), "positive duration"),
+        (lambda: sleep("z", cron="61 * * * *"), "cron"),
+        (lambda: send("x", lambda s: Done(id=s.id), timeout=0), "positive"),
+        (lambda: saga(Topology("bad"), "s", start=Open).steps(_one()), "requires no capab"),
+        (lambda: saga(Topology("bad"), "s", start=Unkeyed), "needs a key"),
+    ],
+)
+def test_what_a_declaration_refuses(declare: Any, message: str) -> None:
+    with pytest.raises((TopologyError, ValueError), match=message):
+        declare()
+
+
+def test_a_start_intent_routed_elsewhere_is_refused() -> None:
+    topology = Topology("bad")
+    topology.route(Nightly, "elsewhere")
+    with pytest.raises(TopologyError, match="routed to elsewhere"):
+        saga(topology, "s", start=Nightly)
+
+
+def test_a_saga_that_calls_tools_needs_mcp_servers() -> None:
+    from packetflow.orchestration import call_tool
+
+    topology = Topology("nomcp")
+    saga(topology, "s", start=Nightly).steps(call_tool("c", "srv", "t", lambda s: {}))
+    assert McpCall not in topology.effect_handlers
+    with pytest.raises(RuntimeError, match="declares no MCP servers"), TestDriver(topology):
+        pass

@@ -1,0 +1,63 @@
+"""topologies/trips.py: a trip held 15 minutes (virtual time) and released unconfirmed; on a
+running worker, the payment service over stdio MCP charges, declines (the hotel and flight
+are cancelled) and refunds when ticketing refuses."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from support.running import WAIT, running
+
+from packetflow import Context, Issuer, KeyPair, TestDriver
+from packetflow.orchestration import SagaOutcome
+from topologies import trips
+from topologies.trips import TRAVELLER, BookTrip, ConfirmTrip
+
+
+def _trip(trip: str, traveller: str = "ann", amount: int = 500) -> BookTrip:
+    return BookTrip(trip=trip, traveller=traveller, route="BER-LIS", city="Lisbon", nights=2,
+                    amount=amount)  # fmt: skip
+
+
+def test_an_unconfirmed_trip_is_released_after_its_15_minute_hold() -> None:
+    with TestDriver(trips.topology) as driver:
+        token = driver.issue("agency", TRAVELLER)
+        driver.send(_trip("h1"), token=token)
+        assert list(driver.state("trip", "h1")["pending"]) == ["step:hold"]
+        driver.advance(timedelta(minutes=14, seconds=59))
+        assert driver.emitted("trip-outcomes") == []
+        driver.advance(timedelta(seconds=1))
+        (outcome,) = driver.emitted("trip-outcomes")
+        assert isinstance(outcome, SagaOutcome)
+        assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "hold", "timeout")
+        assert sorted(outcome.compensated) == ["flight", "hotel"]
+        assert driver.state("flights", "h1") == 1 and driver.state("hotels", "h1") == 1
+
+
+async def test_payment_through_mcp_charges_declines_and_refunds() -> None:
+    topology = trips.topology
+    key = KeyPair.generate("trips-test")
+    token = Issuer(key, name="t", hierarchy=topology.hierarchy).issue("agency", TRAVELLER,
+                                                                       ttl=600)  # fmt: skip
+    ctx = Context.new(token=token)
+    security = topology.security.trusting({key.kid: key.public})
+    async with running(topology, "memory://trips-example", security=security) as run:
+        for trip, traveller, amount in (("p1", "ann", 500), ("p2", "ann", 2_500),
+                                        ("p3", "mallory", 800)):  # fmt: skip
+            await run.send(_trip(trip, traveller, amount), ctx)
+            await run.send(ConfirmTrip(trip=trip), ctx)
+        received = await run.client.wait_for("trip-outcomes", 3, timeout=WAIT)
+        await run.idle()
+        outcomes = {r.intent.saga_id: r.intent for r in received
+                    if isinstance(r.intent, SagaOutcome)}  # fmt: skip
+        cancelled = {t: (run.state("flights", t), run.state("hotels", t)) for t in outcomes}
+        refund = run.state("trip", "p3")["history"]
+    p1, p2, p3 = outcomes["p1"], outcomes["p2"], outcomes["p3"]
+    assert p1.status == "completed"
+    assert p1.results["payment"]["data"]["structured"]["amount"] == 500
+    assert (p2.status, p2.step, p2.reason) == ("compensated", "payment", "mcp-error")
+    assert "card declined" in (p2.error or "")
+    assert (p3.status, p3.step, p3.reason) == ("compensated", "tickets", "reactor-error")
+    assert p3.compensated[0] == "payment" and sorted(p3.compensated[1:]) == ["flight", "hotel"]
+    assert refund[-6][1:3] == ["compensation-completed", "payment"]  # refunded through MCP
+    assert cancelled == {"p1": (0, 0), "p2": (1, 1), "p3": (1, 1)}
