@@ -1,6 +1,7 @@
 """The public API, pinned (like httpx's tests/test_exported_members.py): what users import
 from ``packetflow``, ``packetflow.streams``, ``packetflow.actors``,
-``packetflow.temporal``, ``packetflow.web`` and ``packetflow.mcp``. A name added or
+``packetflow.temporal``, ``packetflow.orchestration``, ``packetflow.web`` and
+``packetflow.mcp``. A name added or
 removed here is a decision, made in this file and the README together; everything else is
 internal."""
 
@@ -14,6 +15,7 @@ import pytest
 import packetflow
 import packetflow.actors
 import packetflow.mcp
+import packetflow.orchestration
 import packetflow.streams
 import packetflow.temporal
 import packetflow.web
@@ -44,6 +46,10 @@ PUBLIC = {
         "BAD_SCHEDULE", "Calendar", "CreateSchedule", "Interval", "ScheduleCommand", "Scheduler",
         "Timing", "UNKNOWN_SCHEDULE", "after", "at", "business_hours", "cron", "every",
         "firing_id", "relation", "resource_of", "scheduler", "within",
+    ],
+    packetflow.orchestration: [
+        "Instance", "Saga", "SagaOutcome", "SagaTransition", "call_tool", "parallel", "saga",
+        "send", "sleep", "wait_for",
     ],
     packetflow.web: ["HttpService", "Route", "WebApp", "post", "routes_of"],
     packetflow.mcp: [
