@@ -56,18 +56,59 @@ class FlakyProducer(MemoryProducer):
 
 
 class FlakyTransport(MemoryTransport):
-    def __init__(self, fails: int) -> None:
+    """Its producers fail their first ``fails`` batches; with ``rewind_fails``, the broker
+    is still down for that many rewinds after each failed batch (reading the committed
+    offsets fails)."""
+
+    def __init__(self, fails: int, rewind_fails: int = 0) -> None:
         super().__init__("memory://flaky", broker=MemoryBroker())
         self.fails = fails
+        self.rewind_fails = rewind_fails
+        self.down = 0  # rewinds still to fail
+        self.unrewound = False  # a batch failed and no rewind has read the commits since
+        self.fetched_unrewound = 0  # fetches made meanwhile: batches on top of leftovers
 
     def producer(self, *, transactional_id: str | None = None) -> Producer:
-        return FlakyProducer(self.broker, transactional_id, self.fails)
+        transport = self
+
+        class Producer_(FlakyProducer):
+            def _maybe_fail(self) -> None:
+                try:
+                    super()._maybe_fail()
+                except BrokerError:
+                    transport.down = transport.rewind_fails
+                    transport.unrewound = True
+                    raise
+
+        return Producer_(self.broker, transactional_id, self.fails)
+
+    def consumer(self, *args: Any, **kwargs: Any) -> Any:
+        consumer = super().consumer(*args, **kwargs)
+        real_committed, real_getmany = consumer.committed, consumer.getmany
+
+        async def committed(partitions: Any) -> Any:
+            if self.down > 0:
+                self.down -= 1
+                raise BrokerError("injected: still down, the committed offsets cannot be read")
+            self.unrewound = False
+            return await real_committed(partitions)
+
+        async def getmany(*a: Any, **kw: Any) -> Any:
+            self.fetched_unrewound += self.unrewound
+            return await real_getmany(*a, **kw)
+
+        consumer.committed = committed  # type: ignore[method-assign]
+        consumer.getmany = getmany  # type: ignore[method-assign]
+        return consumer
 
 
+@pytest.mark.parametrize("rewind_fails", [0, 1], ids=["rewound", "rewind-fails-too"])
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 async def test_a_failed_batch_is_rewound_and_retried_not_dead_lettered(
-    guarantee: str, caplog: pytest.LogCaptureFixture
+    guarantee: str, rewind_fails: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Also when the rewind itself fails (the broker still down): no batch goes on top of
+    the failed one's leftovers, so nothing it consumed is skipped or counted twice."""
     topo = new_topology("rewind", processing_guarantee=guarantee)
     source, seen = unique("items"), unique("seen")
     topo.route(Seen, seen)
@@ -76,7 +117,8 @@ async def test_a_failed_batch_is_rewound_and_retried_not_dead_lettered(
     def count(intent: Item, ctx: Context, state: int) -> tuple[int, Seen]:
         return state + 1, Seen(key=intent.key, seq=intent.seq, count=state + 1)
 
-    transport = FlakyTransport(fails=2)
+    fails = 1 if rewind_fails else 2  # then one failed batch, and a failed rewind after it
+    transport = FlakyTransport(fails=fails, rewind_fails=rewind_fails)
     caplog.set_level(logging.INFO, "packetflow")
     async with Client(transport, topo) as client:
         await client.send_many([(Item(key="k", seq=n), None) for n in range(20)])
@@ -90,7 +132,6 @@ async def test_a_failed_batch_is_rewound_and_retried_not_dead_lettered(
             state = worker.state("count", "k")
         outputs = [r.intent for r in await client.read(seen)]
         dead = await client.read(topo.dead_letter_topic)
-    assert worker.metrics.broker_retries == 2
     assert dead == []  # the broker's failure is nobody's record's
     seqs = Counter(o.seq for o in outputs)  # type: ignore[union-attr]
     assert set(seqs) == set(range(20))  # every item processed
@@ -98,6 +139,8 @@ async def test_a_failed_batch_is_rewound_and_retried_not_dead_lettered(
         assert all(n == 1 for n in seqs.values()) and state == 20
     else:  # at least once: what was repeated is counted again, consistently
         assert state == len(outputs) >= 20
+    assert transport.fetched_unrewound == 0  # no batch before the rewind held
+    assert worker.metrics.broker_retries == fails * (1 + rewind_fails)
     said = [r.getMessage() for r in caplog.records if r.name == "packetflow.worker"]
     assert sum("unreachable" in m for m in said) == 1, said  # once, not per retry
     assert sum("reachable again: resumed after" in m for m in said) == 1, said

@@ -353,8 +353,14 @@ class Worker(Lifecycle, RebalanceListener):
         producer (another worker took this one's transactional id) ends the run.
         """
         delay = RETRY_BACKOFF[0]
+        rewind = False  # a batch failed: back to the last commit before any other batch
         while not self._stopping:
             try:
+                if rewind:
+                    # never a batch on top of a failed one's leftovers (its state, its
+                    # offsets, what its agents started): until the rewind holds, no step
+                    await self.rewind()
+                    rewind = False
                 await self.step(self.poll_timeout)
             except BrokerError as exc:
                 if exc.fatal:
@@ -368,10 +374,9 @@ class Worker(Lifecycle, RebalanceListener):
                 self.metrics.broker_retries += 1
                 self.outage.failing(str(exc))
                 self._retrying = True  # not idle: what failed is to be done again
+                rewind = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_BACKOFF[1])
-                with contextlib.suppress(BrokerError):  # still failing: the next step says
-                    await self.rewind()
             else:
                 delay = RETRY_BACKOFF[0]
                 self._retrying = False
