@@ -13,7 +13,8 @@ import asyncio
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic_core import to_jsonable_python
@@ -30,6 +31,7 @@ from packetflow.engine.topology import Topology, TopologyError
 if TYPE_CHECKING:
     from packetflow.mcp.proposals import Proposal
 
+T = TypeVar("T")
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -99,11 +101,15 @@ def intent(
     if why is not None:
         hint = ": pass --token (or set $PACKETFLOW_TOKEN)" if why.code == "no-token" else ""
         raise UserError(f"{why.message}{hint}")
+    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
+    # checked as a worker would before anyone is asked to confirm: a model gains nothing
+    denial = asyncio.run(_broker(url, lambda: _check(topology, url, item)))
+    if denial is not None:
+        raise UserError(f"refused ({denial[0]}): {denial[1]}")
     if not yes and not typer.confirm(f"Publish this {built.intent_type}?", default=False):
         err.print("not published")
         raise typer.Exit(1)
-    logging.getLogger("aiokafka").addHandler(logging.NullHandler())
-    asyncio.run(_publish(topology, url, item))
+    asyncio.run(_broker(url, lambda: _publish(topology, url, item)))
 
 
 def _submission(
@@ -144,21 +150,21 @@ def _shown(value: Any) -> str:
     return plain if isinstance(plain, str) else repr(plain)
 
 
-async def _publish(topology: Topology, url: str, item: Submission) -> None:
-    """Check ``item`` against the token as a worker would, then publish it."""
-    intent = item.intent
+async def _broker(url: str, work: Callable[[], Awaitable[T]]) -> T:
+    """``work``, with broker trouble as one line."""
     try:
-        async with Client(url, topology) as client:
-            denial = await _check(client, topology, item)
-            if denial is not None:
-                raise UserError(f"refused ({denial[0]}): {denial[1]}")
-            delivery = await client.send(
-                intent, context=item.context, key=item.key, topic=item.topic
-            )
+        return await work()
     except (UserError, TopologyError) as exc:
         raise UserError(str(exc)) from None
     except Exception as exc:
         raise UserError(f"cannot publish to {safe_url(url)}: {describe(exc)}") from exc
+
+
+async def _publish(topology: Topology, url: str, item: Submission) -> None:
+    """Publish ``item`` (the workers check it again, as any record)."""
+    intent = item.intent
+    async with Client(url, topology) as client:
+        delivery = await client.send(intent, context=item.context, key=item.key, topic=item.topic)
     out.print(
         f"published {intent.intent_type} (intent {item.context.intent_id}) to "
         f"{delivery.topic}[{delivery.partition}] at offset {delivery.offset}"
@@ -167,10 +173,10 @@ async def _publish(topology: Topology, url: str, item: Submission) -> None:
         err.print("note: memory:// lives inside this process: no worker will see it")
 
 
-async def _check(client: Client, topology: Topology, item: Submission) -> tuple[str, str] | None:
+async def _check(topology: Topology, url: str, item: Submission) -> tuple[str, str] | None:
     """Why the topology's workers would deny ``item`` (reason, message), or None."""
     from packetflow.engine.runtime.gate import Gate
 
-    async with Gate(client.transport, topology) as gate:
+    async with Client(url, topology) as client, Gate(client.transport, topology) as gate:
         denial = gate.authorize(item.intent.requirements(), item.context, item.intent.intent_type)
     return None if denial is None else (denial.reason, denial.message)

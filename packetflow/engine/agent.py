@@ -74,6 +74,9 @@ class AgentSpec(abc.ABC):
     # False: its timers are kept in memory only, for an agent that sets them again from its
     # own state in ``assigned`` (a window's close times follow from its open windows)
     durable_timers: ClassVar[bool] = True
+    # False: its state is the engine's own business (what an MCP call returned to whom),
+    # never read from outside (the web's GET /state, MCP's state:// resources)
+    readable: ClassVar[bool] = True
     name: str
     topic: str  # logical source topic
     intent_types: tuple[type[Intent], ...]

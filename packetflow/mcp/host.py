@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -114,14 +115,19 @@ class Host:
         headers = {HOP_HEADER: "1"}
         if token:
             headers["authorization"] = f"Bearer {token}"
-        url = f"http://{owner.advertised['http']}/state/{name}/{key}"
+        url = (
+            f"http://{owner.advertised['http']}/state/{quote(name, safe='')}/{quote(key, safe='')}"
+        )
         try:
             answer = await self.http.get(url, headers=headers)
         except httpx.HTTPError as exc:
             raise StateUnavailable(f"the owner {owner.instance_id} did not answer: {exc}") from exc
-        body = orjson.loads(answer.content) if answer.content else {}
+        try:
+            body = orjson.loads(answer.content) if answer.content else {}
+        except orjson.JSONDecodeError:
+            body = {"error": answer.text[:200]}
         if answer.status_code == 503:
-            raise StateUnavailable(str(body.get("detail") or body))
+            raise StateUnavailable(str(body.get("error") or body))
         if answer.status_code != 200:
             raise StateUnavailable(f"the owner answered {answer.status_code}: {body}")
         return dict(body)

@@ -106,9 +106,10 @@ class McpApp:
         return access.token if access is not None else self.token
 
     async def verify(self, token: str) -> AccessToken | None:
-        """The SDK's token verifier: the guard's verdict on the token alone."""
+        """The SDK's token verifier: the guard's verdict on the token alone (a refusal is
+        audited, and the SDK answers 401)."""
         context = Context.new(token=token)
-        if self.host.check((), context, "mcp") is not None:
+        if await self.host.authorize((), context, "mcp", "mcp:authenticate") is not None:
             return None
         return AccessToken(
             token=token,
@@ -116,11 +117,13 @@ class McpApp:
             scopes=[str(c) for c in context.capabilities],
         )
 
-    def _granted(self) -> Context:
+    async def _granted(self) -> Context:
+        """The caller's context, its token checked (over stdio it may have been revoked
+        since the server started): what the caller holds, or an MCP error."""
         context = Context.new(token=self.caller_token())
         if context.token is None:
             return context
-        denial = self.host.check((), context, "mcp")
+        denial = await self.host.authorize((), context, "mcp", "mcp:authenticate")
         if denial is not None:
             raise MCPError(INVALID_PARAMS, f"{denial.reason}: {denial.message}")
         return context
@@ -130,7 +133,7 @@ class McpApp:
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        held = self._granted().capabilities
+        held = (await self._granted()).capabilities
         hierarchy = self.topology.hierarchy
         tools = [tool_of(cls) for cls in self.types.values() if may_use(held, cls, hierarchy)]
         tools.extend(tool for tool, _ in self.extras.values())
@@ -141,7 +144,7 @@ class McpApp:
     ) -> types.CallToolResult:
         name = params.name
         arguments = dict(params.arguments or {})
-        context = Context.new(token=self.caller_token())
+        context = await self._granted()
         if name in self.extras:
             result = await self.extras[name][1](arguments, context)
             self.host.counted(name, "error" if result.is_error else "ok")
@@ -238,7 +241,7 @@ class McpApp:
     async def list_resources(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        context = self._granted()
+        context = await self._granted()
         if self.host.check((observe(self.topology),), context, "resources/list") is not None:
             return types.ListResourcesResult(resources=[])
         return types.ListResourcesResult(
@@ -251,6 +254,7 @@ class McpApp:
     async def list_resource_templates(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourceTemplatesResult:
+        await self._granted()
         return types.ListResourceTemplatesResult(
             resource_templates=[
                 types.ResourceTemplate(
@@ -268,7 +272,7 @@ class McpApp:
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
-        context = self._granted()
+        context = await self._granted()
         try:
             body = await self._read(uri, context)
         except ResourceError as exc:
@@ -304,12 +308,13 @@ class McpApp:
     async def list_prompts(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
+        await self._granted()
         return types.ListPromptsResult(prompts=prompts.listing())
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
-        context = self._granted()
+        context = await self._granted()
         args = params.arguments or {}
         denial = await self.host.authorize(
             (observe(self.topology),), context, params.name, "mcp:prompts/get"

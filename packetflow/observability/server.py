@@ -25,6 +25,14 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         yield  # the worker's handlers stay
 
+    async def serve(self, sockets: Any = None) -> None:
+        try:
+            await super().serve(sockets)
+        except SystemExit:  # uvicorn exits the process when it cannot bind (it logged why)
+            host, port = self.config.host, self.config.port
+            raise OSError(f"cannot serve on {host}:{port}: the address is in use or not "
+                          "this machine's") from None  # fmt: skip
+
 
 class AsgiServer:
     """Serve ``app`` on ``host:port`` from this loop; ``start`` returns once listening."""
@@ -55,6 +63,10 @@ class AsgiServer:
     async def stop(self, timeout: float = 10.0) -> None:
         server, task = self._server, self._task
         if task is None:
+            return
+        if task.done():  # it never started (start said why) or has stopped
+            if not task.cancelled():
+                task.exception()
             return
         server.should_exit = True
         try:

@@ -52,17 +52,25 @@ class HttpService:
         return f"http://{self.address}"
 
     async def start(self, view: WorkerView, transport: Transport) -> None:
+        try:
+            await self._start(view, transport)
+        except BaseException:  # the port taken, say: what started is let go again
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
+        view.advertise(http=self.address)
+        log.info("serving HTTP on %s", self.url)
+
+    async def _start(self, view: WorkerView, transport: Transport) -> None:
         extra: list[BaseRoute] = []
         for mount in self.mounts:
-            extra += await mount.start(view, transport, self.host)
             self._mounted.push_async_callback(mount.stop)
+            extra += await mount.start(view, transport, self.host)
         web = self.web = WebApp(view, transport, extra_routes=extra)
         await web.start()
         server = self._server = AsgiServer(web.app, self.host, self.port)
         await server.start()
         self.port = server.port
-        view.advertise(http=self.address)
-        log.info("serving HTTP on %s", self.url)
 
     async def stop(self) -> None:
         if self.web is not None:

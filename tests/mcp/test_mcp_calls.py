@@ -96,7 +96,7 @@ async def test_calls_come_back_to_their_caller_with_what_the_tool_said(
             await run.send(Ask(key="e", tool="echo", arguments={"text": "hi"}), _ctx("e", *grants))
             await run.send(Ask(key="f", tool="fail", arguments={"message": "no"}),
                            _ctx("f", *grants))  # fmt: skip
-            await run.send(Ask(key="s", tool="slow", arguments={"seconds": 5}, timeout=0.5),
+            await run.send(Ask(key="s", tool="slow", arguments={"seconds": 5}, timeout=2.0),
                            _ctx("s", *grants))  # fmt: skip
             await run.send(Ask(key="r", tool="flaky", arguments={"key": via, "failures": 2}),
                            _ctx("r", *grants))  # fmt: skip
@@ -108,7 +108,9 @@ async def test_calls_come_back_to_their_caller_with_what_the_tool_said(
     assert (echo.outcome, echo.text, echo.attempts) == ("ok", "hi", 1)
     assert (fail.outcome, fail.attempts) == ("error", 1)  # not idempotent: never again
     assert "no" in (fail.error or "")
-    assert (slow.outcome, slow.attempts) == ("timeout", 1)
+    # the timeout bounds the whole call: opening the session too (0 attempts when that
+    # alone took it, on a loaded machine)
+    assert slow.outcome == "timeout" and slow.attempts <= 1
     assert (flaky.outcome, flaky.attempts) == ("ok", 3)  # idempotent: retried with backoff
     assert flaky.structured == {"key": via, "attempt": 3}
     assert calls == 1

@@ -109,7 +109,7 @@ async def test_malformed_arguments_and_unknown_tools_are_tool_errors(broker: str
 
 
 async def test_without_a_valid_token_the_endpoint_answers_401(broker: str) -> None:
-    async with shop_with_mcp(broker) as (_, url), httpx.AsyncClient() as http:
+    async with shop_with_mcp(broker) as (run, url), httpx.AsyncClient() as http:
         request = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
         headers = {"accept": "application/json, text/event-stream"}
         assert (await http.post(url, json=request, headers=headers)).status_code == 401
@@ -117,6 +117,9 @@ async def test_without_a_valid_token_the_endpoint_answers_401(broker: str) -> No
         answer = await http.post(url, json=request, headers=forged)
         assert answer.status_code == 401
         assert "invalid_token" in answer.headers["www-authenticate"]
+        audit = await run.client.read_audit()
+        (refused,) = [e for e in audit if e.get("source") == "mcp:authenticate"]
+        assert refused["holder"] == "alice" and refused["reason"] == "bad-signature"
 
 
 async def test_resources_state_and_what_was_set_aside(broker: str) -> None:

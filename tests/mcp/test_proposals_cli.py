@@ -132,6 +132,10 @@ def test_a_token_without_the_capability_is_refused_before_publishing(
     line = one_error_line(run)
     assert line.endswith("auditor-1 lacks withdraw:account/acct-7 for orders.Withdraw"), line
     assert published(url) == []
+    # refused before the user is asked to confirm what could only be refused
+    unasked = intent(url, "withdraw 5 from acct-7", "--token", auditor, input="y\n")
+    assert "Publish this" not in unasked.stdout + unasked.stderr
+    assert one_error_line(unasked) == line and published(url) == []
     # the same token may read the balance: the check is per capability, not per token
     allowed = intent(url, "what's the balance of acct-7?", "--yes", "--token", auditor)
     assert allowed.code == 0, allowed

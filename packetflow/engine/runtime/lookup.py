@@ -28,9 +28,10 @@ def read_resource(topology: Topology, types: tuple[type[Intent], ...], key: str)
 
 
 def stateful(topology: Topology, name: str) -> bool:
-    """``name`` is a reactor that keeps state, or an agent (whose stores may be read)."""
-    if name in topology.agents:
-        return True
+    """``name`` is a reactor that keeps state, or an agent whose state may be read."""
+    agent = topology.agents.get(name)
+    if agent is not None:
+        return agent.readable
     spec = topology.reactors.get(name)
     return spec is not None and spec.state is not None
 

@@ -30,11 +30,15 @@ may have reached the tool. An idempotent one is called again; any other comes ba
 started (step 2), and its record is read again: it simply starts.
 
 A call whose partition moves to another worker (a rebalance, a stop) is cancelled here and
-recovered there like one interrupted by a crash. A broker failure that makes the worker go
-back to its last commit (a rewind) keeps calls running; ``assigned`` then reconciles them
-with the restored store (results not committed are sent again, records not committed come
-again). ``TestDriver.run_until_idle`` does not wait for calls in flight (they are real I/O):
-test calls with a running worker, as tests/mcp does.
+recovered there like one interrupted by a crash (so is one whose result was not yet sent:
+a rolling restart makes non-idempotent calls in flight ``unknown-outcome``). At least once
+(not exactly-once), a crash between sending a result and writing *done* sends the call's
+result again (the same ``call_id``; ``unknown-outcome`` the second time for a tool that is
+not idempotent): a caller takes the first result of a call id. A broker failure that makes
+the worker go back to its last commit (a rewind) keeps calls running; ``assigned`` then
+reconciles them with the restored store (results not committed are sent again, records not
+committed come again). ``TestDriver.run_until_idle`` does not wait for calls in flight
+(they are real I/O): test calls with a running worker, as tests/mcp does.
 
 Why not a "started" marker written before calling (a compacted topic, produced outside the
 batch's transaction and followed by every worker): it needs a producer outside the
@@ -57,6 +61,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
+from packetflow.core.capability import Capability
 from packetflow.core.context import Context
 from packetflow.core.effects import Emit
 from packetflow.core.intent import Intent
@@ -97,6 +102,7 @@ class McpClientSpec(AgentSpec):
 
     kind: ClassVar[str] = "mcp-client"
     timers: ClassVar[bool] = True  # a done call's retention
+    readable: ClassVar[bool] = False  # calls and results are their callers' alone
     takes_replies: bool = True  # the engine's Refused of a call record comes back here
     any_answer: bool = True
     servers: Mapping[str, ServerDecl] = field(default_factory=dict)
@@ -177,7 +183,21 @@ class McpClientRuntime(AgentRuntime):
             log.info("%s: ignored a %s (no call waits for it)", self.spec.name,
                      type(intent).intent_type)  # fmt: skip
 
+    def _without_token(self, context: Context) -> Context:
+        """``context`` as it may be kept: the token's id, grants and validity (sealed as
+        vouched capabilities when the result is sent), never the token itself."""
+        authority = self.services.authority
+        if context.token is None or authority is None:
+            return context
+        kept = authority.keep(context)
+        return context.model_copy(update={
+            "token": None, "principal": kept.principal,
+            "capabilities": tuple(Capability.parse(g) for g in kept.grants),
+            "baggage": {**context.baggage, **kept.baggage()},
+        })  # fmt: skip
+
     async def _accept(self, record: Record, call: McpCallRecord, context: Context) -> None:
+        context = self._without_token(context)
         p, key = record.partition, record.key or b""
         if key != call.call_id.encode():
             raise ValueError(f"call record {call.call_id} is keyed {key!r}, not by its id")
@@ -251,17 +271,21 @@ class McpClientRuntime(AgentRuntime):
         record = call.call
         connection = self.connections[record.server]
         began = time.monotonic()
+        deadline = began + record.timeout  # the whole call, asking for the tool's hints too
         try:
             if idempotent is None:
                 try:
-                    idempotent = await connection.idempotent(record.tool)
+                    idempotent = await asyncio.wait_for(
+                        connection.idempotent(record.tool), record.timeout
+                    )
                 except Exception:
                     idempotent = False  # execute() reports the server unavailable
+            within = max(deadline - time.monotonic(), 0.0)
             if self._tracing is not None:
                 with self._tracing.effect(f"mcp {record.server}/{record.tool}"):
-                    answer = await execute(connection, record, idempotent)
+                    answer = await execute(connection, record, idempotent, within)
             else:
-                answer = await execute(connection, record, idempotent)
+                answer = await execute(connection, record, idempotent, within)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a fault of ours: the caller still gets an answer

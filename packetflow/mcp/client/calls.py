@@ -117,13 +117,16 @@ def result(
     )  # fmt: skip
 
 
-async def execute(connection: Connection, call: McpCallRecord, idempotent: bool) -> McpResult:
+async def execute(
+    connection: Connection, call: McpCallRecord, idempotent: bool, within: float | None = None
+) -> McpResult:
     """Call the tool once, or (``idempotent``) until it answers without error, at most the
-    server's ``attempts`` times with backoff, all within the call's timeout. A session that
-    cannot be opened is tried again whatever the tool (nothing was sent); a call whose
-    transport broke comes back ``unknown-outcome`` unless the tool is idempotent."""
+    server's ``attempts`` times with backoff, all within the call's timeout (``within``: what
+    is left of it). A session that cannot be opened is tried again whatever the tool
+    (nothing was sent); a call whose transport broke comes back ``unknown-outcome`` unless
+    the tool is idempotent."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + call.timeout
+    deadline = loop.time() + (call.timeout if within is None else within)
     most = connection.server.decl.attempts
     attempts, opened, delay = 0, 0, BACKOFF[0]
     last: McpResult | None = None
