@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from packetflow.core.context import Context
 from packetflow.engine.client import Client
 from packetflow.engine.runtime.gate import Gate, authorize_way_in
+from packetflow.engine.runtime.outage import quiet_aiokafka
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.topology import Topology
 from packetflow.engine.transport import Transport, open_transport
@@ -75,6 +76,7 @@ async def serve(
     whoever holds ``token``) or Streamable HTTP on ``http`` (``host:port``; each caller
     sends its own bearer token). ``ready`` gets the URL once HTTP listens."""
     transport = broker if isinstance(broker, Transport) else open_transport(broker)
+    quiet_aiokafka()  # its repeated warnings rate-limited, as a worker's are
     gate = Gate(transport, topology)
     if token is not None:  # a token that cannot hold is refused before connecting
         denial = authorize_way_in(gate.guard, (), Context.new(token=token), "mcp")
