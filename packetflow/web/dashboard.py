@@ -4,8 +4,10 @@ It shows the topology as an SVG graph, per reactor and agent its throughput, lat
 dead letters and denials (``/dashboard/events``, every second), and a form per intent type
 made from its JSON schema that sends through the same bearer-token path as any client;
 its fields adapt to the token (a field that names the resource a requirement is about
-offers the resources the token holds). Reading it needs ``observe:topology/<name>``; a
-browser logs in with a token once (``/login``), kept in an HttpOnly cookie, never shown.
+offers the resources the token holds). ``/processes`` lists the instances of the
+topology's sagas (agents of kind ``saga``) this worker holds, read through the worker view.
+Reading it needs ``observe:topology/<name>``; a browser logs in with a token once
+(``/login``), kept in an HttpOnly cookie, never shown.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from html import escape
 from typing import Any, Protocol
 
@@ -107,6 +110,87 @@ def _form(cls: type[Intent], grants: tuple[Capability, ...]) -> Form:
     return Form(cls.intent_type, title, needs, fields, refused)
 
 
+PROCESSES = 1000  # instances listed at most on the page
+
+
+@dataclass
+class Process:
+    """A saga instance as this worker holds it (what ``view.inspect`` returns, read
+    generically)."""
+
+    saga: str
+    id: str
+    status: str
+    current: list[str]
+    started: str
+    updated: str
+    ended: str
+    by: str
+    start: str
+    data: str
+    failure: dict[str, Any] | None
+    timers: dict[str, str]
+    history: list[dict[str, str]]
+
+
+def sagas(topology: Topology) -> list[str]:
+    """The names of the topology's sagas: its agents of kind ``saga``."""
+    return sorted(s.name for s in topology.consumers() if getattr(s, "kind", "") == "saga")
+
+
+def _when(ms: Any) -> str:
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "-" if ms is None else str(ms)
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _entry(entry: Any) -> dict[str, str]:
+    if isinstance(entry, list | tuple):
+        entry = dict(zip(("at", "event", "step", "reason", "detail"), entry, strict=False))
+    if not isinstance(entry, dict):
+        return {"at": "-", "event": str(entry), "step": "", "reason": "", "detail": ""}
+    return {"at": _when(entry.get("at")), "event": str(entry.get("event") or "?"),
+            **{k: str(entry.get(k) or "") for k in ("step", "reason", "detail")}}  # fmt: skip
+
+
+def process(saga: str, key: str, raw: Any) -> Process | None:
+    """One instance from what its agent's ``inspect`` returned (None: not an instance)."""
+    if not isinstance(raw, dict):
+        return None
+    start = raw.get("start")
+    if not isinstance(start, dict):
+        start = {}
+    failure = raw.get("failure")
+    return Process(
+        saga=saga,
+        id=str(raw.get("id") or key),
+        status=str(raw.get("status") or "?"),
+        current=[str(slot) for slot in raw.get("pending") or {}],
+        started=_when(raw.get("started")),
+        updated=_when(raw.get("updated")),
+        ended=_when(raw.get("ended")),
+        by=str(raw.get("by") or "-"),
+        start=str(start.get("type") or "-"),
+        data=orjson.dumps(start.get("data"), option=orjson.OPT_INDENT_2).decode(),
+        failure=failure if isinstance(failure, dict) else None,
+        timers={str(k): str(v) for k, v in (raw.get("timers") or {}).items()},
+        history=[_entry(e) for e in raw.get("history") or []],
+    )
+
+
+def processes(view: WorkerView, saga: str | None = None) -> list[Process]:
+    """The instances of the topology's sagas (or of ``saga``) held by this worker."""
+    out: list[Process] = []
+    for name in sagas(view.topology):
+        if saga is not None and name != saga:
+            continue
+        for key in sorted(k for k in view.states(name) if k is not None):
+            found = process(name, key, view.inspect(name, key))
+            if found is not None:
+                out.append(found)
+    return out
+
+
 def graph_svg(topology: Topology) -> Markup:
     """Topics on the left, reactors and agents on the right: consumes (solid) and emits
     (dashed) edges. Plain SVG, made here."""
@@ -147,13 +231,19 @@ def graph_svg(topology: Topology) -> Markup:
 
 
 def routes(web: Site) -> list[BaseRoute]:
-    async def index(request: Request) -> Response:
-        context, refused = await web.observer(caller(request), "http:GET /")
+    async def observe(request: Request, source: str) -> Context | Response:
+        context, refused = await web.observer(caller(request), source)
         if context is None:
             if "text/html" in request.headers.get("accept", ""):
                 return RedirectResponse("/login", status_code=303)
             assert refused is not None
             return refused
+        return context
+
+    async def index(request: Request) -> Response:
+        context = await observe(request, "http:GET /")
+        if isinstance(context, Response):
+            return context
         topology = web.topology
         page = _env.get_template("index.html").render(
             topology=topology,
@@ -162,8 +252,42 @@ def routes(web: Site) -> list[BaseRoute]:
             graph=graph_svg(topology),
             consumers=[(s.name, getattr(s, "kind", "reactor")) for s in topology.consumers()],
             forms=forms(topology, context.capabilities),
+            sagas=sagas(topology),
         )
         return HTMLResponse(page)
+
+    async def process_list(request: Request) -> Response:
+        context = await observe(request, "http:GET /processes")
+        if isinstance(context, Response):
+            return context
+        found = processes(web.view)
+        page = _env.get_template("processes.html").render(
+            topology=web.topology,
+            worker=web.view.instance_id,
+            principal=context.principal,
+            sagas=sagas(web.topology),
+            processes=found[:PROCESSES],
+            more=max(0, len(found) - PROCESSES),
+        )
+        return HTMLResponse(page)
+
+    async def process_detail(request: Request) -> Response:
+        context = await observe(request, "http:GET /processes/{saga}/{id}")
+        if isinstance(context, Response):
+            return context
+        saga, key = request.path_params["saga"], request.path_params["id"]
+        found = None
+        if saga in sagas(web.topology):
+            found = process(saga, key, web.view.inspect(saga, key))
+        page = _env.get_template("process.html").render(
+            topology=web.topology,
+            worker=web.view.instance_id,
+            principal=context.principal,
+            saga=saga,
+            key=key,
+            p=found,
+        )
+        return HTMLResponse(page, status_code=200 if found is not None else 404)
 
     async def login_page(request: Request, error: str | None = None, status: int = 200) -> Response:
         csrf = request.cookies.get(CSRF_COOKIE) or new_csrf()
@@ -217,6 +341,8 @@ def routes(web: Site) -> list[BaseRoute]:
 
     return [
         Route("/", index, methods=["GET"]),
+        Route("/processes", process_list, methods=["GET"]),
+        Route("/processes/{saga}/{id:path}", process_detail, methods=["GET"]),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/dashboard/events", events, methods=["GET"]),

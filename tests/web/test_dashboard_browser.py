@@ -1,20 +1,24 @@
 """The dashboard in a real browser: Playwright driving Debian's Chromium (``make test``
 installs it; no browser download) against a worker this test starts. Logging in with a
 token, the topology graph, a live counter that moves as intents arrive, and the intent form
-(adapted to the token) sending one, and showing the refusal for a token that may not.
-Screenshots go to ``artifacts/browser/``."""
+(adapted to the token) sending one, and showing the refusal for a token that may not; the
+processes page of a topology with a saga. Screenshots go to ``artifacts/browser/``."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
-from support.webshop import KEY, bearer, served
+from support.running import WAIT, running, unique
+from support.sagas import GRANTS, Book, travel
+from support.webshop import KEY, SECRET, bearer, served
 
-from packetflow import issue_token
+from packetflow import Context, Security, issue_token
+from packetflow.web import HttpService
 
 CHROMIUM = os.environ.get("PACKETFLOW_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
@@ -105,4 +109,33 @@ async def test_the_form_shows_the_refusal_for_a_token_that_may_not(browser: Brow
         outsider = issue_token("otto", ["order:customer/otto"], key=KEY, ttl=3600)
         await login(page, s.service.url, outsider)
         await expect(page.locator("[role=alert]")).to_contain_text("insufficient")
+        await page.close()
+
+
+async def test_the_processes_page_shows_a_running_instances_step(browser: Browser) -> None:
+    topology, _ = travel(name=unique("travel"), hold=0,
+                         security=Security(trusted_keys=[KEY], worker_secret=SECRET))  # fmt: skip
+    service = HttpService("127.0.0.1:0")
+    async with running(topology, "memory://browser-processes", services=[service]) as run:
+        ann = issue_token("ann", GRANTS, key=KEY, ttl=3600)
+        await run.client.send(Book(trip="t1"), context=Context.new(token=ann))
+        for _ in range(int(WAIT / 0.05)):  # until it waits for the traveller's confirmation
+            await run.idle()
+            if "step:confirm" in (run.state("trip", "t1") or {}).get("pending", {}):
+                break
+            await asyncio.sleep(0.05)
+        operator = issue_token("olga", [f"observe:topology/{topology.name}"], key=KEY, ttl=3600)
+        page = await browser.new_page()
+        await login(page, service.url, operator)
+        await page.click("header a[href='/processes']")
+        await expect(page).to_have_url(service.url + "/processes")
+        await expect(page.locator("#scope")).to_contain_text("on this worker")
+        row = page.locator("tr[data-id=t1]")
+        await expect(row.locator(".status")).to_have_text("running")
+        await expect(row.locator(".current")).to_have_text("step:confirm")
+        await shot(page, "processes")
+        await row.locator("a").click()
+        await expect(page.locator("#process .current")).to_have_text("step:confirm")
+        await expect(page.locator("#history")).to_contain_text("step-started")
+        assert operator not in await page.content()
         await page.close()
