@@ -90,6 +90,7 @@ class ActorSpec(AgentSpec):
     """A declared actor type (see :func:`packetflow.actors.actor`)."""
 
     kind: ClassVar[str] = "actor"
+    keyed_by_field: ClassVar[bool] = False  # keyed by actor id (a router picks it)
     timers: ClassVar[bool] = True  # restart backoffs and ask timeouts: durable timers
     fn: Callable[..., Any]
     supervision: Supervision = field(default_factory=Supervision)

@@ -77,6 +77,11 @@ class AgentSpec(abc.ABC):
     # False: its state is the engine's own business (what an MCP call returned to whom),
     # never read from outside (the web's GET /state, MCP's state:// resources)
     readable: ClassVar[bool] = True
+    # False: its records are keyed by something else than their intent's key field (an
+    # actor's id), and it checks what a record's capability covers itself; True: the engine
+    # refuses a record whose requirements name its key field but whose key is another
+    # (``key-mismatch``), as for reactors
+    keyed_by_field: ClassVar[bool] = True
     name: str
     topic: str  # logical source topic
     intent_types: tuple[type[Intent], ...]

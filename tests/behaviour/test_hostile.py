@@ -192,14 +192,17 @@ async def test_no_hostile_record_stops_the_worker_and_each_lands_where_promised(
     big_bad = b'{"account": "' + b"x" * (SMALL - 2_000)
     case("decode", "dead", c.accounts, big_bad, good_headers)
     case("oversized", "dead", c.accounts, good_value, good_headers, key=b"k" * SMALL)
+    # keyed as another account than the one its capability was checked for
+    case("key-mismatch", "denied", c.accounts, good_value, good_headers, key=b"a2")
     for name in (TOKEN_HEADER, CONTEXT_HEADER, TYPE_HEADER):
         case("malformed-headers", "dead", c.accounts, good_value,
              [*good_headers, (name, dict(good_headers)[name])])
     expired = raw(Deposit(account="a1", amount=5),
                   Context.new(token=TELLER, deadline=datetime(2000, 1, 1, tzinfo=UTC)))
-    case("deadline", "dead", c.accounts, *expired)
+    case("deadline", "dead", c.accounts, *expired, key=b"a1")
     # an authorised deposit whose new state cannot be stored (int beyond 64 bits)
-    case("state-error", "dead", c.accounts, *raw(Deposit(account="a2", amount=2**70)))
+    case("state-error", "dead", c.accounts, *raw(Deposit(account="a2", amount=2**70)),
+         key=b"a2")
     # a reply pointed at an internal topic: revocations (everyone would refuse teller-1)
     case("bad-reply-to", "denied", slow_topic,
          *raw(Ask(key="k"), Context.new(token=TELLER, reply_to=revocations)), key=b"k")
@@ -272,6 +275,6 @@ async def test_no_hostile_record_stops_the_worker_and_each_lands_where_promised(
     denials = [e for e in audit if e["event"] == "denied"]
     assert len(denials) == len(denied)  # every denial is audited
     assert {e["reason"] for e in denials} == {
-        "bad-reply-to", "principal-mismatch", "insufficient", "unsigned-internal"
+        "bad-reply-to", "principal-mismatch", "insufficient", "unsigned-internal", "key-mismatch"
     }
 

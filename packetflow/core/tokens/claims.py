@@ -52,6 +52,9 @@ PRINCIPAL_MISMATCH = "principal-mismatch"  # the context names someone else than
 UNSIGNED_INTERNAL = "unsigned-internal"  # an internal intent without a worker's seal
 BAD_REPLY_TO = "bad-reply-to"  # reply_to names a topic that is not a reply topic
 OUTSIDE_WINDOW = "outside-window"  # granted, but only in a window that is not open now
+# keyed otherwise than its key field says: the capability checked is for one key, the state
+# and the instance it would act on another's
+KEY_MISMATCH = "key-mismatch"
 
 _B64_RE = re.compile(rb"^[A-Za-z0-9_-]+$")
 MAX_NAME = 256

@@ -40,10 +40,10 @@ from typing import Any
 
 from packetflow.core.context import Context
 from packetflow.core.effects import Reply
-from packetflow.core.intent import Intent
+from packetflow.core.intent import Intent, field_getter
 from packetflow.core.reactor import ReactorSpec
 from packetflow.core.replies import Refused
-from packetflow.core.tokens import BAD_REPLY_TO
+from packetflow.core.tokens import BAD_REPLY_TO, KEY_MISMATCH
 from packetflow.engine.agent import AgentRuntime, AgentServices, Origin, Timer
 from packetflow.engine.clock import Clock
 from packetflow.engine.codec import (
@@ -66,6 +66,7 @@ from packetflow.engine.codec import (
     one_line,
     sealed_authority,
 )
+from packetflow.engine.repartition import Repartition
 from packetflow.engine.runtime.buffer import BufferedReactor
 from packetflow.engine.runtime.interpreter import EffectError, Interpreter
 from packetflow.engine.runtime.metrics import WorkerMetrics
@@ -144,6 +145,17 @@ class Processor:
         )
         self._reply_targets = topology.reply_targets()
         self._sealed_reply_targets = topology.sealed_reply_targets()
+        # what a record must be keyed by: its key field (by type: whether its requirements
+        # name it), or on a repartition topic what ``key_by`` makes of it
+        self._keyed: dict[type[Intent], bool] = {}
+        self._unkeyed = {  # agents that address by something else: they check it themselves
+            physical(spec.topic) for spec in topology.agents.values() if not spec.keyed_by_field
+        }
+        self._rekeyed: dict[str, Callable[[Intent], Any]] = {
+            physical(spec.target): field_getter(spec.key_by, "key by")
+            for spec in topology.agents.values()
+            if isinstance(spec, Repartition)
+        }
         self.agents: dict[str, AgentRuntime] = {}
         names, topics = topology.names, topology.topics
         for agent_spec in topology.agents.values():
@@ -380,6 +392,7 @@ class Processor:
             )
             if denial is not None:
                 return denial
+            return self._key_mismatch(record, intent)
         elif not cls.internal:
             # public: nobody vouched for whoever the context names
             context.__dict__["principal"] = None
@@ -560,6 +573,30 @@ class Processor:
         refused = Refused(reason=reason, error=message[:1000], source=_source(record))
         origin = Origin("packetflow", context, record.key)
         await self.interpreter.send(self.interpreter.prepare([Reply(refused)], origin).outgoing)
+
+    def _key_mismatch(self, record: Record, intent: Intent) -> Denial | None:
+        """A record whose requirements name its key field must be keyed by that field (on a
+        repartition topic: by what ``key_by`` makes of it): else a capability for one key
+        would act on another key's state. Sealed records are a worker's choice, not checked."""
+        cls = type(intent)
+        field = cls.key_field
+        keyed = self._keyed.get(cls)
+        if keyed is None:
+            keyed = self._keyed[cls] = field is not None and any(
+                "{" + field + "}" in cap.resource for cap in cls.required_capabilities
+            )
+        if not keyed or record.topic in self._unkeyed:
+            return None
+        rekey = self._rekeyed.get(record.topic)
+        expected = rekey(intent) if rekey is not None else intent.partition_key()
+        if expected is None or record.key == str(expected).encode():
+            return None
+        got = record.key.decode(errors="replace") if record.key is not None else None
+        return Denial(
+            KEY_MISMATCH,
+            f"{cls.intent_type} is keyed {got!r} but its {field} is {str(expected)!r}: the "
+            "capability checked is for that one, the record would act on another's",
+        )
 
     def _seal(self, record: Record, envelope: Envelope, intent_type: str) -> Denial | None:
         """None when ``record`` carries a valid worker seal (see security.seal)."""
