@@ -8,7 +8,9 @@ Inspect: packetflow process list topologies.trips --broker kafka://...
 
 A ``BookTrip`` (a token with ``traveller:trip/*`` and ``call:mcp/payments/*``) starts an
 instance of saga ``trip``, keyed by the trip's id. The flight and hotel services answer
-their requests with a booking (a sold-out route answers ``SoldOut``: the step fails). The
+their requests with a booking (a sold-out route answers ``SoldOut``: the step fails; the
+airline of a route in ``UNANSWERED`` never answers: the step times out, and as the flight may
+have been booked, it is cancelled too, by the booking id derived from the trip). The
 traveller has 15 minutes to send ``ConfirmTrip`` (one sent early waits for the hold). The
 charge is ``payments``' ``charge`` tool (``topologies/payments_mcp.py``, started by the
 worker over stdio), which declines amounts over 2,000: the hotel and the flight are then
@@ -39,6 +41,7 @@ mcp_servers(topology, payments=StdioServer([sys.executable, str(Path(__file__).w
     "payments_mcp.py"))]))  # fmt: skip
 HOLD = 15 * 60.0  # seconds the flight and hotel are held for the traveller to confirm
 SOLD_OUT = {"LIS-FNC"}
+UNANSWERED = {"LIS-PXO"}  # the airline's system is down: no answer
 NO_FLY = {"mallory"}
 
 
@@ -99,15 +102,25 @@ class CancelHotel(Intent, type_name="trips.CancelHotel", key="trip", internal=Tr
 
 
 def _booking(kind: str, trip: str) -> str:
+    """A trip's booking id: derived from the trip, so an undo can name it without the
+    step's result (a reservation that timed out may have been made: it is undone too)."""
     return f"{kind}-{hashlib.sha256(trip.encode()).hexdigest()[:8]}"
+
+
+def _charge_id(trip: str) -> str:
+    """The charge id the payment service gives a trip's charge (payments_mcp.charge)."""
+    return "ch-" + hashlib.sha256(trip.encode()).hexdigest()[:12]
 
 
 @topology.reactor(ReserveFlight | CancelFlight, topic="flights", state=int,
                   emits=[Booked, SoldOut])  # fmt: skip
 def flights(request: ReserveFlight | CancelFlight, ctx: Context, cancelled: int) -> Any:
-    """Books seats (a sold-out route answers SoldOut); counts cancellations per trip."""
+    """Books seats (a sold-out route answers SoldOut, an unanswered one nothing); counts
+    cancellations per trip."""
     if isinstance(request, CancelFlight):
         return cancelled + 1, None
+    if request.route in UNANSWERED:
+        return cancelled, None
     if request.route in SOLD_OUT:
         return cancelled, reply(SoldOut(trip=request.trip))
     return cancelled, reply(Booked(trip=request.trip, booking=_booking("fl", request.trip)))
@@ -132,16 +145,15 @@ trips.steps(
     parallel(
         send("flight", lambda s: ReserveFlight(trip=s.id, route=s.start.route),
              expect=Booked, timeout=30,
-             compensate=lambda s: CancelFlight(trip=s.id, booking=s.results["flight"].booking)),
+             compensate=lambda s: CancelFlight(trip=s.id, booking=_booking("fl", s.id))),
         send("hotel", lambda s: ReserveHotel(trip=s.id, city=s.start.city, nights=s.start.nights),
              expect=Booked, timeout=30,
-             compensate=lambda s: CancelHotel(trip=s.id, booking=s.results["hotel"].booking)),
+             compensate=lambda s: CancelHotel(trip=s.id, booking=_booking("ht", s.id))),
     ),
     wait_for("hold", ConfirmTrip, timeout=HOLD),
     call_tool("payment", "payments", "charge", lambda s: {"trip": s.id, "amount": s.start.amount},
               compensate=call_tool("refund", "payments", "refund",
-                                   lambda s: {"charge_id": s.results["payment"].structured[
-                                       "charge_id"]})),
+                                   lambda s: {"charge_id": _charge_id(s.id)})),
     send("tickets", lambda s: IssueTickets(trip=s.id, traveller=s.start.traveller),
          expect=Booked, timeout=30),
 )  # fmt: skip
@@ -154,17 +166,18 @@ TRAVELLER = ["traveller:trip/*", "call:mcp/payments/*"]
 
 def generate_traffic(count: int, token: str) -> Iterator[tuple[Intent, Context]]:
     """``count`` trips: most confirmed, one in ten over the card's limit, one in twenty
-    never confirmed, one in twenty-five a no-fly traveller, one in thirty sold out."""
-    context = Context.new(token=token)
+    never confirmed, one in twenty-five a no-fly traveller, one in thirty sold out. Each
+    intent has its own context (its own intent id: one shared would make the requests of
+    every trip's steps alike, and be dropped as duplicates)."""
     for i in range(count):
         trip = f"trip-{i:05d}"
         route = "LIS-FNC" if i % 30 == 29 else "BER-LIS"
         traveller = "mallory" if i % 25 == 24 else f"traveller-{i % 97}"
         amount = 2_400 if i % 10 == 9 else 300 + 7 * (i % 200)
         yield BookTrip(trip=trip, traveller=traveller, route=route, city="Lisbon", nights=3,
-                       amount=amount), context  # fmt: skip
-        if i % 20 != 19:
-            yield ConfirmTrip(trip=trip), context  # early is fine: it waits for the hold
+                       amount=amount), Context.new(token=token)  # fmt: skip
+        if i % 20 != 19:  # early is fine: it waits for the hold
+            yield ConfirmTrip(trip=trip), Context.new(token=token)
 
 
 def demo(count: int = 20_000) -> None:

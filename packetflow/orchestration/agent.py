@@ -9,7 +9,12 @@ next steps' requests, or the compensations), writes it back and emits a
 :class:`SagaTransition` per change and a :class:`SagaOutcome` at the end: all in the
 worker's batch, so exactly-once topologies commit a transition with its effects and the
 offsets in one transaction, and at-least-once ones send a step again after a crash with the
-same intent id (derived from the start intent's id and the step).
+same intent id (derived from the saga, the instance, the start intent's id and the step).
+
+An intent that is not an answer to one of the saga's requests (a start intent, an intent a
+``wait_for`` waits for) must be keyed by its key field: the capability checked names that
+field's value, the instance moved is the record key's. One keyed otherwise is set aside on
+the dead-letter topic (``key-mismatch``) and touches no instance.
 
 Authority: the start intent's, kept as :class:`~packetflow.engine.agent.KeptAuthority`
 (principal, grants, token id, chain and validity; never the token). Each step goes out with
@@ -76,14 +81,17 @@ UNEXPECTED = "unexpected-reply"
 # what it asked: it is compensated with the completed ones
 UNKNOWN = frozenset({TIMEOUT, "mcp-timeout", "mcp-unknown-outcome"})
 NOT_WAITING = "saga-not-waiting"  # an intent for an instance that waits for none (pf-reason)
+KEY_MISMATCH = "key-mismatch"  # a start or waited-for intent keyed by another than its key field
 INBOX = 16  # intents an instance keeps for waits still to come
 _IDS = uuid.UUID("3c6f1b2a-7d4e-4f0a-9b8c-2e5d7a1f0c93")  # namespace of step request ids
 
 
-def request_id(start_id: str, slot: str) -> str:
+def request_id(saga: str, instance: str, start_id: str, slot: str) -> str:
     """The intent id of a step's request (``slot``: ``step:<name>`` or ``undo:<name>``) in
-    the instance started by intent ``start_id``: the same every time it is sent."""
-    return uuid.uuid5(_IDS, f"{start_id}/{slot}").hex
+    instance ``instance`` of saga ``saga``, started by intent ``start_id``: the same every
+    time it is sent, and another in every other instance (even one whose start intent's id,
+    the client's choice, is the same)."""
+    return uuid.uuid5(_IDS, orjson.dumps([saga, instance, start_id, slot]).decode()).hex
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,7 +232,8 @@ class SagaRuntime(AgentRuntime):
         instance_id = key.decode(errors="replace")
         answer = context.reply_to == self.own_topic and context.requester == instance_id
         if isinstance(intent, self.spec.start) and not answer:
-            await self._begin(record, intent, context)
+            if not await self._misdirected(record, intent, instance_id):
+                await self._begin(record, intent, context)
             return
         inst = self.store.peek(p, key)
         if isinstance(intent, McpResult):
@@ -232,7 +241,8 @@ class SagaRuntime(AgentRuntime):
         elif answer:  # a worker sealed it (the processor refuses this reply_to unsealed)
             slot = self._pending(inst, context.causation_id, context.correlation_id)
         elif type(intent).intent_type in self._waits:
-            await self._signal(record, intent, inst)
+            if not await self._misdirected(record, intent, instance_id):
+                await self._signal(record, intent, inst)
             return
         else:
             slot = None
@@ -245,6 +255,18 @@ class SagaRuntime(AgentRuntime):
         await self._answered(turn, slot, intent)
         await self._advance(turn)
         await self._save(turn)
+
+    async def _misdirected(self, record: Record, intent: Intent, instance_id: str) -> bool:
+        """Whether ``intent`` (a start, or one a wait may be for) is keyed by another than its
+        key field: it is then set aside (``key-mismatch``), touching no instance (its
+        capability was checked for the instance its key field names, not the record key's)."""
+        named = intent.partition_key()
+        if record.key is not None and named == instance_id:
+            return False
+        keyed = None if record.key is None else instance_id
+        why = f"saga {self.spec.name}: a {type(intent).intent_type} for {named!r} keyed {keyed!r}"
+        await self.services.dead_letter(record, KEY_MISMATCH, why)
+        return True
 
     def _pending(self, inst: dict[str, Any] | None, *ids: str | None) -> str | None:
         """The slot of the step in flight whose request (or call) has one of ``ids``."""
@@ -286,6 +308,7 @@ class SagaRuntime(AgentRuntime):
             "done": [],
             "failure": None,
             "undo": [],
+            "uncertain": [],
             "compensated": [],
             "undo_failed": [],
             "inbox": [],
@@ -423,8 +446,11 @@ class SagaRuntime(AgentRuntime):
             self._transition(turn, "compensation-failed", name, reason, error)
             return
         self._transition(turn, "step-failed", name, reason, error)
-        if reason in UNKNOWN and self.plan.by_name[name].compensate is not None:
-            inst["done"].append(name)  # it may have happened: undone too (undo is idempotent)
+        if reason in UNKNOWN:  # it may have happened: undone too (undo is idempotent)
+            inst["uncertain"] = [*inst.get("uncertain", []), name]  # no result: see Instance
+            turn.view = None
+            if self.plan.by_name[name].compensate is not None:
+                inst["done"].append(name)
         if inst["failure"] is None:
             inst["failure"] = {"step": name, "reason": reason, "error": error[:1000]}
             # what only waits (a sleep, a wait) changed nothing: it stops now; requests in
@@ -538,14 +564,14 @@ class SagaRuntime(AgentRuntime):
             if isinstance(step, Send):
                 entry["kind"] = "send"
                 intent = step.build(self._view(turn))
-                entry["id"] = request_id(inst["start"]["intent_id"], slot)
+                entry["id"] = self._request_id(inst, slot)
                 refused = await self._send(turn, slot, intent, step.topic, request=True,
                                            undo=undo)  # fmt: skip
             elif isinstance(step, CallTool):
                 entry["kind"] = "call"
                 effect = mcp_call(step.server, step.tool, step.arguments(self._view(turn)),
                                   timeout=step.timeout)  # fmt: skip
-                entry["id"] = request_id(inst["start"]["intent_id"], slot)
+                entry["id"] = self._request_id(inst, slot)
                 refused = self._lapsed(inst)
                 if refused is None:
                     context = self._context(turn, slot, request=False)
@@ -616,13 +642,20 @@ class SagaRuntime(AgentRuntime):
             return None
         return authority.lapsed(KeptAuthority.from_json(inst["authority"]))
 
+    def _request_id(self, inst: dict[str, Any], slot: str) -> str:
+        return request_id(self.spec.name, inst["id"], inst["start"]["intent_id"], slot)
+
     def _context(self, turn: _Turn, slot: str, *, request: bool) -> Context:
         """The context a step goes out in: the kept principal and grants (sealed: the token's
         id, chain and validity in baggage), the start intent's trace, an id derived from the
-        instance and the slot, and (a request) the saga as ``reply_to`` and requester."""
+        instance and the slot, and (a request) the saga as ``reply_to`` and requester.
+
+        No deadline (yet): its reply, or the ``Refused`` of a request set aside as late,
+        inherits it, and one processed after it at the saga's topic is dead-lettered and
+        refused again, and again, forever (the engine refuses answers too)."""
         inst = turn.inst
         kept = KeptAuthority.from_json(inst["authority"])
-        rid = request_id(inst["start"]["intent_id"], slot)
+        rid = self._request_id(inst, slot)
         base = Context.new(
             principal=kept.principal,
             capabilities=[Capability.parse(g) for g in kept.grants],
@@ -702,6 +735,7 @@ class SagaRuntime(AgentRuntime):
                 principal=inst["by"],
                 results={k: self._decode(v) for k, v in inst["results"].items()},
                 started=datetime.fromtimestamp(inst["started"] / 1000, UTC),
+                uncertain=frozenset(inst.get("uncertain", ())),
             )
         return turn.view
 

@@ -38,6 +38,15 @@ class Saga:
             raise TopologyError(f"saga {self.name}: {exc}") from None
         if self.start in plan.wait_types():
             raise TopologyError(f"saga {self.name}: it cannot wait for its start intent")
+        for waited in plan.wait_types():  # they come to the saga's topic, keyed by instance
+            if waited.key_field is None:
+                raise TopologyError(f"saga {self.name}: {waited.intent_type} needs a key (the "
+                                    "instance's id) to be waited for")  # fmt: skip
+            routed = self.topology.topic_for(waited)
+            if routed is not None and routed != self.topic:
+                raise TopologyError(f"saga {self.name}: {waited.intent_type} is routed to "
+                                    f"{routed}, not to the saga's topic {self.topic}: it "
+                                    "would never reach the saga")  # fmt: skip
         spec = SagaSpec(
             name=self.name,
             topic=self.topic,

@@ -30,13 +30,22 @@ DEFAULT_STEP_TIMEOUT = 30.0  # s: a send step with no answer in this long fails 
 class Instance:
     """One running saga as its steps' functions see it: its id (the start intent's key),
     the start intent, who started it, and the results of the steps completed so far (by step
-    name: the reply, the ``McpResult`` or the intent waited for; None for a sleep)."""
+    name: the reply, the ``McpResult`` or the intent waited for; None for a sleep or a step
+    skipped).
+
+    A step whose outcome is unknown (no answer in time, an MCP call that timed out or whose
+    outcome is unknown) may have done what it asked, so it is compensated too, but it has no
+    result: ``results.get(name)`` is None and its name is in ``uncertain``. A compensation
+    should therefore derive what it undoes from ``id`` and ``start`` (deterministic ids: a
+    booking named after the trip), not from ``results`` alone, and be idempotent (it may
+    undo what never happened)."""
 
     id: str
     start: Any  # the start intent (its declared type)
     principal: str | None
     results: Mapping[str, Any]
     started: datetime
+    uncertain: frozenset[str] = frozenset()  # steps that failed not knowing if they happened
 
 
 Build: TypeAlias = Callable[[Instance], Intent]

@@ -1,7 +1,8 @@
 """Sagas under virtual time (TestDriver): the happy path with its transitions and kept
 authority, each kind of step failure with the compensations in reverse order (each once),
 timeouts, parallel branches, waiting for an intent, a denied step, a revoked or expired
-token mid-saga, a cron sleep, and what the declaration refuses."""
+token mid-saga, a cron sleep, what the declaration refuses, intents keyed by another instance
+than theirs, what a compensation sees of a step that timed out, and step ids per instance."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from support.sagas import GRANTS, OUTCOMES, Book, Confirm, Reserve, travel
+from support.sagas import GRANTS, OUTCOMES, Book, Confirm, Reserve, Reserved, travel
 
 from packetflow import Context, Intent, TestDriver, Topology
 from packetflow.engine.mcpcall import McpCall
@@ -26,6 +27,7 @@ from packetflow.orchestration import (
     wait_for,
 )
 from packetflow.orchestration.agent import request_id
+from packetflow.orchestration.steps import Instance
 
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -84,7 +86,7 @@ def test_the_happy_path_runs_every_step_with_the_starters_kept_authority(
     assert {c.principal for c in contexts} == {"ann"}
     assert all(c.token is None and c.capabilities for c in contexts)
     start_id = driver.state("trip", "t1")["start"]["intent_id"]
-    assert contexts[0].intent_id == request_id(start_id, "step:flight")
+    assert contexts[0].intent_id == request_id("trip", "t1", start_id, "step:flight")
     assert len({c.trace_id for c in contexts}) == 1  # one trace: the start intent's
     # the transitions topic holds the history, as the state does
     events = [(t.event, t.step) for t in driver.emitted("travel.trip.transitions")
@@ -274,6 +276,13 @@ def _one() -> Any:
     return send("a", lambda s: Done(id=s.id))
 
 
+def _routed_elsewhere(*steps: Any) -> None:
+    """A wait for a type another reactor consumes: it would never reach the saga."""
+    topology = Topology("bad")
+    topology.route(Done, "elsewhere")
+    saga(topology, "s", start=Nightly).steps(*steps)
+
+
 @pytest.mark.parametrize(
     ("declare", "message"),
     [
@@ -287,6 +296,8 @@ def _one() -> Any:
         (lambda: send("x", lambda s: Done(id=s.id), timeout=0), "positive"),
         (lambda: saga(Topology("bad"), "s", start=Open).steps(_one()), "requires no capab"),
         (lambda: saga(Topology("bad"), "s", start=Unkeyed), "needs a key"),
+        (lambda: _declare(wait_for("w", Unkeyed)), "Unkeyed needs a key"),
+        (lambda: _routed_elsewhere(wait_for("w", Done)), "routed to elsewhere"),
     ],
 )
 def test_what_a_declaration_refuses(declare: Any, message: str) -> None:
@@ -309,3 +320,116 @@ def test_a_saga_that_calls_tools_needs_mcp_servers() -> None:
     assert McpCall not in topology.effect_handlers
     with pytest.raises(RuntimeError, match="declares no MCP servers"), TestDriver(topology):
         pass
+
+
+# -- an intent keyed by another instance than the one its key field names ---------------
+
+
+class Order(Intent, type_name="keyed.Order", key="order", requires=["order:shop/{shop}"]):
+    """Its capability names the shop, not the key: the engine does not tie key and record."""
+
+    order: str
+    shop: str
+
+
+class Approve(Intent, type_name="keyed.Approve", key="order", requires=["approve:shop/{shop}"]):
+    order: str
+    shop: str
+
+
+def test_a_start_or_waited_for_intent_keyed_by_another_instance_is_set_aside() -> None:
+    """Ann may approve shop a's orders; an approval of her order o1 keyed by bob's o2 (shop
+    b) would move o2 on, and an order o1 keyed o3 would start o3: both are dead-lettered
+    ``key-mismatch``, no instance touched."""
+    topology = Topology("keyed")
+    saga(topology, "order", start=Order).steps(wait_for("approval", Approve, timeout=60))
+    with TestDriver(topology, start_time=START) as driver:
+        ann = driver.issue("ann", ["order:shop/a", "approve:shop/a"])
+        bob = driver.issue("bob", ["order:shop/b", "approve:shop/b"])
+        driver.send(Order(order="o2", shop="b"), token=bob)
+        driver.send(Approve(order="o1", shop="a"), token=ann, key="o2")
+        driver.send(Order(order="o1", shop="a"), token=ann, key="o3")
+        assert [d.header("pf-reason") for d in driver.dead_letters()] == ["key-mismatch"] * 2
+        assert "keyed 'o2'" in (driver.dead_letters()[0].header("pf-error") or "")
+        assert list(driver.state("order", "o2")["pending"]) == ["step:approval"]
+        assert driver.state("order", "o3") is None
+        assert driver.emitted("keyed.order.outcomes") == []
+        driver.send(Approve(order="o2", shop="b"), token=bob)  # keyed by its own order
+        (outcome,) = driver.emitted("keyed.order.outcomes")
+        assert isinstance(outcome, SagaOutcome) and outcome.status == "completed"
+
+
+# -- what a compensation sees of a step whose outcome is unknown -------------------------
+
+
+class Undo(Intent, type_name="travel.Undo", key="trip", internal=True):
+    trip: str
+    booking: str
+    uncertain: bool
+    result: bool
+
+
+def test_a_step_that_timed_out_is_compensated_without_a_result() -> None:
+    """The silent flight times out: its compensation runs, sees no result (``get`` gives
+    None, no KeyError) and the step named in ``uncertain``, and its undo is sent."""
+    topology = Topology("unsure")
+
+    @topology.reactor(Reserve, topic="reservations", emits=[Reserved])
+    def reserver(request: Reserve, ctx: Context) -> Any:
+        return None  # never answers
+
+    @topology.reactor(Undo, topic="undo", state=list)
+    def undo(request: Undo, ctx: Context, done: list[Any]) -> Any:
+        return [*done, [request.booking, request.uncertain, request.result]], None
+
+    saga(topology, "trip", start=Book).steps(
+        send("flight", lambda s: Reserve(trip=s.id, what="flight"), expect=Reserved, timeout=5,
+             compensate=lambda s: Undo(trip=s.id, booking=f"flight-{s.id}",
+                                       uncertain="flight" in s.uncertain,
+                                       result=s.results.get("flight") is not None)),
+    )  # fmt: skip
+    with TestDriver(topology, start_time=START) as driver:
+        driver.send(Book(trip="u1"), token=driver.issue("ann", GRANTS))
+        driver.advance(5)
+        (outcome,) = driver.emitted("unsure.trip.outcomes")
+        assert isinstance(outcome, SagaOutcome)
+        assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "flight",
+                                                                   "timeout")  # fmt: skip
+        assert outcome.compensated == ["flight"] and outcome.results == {}
+        assert driver.state("undo", "u1") == [["flight-u1", True, False]]
+
+
+def test_the_readme_saga_undoes_a_reservation_it_has_no_result_for(tmp_path: Any) -> None:
+    """The README's compensations name the booking from the trip, not from the result."""
+    import re
+    import runpy
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (code,) = re.findall(r"<!-- readme-test: trips_saga.py -->\n```python\n(.*?)```", readme,
+                         re.S)  # fmt: skip
+    (tmp_path / "trips_saga.py").write_text(code)
+    module = runpy.run_path(str(tmp_path / "trips_saga.py"))
+    plan = module["trips"].spec.plan
+    start = module["Book"](trip="t1", route="BER-LIS")
+    view = Instance(id="t1", start=start, principal="ann", results={}, started=START,
+                    uncertain=frozenset({"flight", "hotel"}))  # fmt: skip
+    undone = [plan.by_name[name].compensate(view) for name in ("flight", "hotel")]
+    assert [u.booking for u in undone] == ["flight-t1", "hotel-t1"]
+
+
+# -- step request ids ----------------------------------------------------------------------
+
+
+def test_instances_whose_starts_share_an_intent_id_send_distinct_requests(
+    driver: TestDriver,
+) -> None:
+    """The start intent's id is the client's choice: two starts sent in one context share
+    it, but their steps' requests (and so their answers) are told apart."""
+    shared = Context.new("ann", token=driver.issue("ann", GRANTS, ttl="1d"))
+    driver.send_many([(Book(trip="s1"), shared), (Book(trip="s2"), shared)])
+    ids = [r.context.intent_id for r in driver.records("reservations") if r.context]
+    assert len(ids) == 8 and len(set(ids)) == 8  # flight, hotel, car, insurance of each
+    for trip in ("s1", "s2"):
+        assert list(driver.state("trip", trip)["pending"]) == ["step:confirm"]
+    assert request_id("trip", "s1", shared.intent_id, "step:flight") in ids

@@ -1,4 +1,5 @@
-"""topologies/trips.py: a trip held 15 minutes (virtual time) and released unconfirmed; on a
+"""topologies/trips.py: a trip held 15 minutes (virtual time) and released unconfirmed; a
+flight that is never answered cancelled too; the demo's intents each with its own id; on a
 running worker, the payment service over stdio MCP charges, declines (the hotel and flight
 are cancelled) and refunds when ticketing refuses."""
 
@@ -11,11 +12,19 @@ from support.running import WAIT, running
 from packetflow import Context, Issuer, KeyPair, TestDriver
 from packetflow.orchestration import SagaOutcome
 from topologies import trips
-from topologies.trips import TRAVELLER, BookTrip, ConfirmTrip
+from topologies.trips import (
+    TRAVELLER,
+    UNANSWERED,
+    BookTrip,
+    CancelFlight,
+    ConfirmTrip,
+    generate_traffic,
+)
 
 
-def _trip(trip: str, traveller: str = "ann", amount: int = 500) -> BookTrip:
-    return BookTrip(trip=trip, traveller=traveller, route="BER-LIS", city="Lisbon", nights=2,
+def _trip(trip: str, traveller: str = "ann", amount: int = 500,
+          route: str = "BER-LIS") -> BookTrip:  # fmt: skip
+    return BookTrip(trip=trip, traveller=traveller, route=route, city="Lisbon", nights=2,
                     amount=amount)  # fmt: skip
 
 
@@ -32,6 +41,32 @@ def test_an_unconfirmed_trip_is_released_after_its_15_minute_hold() -> None:
         assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "hold", "timeout")
         assert sorted(outcome.compensated) == ["flight", "hotel"]
         assert driver.state("flights", "h1") == 1 and driver.state("hotels", "h1") == 1
+
+
+def test_a_flight_never_answered_is_cancelled_by_the_id_derived_from_the_trip() -> None:
+    """The flight step times out: it may have been booked, so it is compensated with the
+    hotel, though it has no result: the cancellation names the booking from the trip id."""
+    with TestDriver(trips.topology) as driver:
+        token = driver.issue("agency", TRAVELLER)
+        driver.send(_trip("u1", route=next(iter(UNANSWERED))), token=token)
+        driver.advance(30)
+        (outcome,) = driver.emitted("trip-outcomes")
+        assert isinstance(outcome, SagaOutcome)
+        assert (outcome.status, outcome.step, outcome.reason) == ("compensated", "flight",
+                                                                   "timeout")  # fmt: skip
+        assert sorted(outcome.compensated) == ["flight", "hotel"]
+        cancels = [r.intent for r in driver.records("flights")
+                   if isinstance(r.intent, CancelFlight)]  # fmt: skip
+        assert [c.booking for c in cancels] == [trips._booking("fl", "u1")]
+        assert driver.state("flights", "u1") == 1 and driver.state("hotels", "u1") == 1
+        assert driver.state("trip", "u1")["uncertain"] == ["flight"]
+
+
+def test_the_demo_gives_every_intent_its_own_context() -> None:
+    """One context for all would give every start the same intent id (and the same ids to
+    their steps' requests, before those were derived from the instance too)."""
+    traffic = list(generate_traffic(40, token="t"))
+    assert len({ctx.intent_id for _, ctx in traffic}) == len(traffic)
 
 
 async def test_payment_through_mcp_charges_declines_and_refunds() -> None:
