@@ -49,6 +49,7 @@ from packetflow.engine.codec import (
     fixed_headers,
     header,
 )
+from packetflow.engine.ingress import holder_of
 from packetflow.engine.topology import Topology, TopologyError
 from packetflow.engine.transport import Headers, Record
 
@@ -178,8 +179,12 @@ async def send_intent(
         raise TypeError(f"{topic!r} is not an intent topic: make it with intent_topic()")
     if context is None:
         context = Context.new(token=token)
-    elif token is not None:
-        context = Context.model_validate({**context.model_dump(), "token": token})
+    elif token is not None:  # the app's own token: the principal is its holder, as a
+        # worker would name it (an inherited context names whoever sent upstream)
+        context = Context.model_validate(
+            {**context.model_dump(), "token": token, "principal": holder_of(token),
+             "capabilities": ()}
+        )  # fmt: skip
     headers = [(CONTEXT_HEADER, encode_context(context))]
     authority = authority_header(context)
     if authority is not None:

@@ -19,6 +19,7 @@ from faust.exceptions import ValueDecodeError
 from faust.types import TP, Message, RecordMetadata
 
 from packetflow import Context, Intent, KeyPair, Topology, TopologyError, issue_token
+from packetflow.core.tokens import decode_token
 from packetflow.engine.codec import Decoder, encode, header
 from packetflow.engine.transport import Record
 from packetflow.interop.faust import context_of, intent_topic, send_intent
@@ -130,7 +131,13 @@ async def test_what_faust_sends_a_worker_decodes_with_its_context_and_token(
     assert decoded.model_dump() == context.model_dump()
     intent, decoded = decoder.decode(second)
     assert intent == Cancel(customer="c2")
-    assert decoded.model_dump() == {**context.model_dump(), "token": TOKEN}
+    holder = decode_token(TOKEN).holder  # the app's token: the principal is its holder
+    assert decoded.model_dump() == {**context.model_dump(), "token": TOKEN, "principal": holder}
+    # a context inherited from upstream names its sender: the app's token names the app
+    upstream = Context.new(principal="ann").inherit("legacy-agent")
+    await (await send_intent(orders, Cancel(customer="c3"), context=upstream, token=TOKEN))
+    _, decoded = decoder.decode(sent(app)[-1])
+    assert decoded.principal == holder and decoded.trace_id == upstream.trace_id
 
 
 async def test_what_a_worker_writes_faust_reads_as_the_intent_and_its_context(
