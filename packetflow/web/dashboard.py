@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 from packetflow.core.capability import Capability
 from packetflow.core.context import Context
 from packetflow.core.intent import Intent
+from packetflow.engine.runtime.lookup import read_requirement
 from packetflow.engine.runtime.view import WorkerView
 from packetflow.engine.topology import Topology
 from packetflow.web.auth import CSRF_COOKIE, SESSION_COOKIE, Caller, caller, csrf_ok, new_csrf
@@ -178,13 +179,25 @@ def process(saga: str, key: str, raw: Any) -> Process | None:
     )
 
 
-def processes(view: WorkerView, saga: str | None = None) -> list[Process]:
-    """The instances of the topology's sagas (or of ``saga``) held by this worker."""
+def may_read(view: WorkerView, context: Context, name: str, key: str) -> bool:
+    """``context`` may read ``key``'s instance of ``name`` (``read:`` on its start intent's
+    resource, as ``GET /state``): observing the topology is not reading its data."""
+    need = read_requirement(view.topology, name, key)
+    return view.authorize((need,), context, f"state {name}") is None
+
+
+def processes(
+    view: WorkerView, context: Context, saga: str | None = None
+) -> list[Process]:
+    """The instances of the topology's sagas (or of ``saga``) held by this worker that
+    ``context`` may read."""
     out: list[Process] = []
     for name in sagas(view.topology):
         if saga is not None and name != saga:
             continue
         for key in sorted(k for k in view.states(name) if k is not None):
+            if not may_read(view, context, name, key):
+                continue
             found = process(name, key, view.inspect(name, key))
             if found is not None:
                 out.append(found)
@@ -260,7 +273,7 @@ def routes(web: Site) -> list[BaseRoute]:
         context = await observe(request, "http:GET /processes")
         if isinstance(context, Response):
             return context
-        found = processes(web.view)
+        found = processes(web.view, context)
         page = _env.get_template("processes.html").render(
             topology=web.topology,
             worker=web.view.instance_id,
@@ -278,6 +291,11 @@ def routes(web: Site) -> list[BaseRoute]:
         saga, key = request.path_params["saga"], request.path_params["id"]
         found = None
         if saga in sagas(web.topology):
+            if not may_read(web.view, context, saga, key):
+                return HTMLResponse(
+                    f"{escape(context.principal or 'anonymous')} may not read {escape(saga)}"
+                    f" {escape(key)} (needs read: on its resource)", status_code=403
+                )
             found = process(saga, key, web.view.inspect(saga, key))
         page = _env.get_template("process.html").render(
             topology=web.topology,

@@ -124,7 +124,8 @@ async def test_the_processes_page_shows_a_running_instances_step(browser: Browse
             if "step:confirm" in (run.state("trip", "t1") or {}).get("pending", {}):
                 break
             await asyncio.sleep(0.05)
-        operator = issue_token("olga", [f"observe:topology/{topology.name}"], key=KEY, ttl=3600)
+        operator = issue_token("olga", [f"observe:topology/{topology.name}", "read:trip/*"],
+                               key=KEY, ttl=3600)  # fmt: skip
         page = await browser.new_page()
         await login(page, service.url, operator)
         await page.click("header a[href='/processes']")

@@ -25,8 +25,9 @@ class Trips:
     run: Running
     http: httpx.AsyncClient
     service: HttpService
-    observer: str  # a token with observe:topology/<name>
+    observer: str  # a token with observe:topology/<name> and read:trip/*
     booker: str  # one without
+    watcher: str  # observe:topology/<name> alone: sees the dashboard, not the trips
 
 
 @asynccontextmanager
@@ -36,7 +37,9 @@ async def trips(broker: str) -> AsyncIterator[Trips]:
     topology, _ = travel(name=unique("travel"), hold=0, timeout=3.0,
                          security=Security(trusted_keys=[KEY], worker_secret=SECRET))  # fmt: skip
     booker = issue_token("ann", GRANTS, key=KEY, ttl=3600)
-    observer = issue_token("olga", [f"observe:topology/{topology.name}"], key=KEY, ttl=3600)
+    observer = issue_token("olga", [f"observe:topology/{topology.name}", "read:trip/*"],
+                           key=KEY, ttl=3600)  # fmt: skip
+    watcher = issue_token("walt", [f"observe:topology/{topology.name}"], key=KEY, ttl=3600)
     service = HttpService("127.0.0.1:0")
     async with running(topology, broker, services=[service]) as run:
         as_ann = Context.new(token=booker)
@@ -51,7 +54,7 @@ async def trips(broker: str) -> AsyncIterator[Trips]:
                 break
             await asyncio.sleep(0.05)
         async with httpx.AsyncClient(base_url=service.url, timeout=20.0) as http:
-            yield Trips(run, http, service, observer, booker)
+            yield Trips(run, http, service, observer, booker, watcher)
 
 
 async def test_the_processes_page_lists_this_workers_instances() -> None:
@@ -107,3 +110,13 @@ async def test_a_topology_without_sagas_has_no_processes_link() -> None:
         assert index.status_code == 200 and "/processes" not in index.text
         page = await s.http.get("/processes", headers=bearer(viewer))
         assert page.status_code == 200 and "No instance on this worker" in page.text
+
+
+async def test_observing_the_topology_is_not_reading_its_trips() -> None:
+    async with trips("memory://processes-read") as t:
+        listed = await t.http.get("/processes", headers=bearer(t.watcher))
+        assert listed.status_code == 200
+        assert "t1" not in listed.text and "f1" not in listed.text
+        detail = await t.http.get("/processes/trip/t1", headers=bearer(t.watcher))
+        assert detail.status_code == 403 and "read:" in detail.text
+        assert "ann" not in detail.text  # nothing of the instance
