@@ -566,7 +566,7 @@ class SagaRuntime(AgentRuntime):
                 intent = step.build(self._view(turn))
                 entry["id"] = self._request_id(inst, slot)
                 refused = await self._send(turn, slot, intent, step.topic, request=True,
-                                           undo=undo)  # fmt: skip
+                                           undo=undo, deadline=entry["due"])  # fmt: skip
             elif isinstance(step, CallTool):
                 entry["kind"] = "call"
                 effect = mcp_call(step.server, step.tool, step.arguments(self._view(turn)),
@@ -613,6 +613,7 @@ class SagaRuntime(AgentRuntime):
         *,
         request: bool,
         undo: bool,
+        deadline: int | None = None,
     ) -> tuple[str, str] | None:
         """Send ``intent`` with the kept authority (a request: answered here); the reason
         and message when that authority lapsed (the intent then goes to the denied topic)."""
@@ -632,6 +633,11 @@ class SagaRuntime(AgentRuntime):
             ])  # fmt: skip
             return lapsed
         context = self._context(turn, slot, request=request)
+        if deadline is not None:  # taken later than its step waits, a request is set aside
+            # (its Refused, a late answer, is dropped), never run after its compensation
+            context = context.model_copy(
+                update={"deadline": datetime.fromtimestamp(deadline / 1000, UTC)}
+            )
         emit = Emit(intent, topic, None, context)
         await self.services.effects.run_effects([emit], Origin(self.spec.name, context, turn.key))
         return None
@@ -650,9 +656,8 @@ class SagaRuntime(AgentRuntime):
         id, chain and validity in baggage), the start intent's trace, an id derived from the
         instance and the slot, and (a request) the saga as ``reply_to`` and requester.
 
-        No deadline (yet): its reply, or the ``Refused`` of a request set aside as late,
-        inherits it, and one processed after it at the saga's topic is dead-lettered and
-        refused again, and again, forever (the engine refuses answers too)."""
+        A request's deadline is its step's (``_send``): answers never carry it (the engine
+        drops a request's deadline from its reply and its ``Refused``)."""
         inst = turn.inst
         kept = KeptAuthority.from_json(inst["authority"])
         rid = self._request_id(inst, slot)

@@ -433,3 +433,19 @@ def test_instances_whose_starts_share_an_intent_id_send_distinct_requests(
     for trip in ("s1", "s2"):
         assert list(driver.state("trip", trip)["pending"]) == ["step:confirm"]
     assert request_id("trip", "s1", shared.intent_id, "step:flight") in ids
+
+
+def test_a_steps_request_carries_its_deadline_and_its_answer_none(driver: TestDriver) -> None:
+    """A request taken later than its step waits is set aside, never run after the step's
+    compensation; its reply (or Refused) carries no deadline, so an answer the saga takes
+    late is still the answer (a refused one is not refused again, and again)."""
+    ann = driver.issue("ann", GRANTS, ttl="1d")
+    _book(driver, "t1", ann)
+    flight = next(r for r in driver.records("reservations")
+                  if isinstance(r.intent, Reserve) and r.intent.what == "flight")  # fmt: skip
+    assert flight.context is not None and flight.context.deadline is not None
+    assert flight.context.deadline > START  # the step's due time, from its timeout
+    own = driver.topology.agents["trip"].topic
+    replies = [r for r in driver.records(own) if isinstance(r.intent, Reserved)]
+    assert replies and all(r.context is not None and r.context.deadline is None for r in replies)
+    assert "step:flight" not in driver.inspect("trip", "t1")["pending"]  # answered

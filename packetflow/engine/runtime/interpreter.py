@@ -339,6 +339,9 @@ class Interpreter:
         elif isinstance(effect, Reply):
             topics = [self._reply_topic(origin)]
             context = origin.context.inherit(origin.reactor)
+            if context.deadline is not None:  # the request's, not the answer's: an answer
+                # taken late is still the answer (and a refused one is not refused again)
+                context = context.model_copy(update={"deadline": None})
         else:
             topics = [self._topic_for(intent, t) for t in effect.topics]
             key = effect.key
