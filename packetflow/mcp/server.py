@@ -37,8 +37,14 @@ from packetflow.engine.client import AskTimeout, RequestRefused
 from packetflow.engine.describe import as_dict
 from packetflow.engine.runtime.lookup import jsonable, read_requirement
 from packetflow.engine.runtime.tracing import descend
-from packetflow.mcp import prompts
 from packetflow.mcp.host import Host, StateUnavailable
+from packetflow.mcp.prompts import (
+    EXPLAIN_DENIAL,
+    SUMMARISE_DEAD_LETTERS,
+    explain_denial,
+    listing,
+    summarise_dead_letters,
+)
 from packetflow.mcp.resources import (
     ResourceError,
     fixed_uris,
@@ -309,7 +315,7 @@ class McpApp:
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListPromptsResult:
         await self._granted()
-        return types.ListPromptsResult(prompts=prompts.listing())
+        return types.ListPromptsResult(prompts=listing())
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
@@ -322,14 +328,14 @@ class McpApp:
         if denial is not None:
             raise MCPError(INVALID_PARAMS, f"{denial.reason}: {denial.message}")
         client = self.host.client
-        if params.name == prompts.EXPLAIN_DENIAL:
+        if params.name == EXPLAIN_DENIAL:
             facts = await set_aside(client, "denied", since_s=7 * 24 * 3600)
             wanted = args.get("intent_id")
             chosen = [f for f in facts if not wanted or f.get("intent_id") == wanted]
             if wanted and not chosen:
                 raise MCPError(INVALID_PARAMS, f"no denial of intent {wanted} in the last week")
-            text = prompts.explain_denial(self.topology, chosen[-1] if chosen else None)
-        elif params.name == prompts.SUMMARISE_DEAD_LETTERS:
+            text = explain_denial(self.topology, chosen[-1] if chosen else None)
+        elif params.name == SUMMARISE_DEAD_LETTERS:
             try:
                 hours = float(args.get("hours") or 1)
             except ValueError:
@@ -337,7 +343,7 @@ class McpApp:
             if not 0 < hours <= 24 * 7:
                 raise MCPError(INVALID_PARAMS, "hours must be more than 0 and at most a week")
             digest = summary(await set_aside(client, "dead-letters", since_s=hours * 3600))
-            text = prompts.summarise_dead_letters(self.topology, hours, digest)
+            text = summarise_dead_letters(self.topology, hours, digest)
         else:
             raise MCPError(INVALID_PARAMS, f"no prompt {params.name!r}")
         return types.GetPromptResult(
